@@ -1,0 +1,86 @@
+"""The reference notebook's pipeline, kept as the yardstick for parity tests and benchmarks.
+
+It is the research notebook's recipe — pytorch-grad-cam's ``GradCAM`` over a wrapper module that
+returns ``logits_per_image``, with a reshape transform that drops the CLS token — with two of its
+defects mended so that it can be compared at all: the wrapper uses the tensor it is given (the
+notebook's re-downloaded the image), and the token grid is read from the config (the notebook
+hard-coded 7×7 and 16×16). It still runs the whole CLIP forward and backward once per prompt,
+as the notebook does. clipcam's explainer must agree with it; it is not used to serve users.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+import torch
+from pytorch_grad_cam import GradCAM
+
+from .layers import target_module, token_grid
+
+
+class LogitsPerImage(torch.nn.Module):
+    """Wraps a CLIPModel as image tensor → logits_per_image (B, K) for fixed tokenized prompts."""
+
+    def __init__(self, model: torch.nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> None:
+        super().__init__()
+        self.model = model
+        self.input_ids = input_ids
+        self.attention_mask = attention_mask
+
+    def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        out = self.model(pixel_values=pixel_values, input_ids=self.input_ids, attention_mask=self.attention_mask)
+        return out.logits_per_image
+
+
+class PromptTarget:
+    """pytorch-grad-cam target: the logit of one prompt (the notebook's ClassifierOutputTarget)."""
+
+    def __init__(self, index: int) -> None:
+        self.index = index
+
+    def __call__(self, output: torch.Tensor) -> torch.Tensor:
+        return output[self.index] if output.ndim == 1 else output[:, self.index]
+
+
+def vit_reshape(grid: tuple[int, int]):
+    """Reshape transform: (B, 1+N, D) tokens → (B, D, rows, cols), CLS dropped."""
+    rows, cols = grid
+
+    def reshape(x: torch.Tensor) -> torch.Tensor:
+        tokens = x[:, 1:, :]  # (B, N, D)
+        return tokens.reshape(tokens.shape[0], rows, cols, tokens.shape[2]).permute(0, 3, 1, 2)
+
+    return reshape
+
+
+def reference_grad_cam(
+    model, tokenizer, image_processor, image, prompts: Sequence[str], layer: int, sublayer: str
+) -> np.ndarray:
+    """The notebook's pipeline: per prompt, process the inputs and run GradCAM (full forward + backward).
+
+    Returns (K, S, S): each prompt's map min-max scaled and resized to the S×S model input, as
+    pytorch-grad-cam returns it.
+    """
+    grid = token_grid(model)
+    maps = []
+    trainable = [p.requires_grad for p in model.parameters()]
+    model.requires_grad_(True)  # as in the notebook: every weight takes part in the backward
+    try:
+        _run_per_prompt(model, tokenizer, image_processor, image, prompts, layer, sublayer, grid, maps)
+    finally:
+        for param, flag in zip(model.parameters(), trainable):
+            param.requires_grad_(flag)
+            param.grad = None
+    return np.stack(maps).astype(np.float32)
+
+
+def _run_per_prompt(model, tokenizer, image_processor, image, prompts, layer, sublayer, grid, maps) -> None:
+    with torch.enable_grad():
+        for k in range(len(prompts)):
+            inputs = image_processor(images=image, return_tensors="pt")
+            tokens = tokenizer(list(prompts), padding=True, return_tensors="pt")
+            wrapper = LogitsPerImage(model, tokens["input_ids"], tokens["attention_mask"])
+            with GradCAM(model=wrapper, target_layers=[target_module(model, layer, sublayer)],
+                         reshape_transform=vit_reshape(grid)) as cam:
+                maps.append(cam(input_tensor=inputs["pixel_values"], targets=[PromptTarget(k)])[0])

@@ -1,0 +1,149 @@
+"""Drawing heatmaps: colour maps, overlays on the user's image, and a captioned grid of prompts.
+
+Overlays blend a colour-mapped heatmap onto the image like pytorch-grad-cam's
+``show_cam_on_image``; pixels the model never saw (NaN in the map) are shown dimmed and grey,
+not coloured, so a heatmap is never stretched over parts of the photo outside CLIP's crop.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import cv2
+import numpy as np
+from PIL import Image, ImageDraw, ImageFont
+
+#: Colour maps offered to people: a perceptual default, and JET as the reference notebook uses.
+COLORMAPS: dict[str, int] = {
+    "inferno": cv2.COLORMAP_INFERNO,
+    "turbo": cv2.COLORMAP_TURBO,
+    "viridis": cv2.COLORMAP_VIRIDIS,
+    "jet": cv2.COLORMAP_JET,
+}
+DEFAULT_COLORMAP = "inferno"
+DEFAULT_ALPHA = 0.5
+#: How much of the original brightness is kept where the model saw nothing.
+UNSEEN_DIM = 0.35
+
+
+def colorize(heatmap: np.ndarray, colormap: str = DEFAULT_COLORMAP) -> np.ndarray:
+    """(H, W) map in [0, 1] (NaN allowed) → (H, W, 3) uint8 RGB; NaN becomes black."""
+    if colormap not in COLORMAPS:
+        raise ValueError(f"Unknown colour map {colormap!r}: choose one of {', '.join(COLORMAPS)}.")
+    values = np.nan_to_num(np.clip(heatmap, 0.0, 1.0), nan=0.0)
+    bgr = cv2.applyColorMap(np.uint8(np.round(255 * values)), COLORMAPS[colormap])
+    return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+
+
+def overlay(image: Image.Image, heatmap: np.ndarray, colormap: str = DEFAULT_COLORMAP,
+            alpha: float = DEFAULT_ALPHA) -> Image.Image:
+    """Blend ``heatmap`` (H, W) in [0, 1], NaN where unseen, onto ``image`` of the same size.
+
+    alpha is the heatmap's weight (0: only the photo, 1: only the heatmap).
+    """
+    if not 0.0 <= alpha <= 1.0:
+        raise ValueError(f"Overlay opacity must be between 0 and 1; got {alpha}.")
+    rgb = np.asarray(image.convert("RGB"), dtype=np.float32)
+    if heatmap.shape != rgb.shape[:2]:
+        raise ValueError(f"Heatmap {heatmap.shape} and image {rgb.shape[:2]} differ in size.")
+    colored = colorize(heatmap, colormap).astype(np.float32)
+    blended = (1.0 - alpha) * rgb + alpha * colored
+    unseen = np.isnan(heatmap)
+    grey = rgb.mean(axis=2, keepdims=True)
+    blended = np.where(unseen[..., None], UNSEEN_DIM * grey + (1 - UNSEEN_DIM) * 40.0, blended)
+    return Image.fromarray(np.uint8(np.clip(np.round(blended), 0, 255)))
+
+
+def display_size(size: tuple[int, int], max_side: int | None) -> tuple[int, int]:
+    """(W, H) scaled down so that the longer side is at most ``max_side`` (never scaled up)."""
+    width, height = size
+    if not max_side or max(width, height) <= max_side:
+        return width, height
+    scale = max_side / max(width, height)
+    return max(1, round(width * scale)), max(1, round(height * scale))
+
+
+def caption(prompt: str, prob: float) -> str:
+    """The text under a heatmap: the prompt and its softmax score."""
+    return f"{prompt} — {100 * prob:.1f} %"
+
+
+def _font(size: int) -> ImageFont.ImageFont:
+    try:
+        return ImageFont.load_default(size=size)
+    except TypeError:  # Pillow without FreeType sizes
+        return ImageFont.load_default()
+
+
+def _wrap(draw: ImageDraw.ImageDraw, text: str, font, width: int) -> list[str]:
+    lines, line = [], ""
+    for word in text.split():
+        trial = f"{line} {word}".strip()
+        if line and draw.textlength(trial, font=font) > width:
+            lines.append(line)
+            line = word
+        else:
+            line = trial
+    return lines + [line] if line else lines
+
+
+def grid_image(tiles: Sequence[Image.Image], captions: Sequence[str], columns: int | None = None,
+               row_labels: Sequence[str] | None = None, tile_side: int = 320) -> Image.Image:
+    """Lay out tiles (all one size) in a grid with a caption under each and optional row labels."""
+    if not tiles:
+        raise ValueError("Nothing to draw: no heatmaps.")
+    columns = columns or len(tiles)
+    w, h = display_size(tiles[0].size, tile_side)
+    font = _font(max(12, w // 22))
+    probe = ImageDraw.Draw(Image.new("RGB", (1, 1)))
+    wrapped = [_wrap(probe, c, font, w - 8) for c in captions]
+    line_h = int(font.size * 1.3) if hasattr(font, "size") else 14
+    cap_h = line_h * max(len(lines) for lines in wrapped) + 8
+    label_w = 0
+    if row_labels:
+        label_w = int(max(probe.textlength(label, font=font) for label in row_labels)) + 16
+    rows = -(-len(tiles) // columns)
+    sheet = Image.new("RGB", (label_w + columns * (w + 8) + 8, rows * (h + cap_h + 8) + 8), "white")
+    draw = ImageDraw.Draw(sheet)
+    for i, (tile, lines) in enumerate(zip(tiles, wrapped)):
+        r, c = divmod(i, columns)
+        x, y = label_w + 8 + c * (w + 8), 8 + r * (h + cap_h + 8)
+        sheet.paste(tile.resize((w, h), Image.BILINEAR), (x, y))
+        for j, line in enumerate(lines):
+            draw.text((x + 2, y + h + 4 + j * line_h), line, fill="black", font=font)
+    for r, label in enumerate(row_labels or ()):
+        draw.text((8, 8 + r * (h + cap_h + 8) + h // 2), label, fill="black", font=font)
+    return sheet
+
+
+def overlays(image: Image.Image, maps: np.ndarray, colormap: str = DEFAULT_COLORMAP,
+             alpha: float = DEFAULT_ALPHA, max_side: int | None = None) -> list[Image.Image]:
+    """One overlay per map (K, H, W); the image is downscaled to ``max_side`` first when the maps are."""
+    target = (maps.shape[2], maps.shape[1])
+    base = image if image.size == target else image.resize(target, Image.BILINEAR)
+    return [overlay(base, m, colormap, alpha) for m in maps]
+
+
+def explanation_images(result, colormap: str = DEFAULT_COLORMAP, alpha: float = DEFAULT_ALPHA,
+                       max_side: int | None = None, shared: bool = False) -> tuple[list[Image.Image], Image.Image]:
+    """Overlays (one per prompt, in order) and the captioned grid for an Explanation."""
+    size = display_size(result.image.size, max_side)
+    maps = result.image_maps if size == result.image.size and not shared else result.image_maps_at(size, shared)
+    tiles = overlays(result.image, maps, colormap, alpha)
+    captions = [caption(p, float(q)) for p, q in zip(result.prompts, result.probs)]
+    return tiles, grid_image(tiles, captions)
+
+
+def sweep_grid(sweep, colormap: str = DEFAULT_COLORMAP, alpha: float = DEFAULT_ALPHA,
+               tile_side: int = 160, shared: bool = False) -> Image.Image:
+    """All layers × prompts of a Sweep as one image: rows are layers, columns are prompts."""
+    size = display_size(sweep.image.size, tile_side)
+    maps = sweep.image_maps_at(size, shared)  # (L, K, h, w)
+    base = sweep.image.resize(size, Image.BILINEAR)
+    tiles, captions = [], []
+    for layer, layer_maps in zip(sweep.layers, maps):
+        for prompt, prob, m in zip(sweep.prompts, sweep.probs, layer_maps):
+            tiles.append(overlay(base, m, colormap, alpha))
+            captions.append(caption(prompt, float(prob)) if layer == sweep.layers[-1] else "")
+    labels = [f"layer {layer}" for layer in sweep.layers]
+    return grid_image(tiles, captions, columns=len(sweep.prompts), row_labels=labels, tile_side=tile_side)

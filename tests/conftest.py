@@ -1,0 +1,66 @@
+"""Shared fixtures: tiny seeded CLIP models saved to disk and loaded through clipcam's own loader."""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
+os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from clipcam import load_explainer
+from clipcam.testing import save_random_clip
+
+PROMPTS = ["a photo of a cat.", "a photo of a dog.", "a red circle with a blue square."]
+
+
+@pytest.fixture(scope="session")
+def tiny_dir(tmp_path_factory):
+    """4×4 token grid (image 32, patch 8), two layers."""
+    return save_random_clip(tmp_path_factory.mktemp("tiny"), seed=0)
+
+
+@pytest.fixture(scope="session")
+def tiny5_dir(tmp_path_factory):
+    """5×5 token grid (image 40, patch 8), three layers: a grid that is not 7×7 and not square-of-2."""
+    return save_random_clip(tmp_path_factory.mktemp("tiny5"), seed=1, image_size=40, patch_size=8, layers=3)
+
+
+@pytest.fixture(scope="session")
+def tiny7_dir(tmp_path_factory):
+    """7×7 token grid like ViT-B/32 (image 56, patch 8), three layers."""
+    return save_random_clip(tmp_path_factory.mktemp("tiny7"), seed=2, image_size=56, patch_size=8, layers=3)
+
+
+@pytest.fixture(scope="session")
+def explainer(tiny_dir):
+    return load_explainer(str(tiny_dir), device="cpu")
+
+
+@pytest.fixture(scope="session")
+def explainer5(tiny5_dir):
+    return load_explainer(str(tiny5_dir), device="cpu")
+
+
+@pytest.fixture(scope="session")
+def explainer7(tiny7_dir):
+    return load_explainer(str(tiny7_dir), device="cpu")
+
+
+def noise_image(width: int, height: int, seed: int = 0) -> Image.Image:
+    return Image.fromarray((np.random.RandomState(seed).rand(height, width, 3) * 255).astype(np.uint8))
+
+
+@pytest.fixture
+def wide_image():
+    return noise_image(96, 48)
+
+
+@pytest.fixture
+def tall_image():
+    return noise_image(45, 110, seed=1)

@@ -1,0 +1,64 @@
+"""The command line writes the promised files and turns bad input into one sentence."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def run_cli(*args):
+    return subprocess.run([sys.executable, "-m", "clipcam", *map(str, args)], cwd=ROOT,
+                          capture_output=True, text=True, timeout=300)
+
+
+def test_writes_overlays_grid_scores_and_arrays(tiny_dir, tmp_path):
+    out = tmp_path / "out"
+    proc = run_cli(ROOT / "assets/chelsea.png", "--prompt", "a photo of a cat.", "--prompt", "a photo of a dog.",
+                   "--model", tiny_dir, "--layer", "1", "--sublayer", "self_attn.v_proj", "--out", out)
+    assert proc.returncode == 0, proc.stderr
+    names = sorted(p.name for p in out.iterdir())
+    assert names == ["01-a-photo-of-a-cat.png", "02-a-photo-of-a-dog.png", "grid.png", "heatmaps.npz", "scores.json"]
+    scores = json.loads((out / "scores.json").read_text())
+    assert scores["prompts"] == ["a photo of a cat.", "a photo of a dog."]
+    assert sum(scores["probs"]) == np.float64(1.0) or abs(sum(scores["probs"]) - 1) < 1e-9
+    assert (scores["layer"], scores["sublayer"]) == (1, "self_attn.v_proj")
+    assert scores["seconds"] > 0
+    arrays = np.load(out / "heatmaps.npz")
+    assert arrays["grid_maps"].shape == (2, 4, 4)
+    assert arrays["image_maps"].shape == (2, 300, 451)  # the original image's own size
+    assert Image.open(out / "01-a-photo-of-a-cat.png").size == (451, 300)
+
+
+def test_sweep(tiny_dir, tmp_path):
+    out = tmp_path / "sweep"
+    proc = run_cli(ROOT / "assets/coffee.png", "-p", "a cup of coffee.", "-p", "a spoon.", "--model", tiny_dir,
+                   "--sweep", "--out", out)
+    assert proc.returncode == 0, proc.stderr
+    assert (out / "sweep.png").exists()
+    assert np.load(out / "heatmaps.npz")["grid_maps"].shape == (2, 2, 4, 4)
+    assert json.loads((out / "scores.json").read_text())["layers"] == [1, 2]
+
+
+def test_bad_input_is_one_sentence(tiny_dir, tmp_path):
+    bad = tmp_path / "notes.png"
+    bad.write_text("hello")
+    proc = run_cli(bad, "-p", "a cat", "--model", tiny_dir, "--out", tmp_path / "o")
+    assert proc.returncode == 2
+    assert proc.stderr == "clipcam: 'notes.png' is not an image clipcam can read; please give a PNG, JPEG, WebP, GIF, BMP or TIFF file.\n"
+    proc = run_cli(ROOT / "assets/chelsea.png", "-p", "a cat", "--model", tiny_dir, "--layer", "9", "--out", tmp_path / "o")
+    assert proc.returncode == 2
+    assert proc.stderr == "clipcam: Layer 9 is out of range: this model's vision encoder has layers 1 to 2.\n"
+    assert "Traceback" not in proc.stderr
+
+
+def test_help_is_complete():
+    proc = run_cli("--help")
+    for flag in ("--prompt", "--model", "--layer", "--sublayer", "--sweep", "--out", "--colormap", "--alpha", "--device"):
+        assert flag in proc.stdout

@@ -1,0 +1,175 @@
+"""The explainer against pytorch-grad-cam's GradCAM (the reference pipeline) and CLIP's own forward."""
+
+from __future__ import annotations
+
+import threading
+
+import cv2
+import numpy as np
+import pytest
+import torch
+from conftest import PROMPTS, noise_image
+
+from clipcam.cam import normalize_maps
+from clipcam.constants import SUBLAYERS
+from clipcam.reference import reference_grad_cam
+from pytorch_grad_cam.utils.image import scale_cam_image
+
+
+def as_reference(grid_maps: np.ndarray, side: int) -> np.ndarray:
+    """The reference's normalisation of raw maps: scale, resize to the input, scale again."""
+    return np.stack([scale_cam_image(scale_cam_image(m[None], (side, side)))[0] for m in grid_maps])
+
+
+CASES = [(1, "mlp.fc1"), (1, "self_attn.out_proj"), (1, "layer_norm1"), (1, "block"),
+         (2, "self_attn.q_proj"), (2, "self_attn.k_proj"), (2, "self_attn.v_proj"), (2, "layer_norm2"),
+         (2, "mlp.fc2"), (3, "self_attn.v_proj")]
+
+
+@pytest.mark.parametrize("layer,sublayer", CASES)
+@pytest.mark.parametrize("which", ["explainer5", "explainer7"])
+def test_matches_reference_pipeline(request, which, layer, sublayer, wide_image):
+    ex = request.getfixturevalue(which)
+    res = ex.explain(wide_image, PROMPTS, layer=layer, sublayer=sublayer)
+    side = ex.model.config.vision_config.image_size
+    ref = reference_grad_cam(ex.model, ex.loaded.tokenizer, ex.loaded.image_processor, wide_image,
+                             PROMPTS, layer, sublayer)
+    assert res.grid_maps.shape == (3, *ex.grid)
+    assert res.grid_maps.max() > 0, "a live sublayer must give a non-empty map on this model"
+    np.testing.assert_allclose(as_reference(res.grid_maps, side), ref, atol=1e-4, rtol=0)
+
+
+def test_logits_and_probs_match_clip_forward(explainer5, tall_image):
+    res = explainer5.explain(tall_image, PROMPTS, layer=1)
+    inputs = explainer5.loaded.image_processor(images=tall_image, return_tensors="pt")
+    tokens = explainer5.loaded.tokenizer(PROMPTS, padding=True, return_tensors="pt")
+    with torch.no_grad():
+        out = explainer5.model(pixel_values=inputs["pixel_values"], **tokens)
+    np.testing.assert_allclose(res.logits, out.logits_per_image[0].numpy(), atol=1e-5)
+    np.testing.assert_allclose(res.probs, out.logits_per_image.softmax(-1)[0].numpy(), atol=1e-6)
+    assert res.probs.sum() == pytest.approx(1.0)
+    np.testing.assert_allclose(explainer5.scores(tall_image, PROMPTS)[1], res.probs, atol=1e-6)
+
+
+def test_weights_stay_frozen_and_hooks_are_removed(explainer):
+    explainer.explain(noise_image(40, 30), PROMPTS, layer=1)
+    explainer.sweep(noise_image(40, 30), PROMPTS)
+    assert all(p.grad is None and not p.requires_grad for p in explainer.model.parameters())
+    assert not any(m._forward_hooks for m in explainer.model.modules())
+
+
+def test_hooks_removed_when_the_call_fails(explainer, monkeypatch):
+    def boom(*args, **kwargs):
+        raise RuntimeError("failed mid-way")
+
+    monkeypatch.setattr(explainer.model.visual_projection, "forward", boom)
+    with pytest.raises(RuntimeError, match="failed mid-way"):
+        explainer.explain(noise_image(40, 30), PROMPTS, layer=1)
+    monkeypatch.undo()
+    assert not any(m._forward_hooks for m in explainer.model.modules())
+
+
+def test_sweep_equals_per_layer_explain(explainer5, wide_image):
+    sweep = explainer5.sweep(wide_image, PROMPTS, sublayer="mlp.fc1")
+    assert sweep.layers == (1, 2, 3)
+    assert sweep.grid_maps.shape == (3, 3, 5, 5)
+    for i, layer in enumerate(sweep.layers):
+        single = explainer5.explain(wide_image, PROMPTS, layer=layer, sublayer="mlp.fc1")
+        np.testing.assert_allclose(sweep.grid_maps[i], single.grid_maps, atol=1e-6)
+        np.testing.assert_allclose(sweep.logits, single.logits, atol=1e-6)
+    assert sweep.dead_reasons[:2] == (None, None) and "last layer" in sweep.dead_reasons[2]
+    assert sweep.image_maps.shape == (3, 3, wide_image.height, wide_image.width)
+
+
+@pytest.mark.parametrize("sublayer", SUBLAYERS)
+def test_dead_sublayers_are_flagged(explainer5, wide_image, sublayer):
+    res = explainer5.explain(wide_image, PROMPTS, layer=3, sublayer=sublayer)
+    expect_dead = sublayer not in ("layer_norm1", "self_attn.k_proj", "self_attn.v_proj")
+    assert res.dead == expect_dead
+    if expect_dead:
+        assert not res.grid_maps.any(), "a dead sublayer's gradient is exactly zero"
+        assert "never reach the CLS token" in res.dead_reason
+    else:
+        assert res.grid_maps.any()
+
+
+def test_maps_depend_on_the_prompt(explainer7, wide_image):
+    res = explainer7.explain(wide_image, PROMPTS, layer=2)
+    assert not np.allclose(res.grid_maps[0], res.grid_maps[1])
+    assert (res.grid_maps >= 0).all()
+    img = res.image_maps
+    assert np.nanmin(img) >= 0 and np.nanmax(img) <= 1
+
+
+def test_threads_get_their_sequential_results(explainer5):
+    jobs = [(noise_image(60 + 7 * i, 40 + 5 * i, seed=i), PROMPTS[: 1 + i % 3], 1 + i % 3,
+             SUBLAYERS[i % len(SUBLAYERS)]) for i in range(8)]
+    expected = [explainer5.explain(img, p, layer=l, sublayer=s).grid_maps for img, p, l, s in jobs]
+    got: dict[int, np.ndarray] = {}
+    errors: list[BaseException] = []
+    start = threading.Barrier(len(jobs))
+
+    def work(i):
+        try:
+            start.wait()
+            for _ in range(3):
+                img, p, l, s = jobs[i]
+                got[i] = explainer5.explain(img, p, layer=l, sublayer=s).grid_maps
+        except BaseException as err:  # noqa: BLE001 - reported below
+            errors.append(err)
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(len(jobs))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors
+    for i, want in enumerate(expected):
+        np.testing.assert_array_equal(got[i], want)
+    assert not any(m._forward_hooks for m in explainer5.model.modules())
+
+
+def test_text_embeddings_are_cached(explainer):
+    first, _ = explainer.text_embeddings(tuple(PROMPTS))
+    again, _ = explainer.text_embeddings(tuple(PROMPTS))
+    assert first is again
+
+
+@pytest.mark.parametrize("kwargs,message", [
+    (dict(layer=0), "Layer 0 is out of range: this model's vision encoder has layers 1 to 2."),
+    (dict(layer=3), "Layer 3 is out of range: this model's vision encoder has layers 1 to 2."),
+    (dict(layer=1.5), "Layer must be a whole number from 1 to 2; got 1.5."),
+    (dict(sublayer="mlp.fc3"), "Unknown sublayer 'mlp.fc3': choose one of layer_norm1, self_attn.q_proj"),
+])
+def test_bad_settings_are_rejected(explainer, kwargs, message):
+    with pytest.raises(ValueError) as err:
+        explainer.explain(noise_image(20, 20), PROMPTS, **kwargs)
+    assert str(err.value).startswith(message)
+
+
+@pytest.mark.parametrize("prompts", [[], ["", "   "], "  "])
+def test_no_prompts_is_rejected(explainer, prompts):
+    with pytest.raises(ValueError, match=r"^No prompts given: type at least one text prompt"):
+        explainer.explain(noise_image(20, 20), prompts)
+
+
+def test_long_prompt_is_truncated_with_a_note(explainer):
+    res = explainer.explain(noise_image(20, 20), ["a " * 40 + "cat", "a dog"], layer=1)
+    assert any("Prompt 1 is" in n and "only its start was used" in n for n in res.notes)
+
+
+def test_default_layer_is_second_to_last(explainer5):
+    assert explainer5.explain(noise_image(30, 30), PROMPTS).layer == 2
+
+
+def test_normalize_maps_matches_reference():
+    maps = np.random.RandomState(0).rand(3, 5, 5).astype(np.float32)
+    np.testing.assert_allclose(normalize_maps(maps), scale_cam_image(maps), atol=1e-7)
+    assert not normalize_maps(np.zeros((1, 4, 4))).any()
+
+
+def test_upsampled_reference_normalisation_is_what_we_compare(explainer5, wide_image):
+    res = explainer5.explain(wide_image, PROMPTS, layer=1)
+    ours = as_reference(res.grid_maps, 40)
+    plain = np.stack([cv2.resize(m, (40, 40)) for m in normalize_maps(res.grid_maps)])
+    assert ours.max() == pytest.approx(1.0, abs=1e-6) and plain.max() < 1.0
