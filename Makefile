@@ -29,7 +29,7 @@ browser-deps:
 	@command -v chromium >/dev/null 2>&1 || { apt-get update -qq && apt-get install -y -qq chromium >/dev/null; }
 
 test: setup browser-deps
-	HF_HUB_OFFLINE=1 $(PY) -m pytest -q
+	HF_HUB_OFFLINE=1 CLIPCAM_REQUIRE_BROWSER=1 $(PY) -m pytest -q
 
 bench: setup
 	$(PY) benchmarks/speed.py

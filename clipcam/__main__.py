@@ -16,7 +16,7 @@ from typing import Sequence
 
 import numpy as np
 
-from .constants import DEFAULT_SUBLAYER, MODEL_ALIASES, SUBLAYERS
+from .constants import DEFAULT_SUBLAYER, DEFAULT_TARGET, MODEL_ALIASES, SUBLAYERS, TARGETS
 from .render import COLORMAPS, DEFAULT_ALPHA, DEFAULT_COLORMAP, explanation_images, sweep_grid
 
 
@@ -42,7 +42,12 @@ def build_parser() -> argparse.ArgumentParser:
                         help="vision-encoder layer, 1..N (default: the second-to-last)")
     parser.add_argument("-s", "--sublayer", default=DEFAULT_SUBLAYER, choices=SUBLAYERS,
                         help=f"which output inside the layer to explain (default: {DEFAULT_SUBLAYER})")
-    parser.add_argument("--sweep", action="store_true", help="explain every layer in one pass")
+    parser.add_argument("-t", "--target", default=DEFAULT_TARGET, choices=TARGETS,
+                        help="what is explained per prompt: CLIP's logit (default, as the reference notebook), "
+                        "its log-softmax over the prompts, or the logit minus the prompts' mean (contrast)")
+    parser.add_argument("--sweep", action="store_true",
+                        help="explain every layer in one pass (sweep.png; the per-prompt PNGs and grid.png "
+                        "then show the second-to-last layer)")
     parser.add_argument("-o", "--out", required=True, type=Path, help="output directory (created if needed)")
     parser.add_argument("--colormap", default=DEFAULT_COLORMAP, choices=list(COLORMAPS),
                         help=f"colour map of the overlays (default: {DEFAULT_COLORMAP})")
@@ -72,7 +77,7 @@ def run(args: argparse.Namespace) -> dict:
     start = time.perf_counter()
     explainer = load_explainer(args.model, device=args.device, half=args.half)
     if args.sweep:
-        result = explainer.sweep(args.image, args.prompt, sublayer=args.sublayer)
+        result = explainer.sweep(args.image, args.prompt, sublayer=args.sublayer, target=args.target)
         args.out.mkdir(parents=True, exist_ok=True)
         sweep_grid(result, args.colormap, args.alpha).save(args.out / "sweep.png")
         shown = result.at(result.layers[-2] if len(result.layers) > 1 else result.layers[0])
@@ -80,7 +85,8 @@ def run(args: argparse.Namespace) -> dict:
         dead = {str(layer): reason for layer, reason in zip(result.layers, result.dead_reasons) if reason}
         arrays = {"grid_maps": result.grid_maps, "image_maps": result.image_maps, "layers": np.array(result.layers)}
     else:
-        result = shown = explainer.explain(args.image, args.prompt, layer=args.layer, sublayer=args.sublayer)
+        result = shown = explainer.explain(args.image, args.prompt, layer=args.layer, sublayer=args.sublayer,
+                                           target=args.target)
         layer_info = {"layer": result.layer}
         dead = {str(result.layer): result.dead_reason} if result.dead else {}
         arrays = {"grid_maps": result.grid_maps, "image_maps": result.image_maps}
@@ -98,6 +104,7 @@ def run(args: argparse.Namespace) -> dict:
         "source": explainer.loaded.source,
         **layer_info,
         "sublayer": result.sublayer,
+        "target": result.target,
         "dead": dead,
         "notes": list(result.notes),
         "seconds": round(time.perf_counter() - start, 3),

@@ -5,11 +5,30 @@ Magic numbers live here once, so that the explainer, the command line and the ap
 
 from __future__ import annotations
 
-#: Short names a person can type, mapped to Hugging Face hub ids.
-MODEL_ALIASES: dict[str, str] = {
-    "base": "openai/clip-vit-base-patch32",
-    "large": "openai/clip-vit-large-patch14",
+from pathlib import Path
+from typing import NamedTuple
+
+#: The project's own shapes-world CLIP, trained by tools/train_shapes.py and shipped in assets/.
+SHAPES_MODEL_DIR = Path(__file__).resolve().parents[1] / "assets" / "shapes-clip"
+
+
+class ModelInfo(NamedTuple):
+    """What is known about a named model without loading it."""
+
+    source: str  # Hugging Face hub id (or a path inside the project)
+    layers: int  # vision-encoder layers
+    description: str
+
+
+#: Short names a person can type. Layer counts let the UI set its slider without any download.
+MODEL_INFO: dict[str, ModelInfo] = {
+    "base": ModelInfo("openai/clip-vit-base-patch32", 12, "CLIP ViT-B/32, 7×7 patches"),
+    "large": ModelInfo("openai/clip-vit-large-patch14", 24, "CLIP ViT-L/14, 16×16 patches"),
+    "shapes": ModelInfo(str(SHAPES_MODEL_DIR), 4, "shapes world, offline, trained by clipcam"),
 }
+
+#: Short names mapped to their sources.
+MODEL_ALIASES: dict[str, str] = {name: info.source for name, info in MODEL_INFO.items()}
 
 #: The sublayers of one CLIP vision-encoder block that can be explained, in forward order.
 #: "block" is the output of the whole block (the residual stream after the MLP).
@@ -26,6 +45,12 @@ SUBLAYERS: tuple[str, ...] = (
 )
 
 DEFAULT_SUBLAYER = "mlp.fc1"
+
+#: What is explained for prompt k: CLIP's raw logit (the reference notebook's choice), the
+#: log-softmax over the prompt list, or the logit minus the mean of the prompts' logits. The
+#: last two make a prompt's map show what favours it *over the other prompts*.
+TARGETS: tuple[str, ...] = ("logit", "log_softmax", "contrast")
+DEFAULT_TARGET = "logit"
 
 #: The most prompts one call may explain: every prompt costs one gradient per hooked layer.
 MAX_PROMPTS = 64

@@ -22,7 +22,7 @@ import torch
 from PIL import Image
 
 from .cam import grad_cam, normalize_maps, normalize_shared
-from .constants import DEFAULT_SUBLAYER, MAX_PROMPTS
+from .constants import DEFAULT_SUBLAYER, DEFAULT_TARGET, MAX_PROMPTS, TARGETS
 from .geometry import CropGeometry, size_setting
 from .images import load_image
 from .layers import check_layer, check_sublayer, dead_reason, num_layers, target_module, token_grid
@@ -46,6 +46,7 @@ class Explanation:
     model: str
     layer: int
     sublayer: str
+    target: str = DEFAULT_TARGET
     dead_reason: str | None = None  # why this sublayer cannot affect the score, if it cannot
     notes: tuple[str, ...] = ()
     seconds: float = 0.0
@@ -86,6 +87,7 @@ class Sweep:
     image: Image.Image
     model: str
     sublayer: str
+    target: str = DEFAULT_TARGET
     dead_reasons: tuple[str | None, ...] = ()
     notes: tuple[str, ...] = ()
     seconds: float = 0.0
@@ -109,7 +111,7 @@ class Sweep:
         return Explanation(
             prompts=self.prompts, logits=self.logits, probs=self.probs, grid_maps=self.grid_maps[i],
             geometry=self.geometry, image=self.image, model=self.model, layer=layer,
-            sublayer=self.sublayer, dead_reason=self.dead_reasons[i], notes=self.notes, seconds=self.seconds,
+            sublayer=self.sublayer, target=self.target, dead_reason=self.dead_reasons[i], notes=self.notes, seconds=self.seconds,
         )
 
 
@@ -161,6 +163,22 @@ def clean_prompts(prompts: Sequence[str] | str) -> tuple[str, ...]:
     if len(cleaned) > MAX_PROMPTS:
         raise ValueError(f"{len(cleaned)} prompts given; clipcam explains at most {MAX_PROMPTS} at once.")
     return cleaned
+
+
+def check_target(target: str) -> str:
+    """Return ``target`` if it is one of TARGETS, else raise ValueError listing them."""
+    if target not in TARGETS:
+        raise ValueError(f"Unknown target {target!r}: choose one of {', '.join(TARGETS)}.")
+    return target
+
+
+def target_scores(logits: torch.Tensor, target: str) -> torch.Tensor:
+    """The K quantities whose gradients are explained, from CLIP's K logits."""
+    if target == "log_softmax":
+        return torch.log_softmax(logits, dim=0)
+    if target == "contrast":
+        return logits - logits.mean()
+    return logits
 
 
 def _softmax(logits: np.ndarray) -> np.ndarray:
@@ -248,18 +266,19 @@ class Explainer:
         return logits_per_text[:, 0]  # (K,)
 
     def _grad_cam_pass(
-        self, pixels: torch.Tensor, text: torch.Tensor, modules: Sequence[torch.nn.Module]
+        self, pixels: torch.Tensor, text: torch.Tensor, modules: Sequence[torch.nn.Module], target: str
     ) -> tuple[np.ndarray, list[np.ndarray]]:
         """One forward, one batched gradient: logits (K,) and raw Grad-CAM (K, rows, cols) per module."""
         with capture_outputs(modules) as acts, torch.enable_grad():
             logits = self._logits(pixels, text)  # (K,)
+            scores = target_scores(logits, target)  # (K,)
         missing = [i for i, a in enumerate(acts) if a is None]
         if missing:
             raise RuntimeError(f"Hooked modules {missing} did not run in the forward pass.")
         k = logits.shape[0]
         eye = torch.eye(k, dtype=logits.dtype, device=logits.device)  # row k selects prompt k
         grads = torch.autograd.grad(
-            logits, acts, grad_outputs=eye, is_grads_batched=True, allow_unused=True
+            scores, acts, grad_outputs=eye, is_grads_batched=True, allow_unused=True
         )  # each (K, 1, 1+N, D) or None when the activation cannot reach the output
         maps = []
         for act, grad in zip(acts, grads):
@@ -275,21 +294,26 @@ class Explainer:
         prompts: Sequence[str] | str,
         layer: int | None = None,
         sublayer: str = DEFAULT_SUBLAYER,
+        target: str = DEFAULT_TARGET,
     ) -> Explanation:
         """Scores and one Grad-CAM heatmap per prompt at ``layer`` (1-based; default: second-to-last)."""
         start = time.perf_counter()
         layer = check_layer(self.default_layer if layer is None else layer, self.num_layers)
         sublayer = check_sublayer(sublayer)
+        target = check_target(target)
         prompts = clean_prompts(prompts)
         rgb, pixels, geometry, notes = self.prepare_image(image)
         text, text_notes = self.text_embeddings(prompts)
-        logits, (maps,) = self._grad_cam_pass(pixels, text, [target_module(self.model, layer, sublayer)])
+        logits, (maps,) = self._grad_cam_pass(pixels, text, [target_module(self.model, layer, sublayer)], target)
         reason = dead_reason(layer, self.num_layers, sublayer)
+        if len(prompts) == 1 and target != "logit":
+            notes.append(f"With a single prompt the {target} target is constant, so its heatmap is empty; "
+                         "add prompts to compare, or use the logit target.")
         if reason is None and not maps.any():
             notes.append("The heatmaps are all zero here: no patch pushes any prompt's score up at this layer.")
         return Explanation(
             prompts=prompts, logits=logits, probs=_softmax(logits), grid_maps=maps, geometry=geometry,
-            image=rgb, model=self.name, layer=layer, sublayer=sublayer, dead_reason=reason,
+            image=rgb, model=self.name, layer=layer, sublayer=sublayer, target=target, dead_reason=reason,
             notes=tuple(notes) + text_notes, seconds=time.perf_counter() - start,
         )
 
@@ -299,10 +323,12 @@ class Explainer:
         prompts: Sequence[str] | str,
         sublayer: str = DEFAULT_SUBLAYER,
         layers: Sequence[int] | None = None,
+        target: str = DEFAULT_TARGET,
     ) -> Sweep:
         """Grad-CAM of every layer (or the given ones) × every prompt, from a single forward pass."""
         start = time.perf_counter()
         sublayer = check_sublayer(sublayer)
+        target = check_target(target)
         chosen = tuple(range(1, self.num_layers + 1)) if layers is None else tuple(
             check_layer(layer, self.num_layers) for layer in layers
         )
@@ -312,10 +338,10 @@ class Explainer:
         rgb, pixels, geometry, notes = self.prepare_image(image)
         text, text_notes = self.text_embeddings(prompts)
         modules = [target_module(self.model, layer, sublayer) for layer in chosen]
-        logits, maps = self._grad_cam_pass(pixels, text, modules)
+        logits, maps = self._grad_cam_pass(pixels, text, modules, target)
         return Sweep(
             prompts=prompts, logits=logits, probs=_softmax(logits), layers=chosen,
-            grid_maps=np.stack(maps), geometry=geometry, image=rgb, model=self.name, sublayer=sublayer,
+            grid_maps=np.stack(maps), geometry=geometry, image=rgb, model=self.name, sublayer=sublayer, target=target,
             dead_reasons=tuple(dead_reason(layer, self.num_layers, sublayer) for layer in chosen),
             notes=tuple(notes) + text_notes, seconds=time.perf_counter() - start,
         )

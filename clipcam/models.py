@@ -7,7 +7,10 @@ the only global mutable state in the package.
 
 from __future__ import annotations
 
+import os
 import threading
+import urllib.error
+import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -154,6 +157,31 @@ def load_model(name: str, device: str | torch.device = "auto", half: bool = Fals
             with _load_locks_guard:
                 _load_locks.pop(key, None)
         return loaded
+
+
+def unavailable_reason(name: str, timeout: float = 2.0) -> str | None:
+    """None when model ``name`` can be loaded (a local directory, in the local Hugging Face cache,
+    or the hub answers within ``timeout`` seconds); otherwise a sentence saying why it cannot."""
+    source = resolve_source(name)
+    if Path(source).expanduser().exists():
+        return None
+    try:
+        from huggingface_hub import try_to_load_from_cache
+
+        if all(isinstance(try_to_load_from_cache(source, f), str) for f in ("config.json", "model.safetensors")):
+            return None
+    except Exception:  # noqa: BLE001 - a broken cache just means "not cached"
+        pass
+    if os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on"):
+        return f"{source} is not in the local cache and HF_HUB_OFFLINE is set, so it cannot be downloaded."
+    endpoint = os.environ.get("HF_ENDPOINT", "https://huggingface.co").rstrip("/")
+    try:
+        urllib.request.urlopen(urllib.request.Request(f"{endpoint}/api/models/{source}", method="HEAD"), timeout=timeout)
+        return None
+    except urllib.error.HTTPError:  # the hub answered; loading will say what is wrong with the id
+        return None
+    except Exception as err:  # noqa: BLE001 - any failure means "cannot reach it now"
+        return f"the Hugging Face hub could not be reached to download {source} ({type(err).__name__})."
 
 
 def cached_models() -> list[str]:

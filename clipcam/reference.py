@@ -34,12 +34,18 @@ class LogitsPerImage(torch.nn.Module):
 
 
 class PromptTarget:
-    """pytorch-grad-cam target: the logit of one prompt (the notebook's ClassifierOutputTarget)."""
+    """pytorch-grad-cam target: the logit of one prompt (the notebook's ClassifierOutputTarget), or
+    its log-softmax over the prompts, or the logit minus the prompts' mean logit."""
 
-    def __init__(self, index: int) -> None:
+    def __init__(self, index: int, target: str = "logit") -> None:
         self.index = index
+        self.target = target
 
     def __call__(self, output: torch.Tensor) -> torch.Tensor:
+        if self.target == "log_softmax":
+            output = torch.log_softmax(output, dim=-1)
+        elif self.target == "contrast":
+            output = output - output.mean(dim=-1, keepdim=True)
         return output[self.index] if output.ndim == 1 else output[:, self.index]
 
 
@@ -55,7 +61,8 @@ def vit_reshape(grid: tuple[int, int]):
 
 
 def reference_grad_cam(
-    model, tokenizer, image_processor, image, prompts: Sequence[str], layer: int, sublayer: str
+    model, tokenizer, image_processor, image, prompts: Sequence[str], layer: int, sublayer: str,
+    target: str = "logit",
 ) -> np.ndarray:
     """The notebook's pipeline: per prompt, process the inputs and run GradCAM (full forward + backward).
 
@@ -67,7 +74,7 @@ def reference_grad_cam(
     trainable = [p.requires_grad for p in model.parameters()]
     model.requires_grad_(True)  # as in the notebook: every weight takes part in the backward
     try:
-        _run_per_prompt(model, tokenizer, image_processor, image, prompts, layer, sublayer, grid, maps)
+        _run_per_prompt(model, tokenizer, image_processor, image, prompts, layer, sublayer, target, grid, maps)
     finally:
         for param, flag in zip(model.parameters(), trainable):
             param.requires_grad_(flag)
@@ -75,7 +82,7 @@ def reference_grad_cam(
     return np.stack(maps).astype(np.float32)
 
 
-def _run_per_prompt(model, tokenizer, image_processor, image, prompts, layer, sublayer, grid, maps) -> None:
+def _run_per_prompt(model, tokenizer, image_processor, image, prompts, layer, sublayer, target, grid, maps) -> None:
     with torch.enable_grad():
         for k in range(len(prompts)):
             inputs = image_processor(images=image, return_tensors="pt")
@@ -83,4 +90,4 @@ def _run_per_prompt(model, tokenizer, image_processor, image, prompts, layer, su
             wrapper = LogitsPerImage(model, tokens["input_ids"], tokens["attention_mask"])
             with GradCAM(model=wrapper, target_layers=[target_module(model, layer, sublayer)],
                          reshape_transform=vit_reshape(grid)) as cam:
-                maps.append(cam(input_tensor=inputs["pixel_values"], targets=[PromptTarget(k)])[0])
+                maps.append(cam(input_tensor=inputs["pixel_values"], targets=[PromptTarget(k, target)])[0])

@@ -64,3 +64,7 @@ def wide_image():
 @pytest.fixture
 def tall_image():
     return noise_image(45, 110, seed=1)
+
+
+def pytest_addoption(parser):
+    parser.addoption("--screenshot", default=None, help="save the browser test's page to this PNG")

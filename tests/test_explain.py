@@ -39,6 +39,23 @@ def test_matches_reference_pipeline(request, which, layer, sublayer, wide_image)
     np.testing.assert_allclose(as_reference(res.grid_maps, side), ref, atol=1e-4, rtol=0)
 
 
+@pytest.mark.parametrize("target", ["log_softmax", "contrast"])
+@pytest.mark.parametrize("layer,sublayer", [(1, "mlp.fc1"), (2, "self_attn.v_proj")])
+def test_targets_match_reference_pipeline(explainer5, wide_image, target, layer, sublayer):
+    res = explainer5.explain(wide_image, PROMPTS, layer=layer, sublayer=sublayer, target=target)
+    ref = reference_grad_cam(explainer5.model, explainer5.loaded.tokenizer, explainer5.loaded.image_processor,
+                             wide_image, PROMPTS, layer, sublayer, target=target)
+    assert res.target == target
+    np.testing.assert_allclose(as_reference(res.grid_maps, 40), ref, atol=1e-4, rtol=0)
+    logit = explainer5.explain(wide_image, PROMPTS, layer=layer, sublayer=sublayer)
+    assert not np.allclose(res.grid_maps, logit.grid_maps)
+
+
+def test_unknown_target(explainer):
+    with pytest.raises(ValueError, match="^Unknown target 'softmax': choose one of logit, log_softmax, contrast.$"):
+        explainer.explain(noise_image(20, 20), PROMPTS, target="softmax")
+
+
 def test_logits_and_probs_match_clip_forward(explainer5, tall_image):
     res = explainer5.explain(tall_image, PROMPTS, layer=1)
     inputs = explainer5.loaded.image_processor(images=tall_image, return_tensors="pt")

@@ -1,0 +1,35 @@
+"""clipcam's web app: `python app.py [--host H] [--port P]`, or `make run`.
+
+Wiring only: read the settings, build the demo (clipcam.ui.build_demo), launch it.
+Settings: --host/--port, else GRADIO_SERVER_NAME/GRADIO_SERVER_PORT (Spaces sets them), else
+127.0.0.1:7860; CLIPCAM_MODELS (comma-separated allowlist of models offered, default base,large);
+CLIPCAM_QUEUE_SIZE (waiting requests beyond which people are told to retry, default 32);
+CLIPCAM_DEVICE (auto, cpu or cuda).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+
+os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # no outbound calls of our own at start-up
+os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description="Serve clipcam's web app.")
+    parser.add_argument("--host", default=os.environ.get("GRADIO_SERVER_NAME", "127.0.0.1"))
+    parser.add_argument("--port", type=int, default=int(os.environ.get("GRADIO_SERVER_PORT", "7860")))
+    parser.add_argument("--device", default=os.environ.get("CLIPCAM_DEVICE", "auto"))
+    parser.add_argument("--queue-size", type=int, default=int(os.environ.get("CLIPCAM_QUEUE_SIZE", "32")))
+    args = parser.parse_args()
+
+    from clipcam.ui import build_demo
+
+    demo = build_demo(device=args.device)
+    demo.queue(max_size=args.queue_size, default_concurrency_limit=2)
+    demo.launch(server_name=args.host, server_port=args.port, ssr_mode=False, show_error=True)
+
+
+if __name__ == "__main__":
+    main()

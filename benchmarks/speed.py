@@ -1,0 +1,198 @@
+"""Speed and peak memory: clipcam against the reference notebook's pipeline and a gradient-free forward.
+
+    python benchmarks/speed.py                 # both architectures, writes BENCHMARKS.md's table
+    python benchmarks/speed.py --arch base     # one architecture
+    python benchmarks/speed.py --quick         # fewer repeats, for a smoke run
+
+The real ViT-B/32 ("base") and ViT-L/14 ("large") architectures are built with random weights
+(the hub cannot be reached from CI machines; timing does not depend on the weights' values) and
+a small word-level tokenizer whose prompts are about as long as CLIP's BPE makes them. Each
+measurement runs in its own process, so that its peak resident memory (ru_maxrss) is its own.
+Every row: a 640×480 image, the second-to-last layer's mlp.fc1.
+
+(a) reference: the notebook's pipeline, one pytorch-grad-cam GradCAM call per prompt, each
+    running the processor and CLIP's whole forward and backward again (weights take gradients).
+(b) clipcam cold: explain() with an empty text cache (text encoded in the call);
+    clipcam warm: the same prompts again (text embeddings cached).
+(c) floor: processor + CLIP forward of the same inputs without gradients.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+PROMPTS = [
+    "a photo of a cat.", "a photo of a dog.", "a photo of a dog and a cat.", "a cup of coffee.",
+    "a spoon.", "a wooden table.", "a photo of an astronaut.", "a photo of a rocket.",
+]
+RESULTS = ROOT / "benchmarks" / "results"
+
+
+def model_dir(arch: str, cache: Path) -> Path:
+    """Save (once) a random-weight model of the real architecture and return its directory."""
+    from clipcam.testing import architecture_config, save_random_clip, word_tokenizer
+
+    path = cache / arch
+    if not (path / "model.safetensors").exists():
+        tok = word_tokenizer()
+        save_random_clip(path, config=architecture_config(arch, tok), tokenizer=tok, seed=0)
+    return path
+
+
+def image():
+    from PIL import Image
+
+    return Image.open(ROOT / "assets" / "coffee.png").convert("RGB").resize((640, 480))
+
+
+def timed(fn, repeats: int) -> list[float]:
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return times
+
+
+def measure(arch: str, method: str, k: int, repeats: int, cache: Path) -> dict:
+    """Run one (arch, method, K) measurement in this process; return times and peak memory."""
+    import torch
+    from transformers import AutoImageProcessor, AutoTokenizer, CLIPModel
+
+    from clipcam import load_explainer
+    from clipcam.reference import reference_grad_cam
+
+    path = model_dir(arch, cache)
+    img, prompts = image(), PROMPTS[:k]
+    if method in ("reference", "reference_all_layers", "floor"):
+        model = CLIPModel.from_pretrained(path).eval()  # the notebook's model: weights require grad
+        tok = AutoTokenizer.from_pretrained(path)
+        proc = AutoImageProcessor.from_pretrained(path)
+        n = len(model.vision_model.encoder.layers)
+        if method == "reference":
+            fn = lambda: reference_grad_cam(model, tok, proc, img, prompts, n - 1, "mlp.fc1")  # noqa: E731
+        elif method == "reference_all_layers":
+            fn = lambda: [reference_grad_cam(model, tok, proc, img, prompts, layer, "mlp.fc1")  # noqa: E731
+                          for layer in range(1, n + 1)]
+        else:
+            def fn():
+                inputs = proc(images=img, return_tensors="pt")
+                tokens = tok(prompts, padding=True, return_tensors="pt")
+                with torch.inference_mode():
+                    model(pixel_values=inputs["pixel_values"], **tokens)
+    else:
+        ex = load_explainer(str(path), device="cpu")
+        n = ex.num_layers
+        if method == "clipcam_cold":
+            def fn():
+                ex.loaded.text_cache.clear()
+                ex.explain(img, prompts, layer=n - 1, sublayer="mlp.fc1")
+        elif method == "clipcam_warm":
+            fn = lambda: ex.explain(img, prompts, layer=n - 1, sublayer="mlp.fc1")  # noqa: E731
+        elif method == "clipcam_layer1":
+            fn = lambda: ex.explain(img, prompts, layer=1, sublayer="mlp.fc1")  # noqa: E731
+        elif method == "clipcam_sweep":
+            fn = lambda: ex.sweep(img, prompts, sublayer="mlp.fc1")  # noqa: E731
+        else:
+            raise SystemExit(f"unknown method {method}")
+    fn()  # warm-up: first-call allocations, lazy imports, text cache for the warm rows
+    times = timed(fn, repeats)
+    return {
+        "arch": arch, "method": method, "k": k, "repeats": repeats,
+        "median_s": statistics.median(times), "min_s": min(times), "times_s": times,
+        "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+    }
+
+
+def run_child(arch: str, method: str, k: int, repeats: int, cache: Path) -> dict:
+    cmd = [sys.executable, __file__, "--child", arch, method, str(k), str(repeats), str(cache)]
+    out = subprocess.run(cmd, capture_output=True, text=True, check=True, env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    result = json.loads(out.stdout.strip().splitlines()[-1])
+    print(f"  {arch:5s} {method:22s} K={k}: median {result['median_s']:.3f} s, peak {result['peak_rss_mb']:.0f} MB",
+          flush=True)
+    return result
+
+
+def plan(arch: str, quick: bool) -> list[tuple[str, int, int]]:
+    """(method, K, repeats) for one architecture; the slow reference gets fewer repeats."""
+    slow = 1 if quick else (3 if arch == "base" else 2)
+    fast = 2 if quick else 7
+    rows = []
+    for k in (1, 3, 8):
+        rows += [("reference", k, slow), ("clipcam_cold", k, fast), ("clipcam_warm", k, fast), ("floor", k, fast)]
+    rows += [("clipcam_layer1", 8, fast), ("clipcam_sweep", 8, fast)]
+    if arch == "base":
+        rows.append(("reference_all_layers", 8, 1))
+    return rows
+
+
+def table(results: list[dict]) -> str:
+    """Markdown tables of the results."""
+    by = {(r["arch"], r["method"], r["k"]): r for r in results}
+    lines = ["| model | K | (a) reference | (b) clipcam cold | clipcam warm | (c) floor | a/b | b/c (cold) | b/c (warm) | peak MB: reference / clipcam / floor |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
+    for arch in ("base", "large"):
+        for k in (1, 3, 8):
+            if (arch, "reference", k) not in by:
+                continue
+            a, b, w, c = (by[(arch, m, k)] for m in ("reference", "clipcam_cold", "clipcam_warm", "floor"))
+            lines.append(
+                f"| {arch} | {k} | {a['median_s']:.3f} s | {b['median_s']:.3f} s | {w['median_s']:.3f} s | "
+                f"{c['median_s']:.3f} s | {a['median_s'] / b['median_s']:.1f}× | {b['median_s'] / c['median_s']:.2f}× | "
+                f"{w['median_s'] / c['median_s']:.2f}× | {a['peak_rss_mb']:.0f} / {b['peak_rss_mb']:.0f} / {c['peak_rss_mb']:.0f} |")
+    lines += ["", "| model | layers | sweep, all layers × 8 prompts | layer 1 alone | sweep / layer 1 | reference once per layer | reference / sweep | peak MB (sweep) |",
+              "|---|---|---|---|---|---|---|---|"]
+    for arch in ("base", "large"):
+        if (arch, "clipcam_sweep", 8) not in by:
+            continue
+        s, one, ref = by[(arch, "clipcam_sweep", 8)], by[(arch, "clipcam_layer1", 8)], by[(arch, "reference", 8)]
+        n = 12 if arch == "base" else 24
+        full = by.get((arch, "reference_all_layers", 8))
+        ref_all = full["median_s"] if full else n * ref["median_s"]
+        label = f"{ref_all:.1f} s" + ("" if full else f" (estimated: {n} × one layer's {ref['median_s']:.2f} s)")
+        lines.append(f"| {arch} | {n} | {s['median_s']:.3f} s | {one['median_s']:.3f} s | {s['median_s'] / one['median_s']:.2f}× | "
+                     f"{label} | {ref_all / s['median_s']:.0f}× | {s['peak_rss_mb']:.0f} |")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    if len(sys.argv) > 1 and sys.argv[1] == "--child":
+        arch, method, k, repeats, cache = sys.argv[2:7]
+        print(json.dumps(measure(arch, method, int(k), int(repeats), Path(cache))))
+        return
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--arch", choices=["base", "large"], action="append")
+    parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--cache", type=Path, default=Path(tempfile.gettempdir()) / "clipcam-bench-models")
+    parser.add_argument("--out", type=Path, default=RESULTS / "speed-cpu.json")
+    args = parser.parse_args()
+    import torch
+
+    results = []
+    for arch in args.arch or ["base", "large"]:
+        model_dir(arch, args.cache)
+        for method, k, repeats in plan(arch, args.quick):
+            results.append(run_child(arch, method, k, repeats, args.cache))
+    meta = {"machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores",
+            "torch": torch.__version__, "threads": torch.get_num_threads(),
+            "date": time.strftime("%Y-%m-%d"), "command": " ".join(["python"] + sys.argv)}
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps({"meta": meta, "results": results}, indent=1) + "\n")
+    print(table(results))
+
+
+if __name__ == "__main__":
+    main()

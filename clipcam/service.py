@@ -1,0 +1,196 @@
+"""What the web app does, without the web: parse its inputs, run the explainer, build its outputs.
+
+Everything here is plain Python (no gradio), so it is tested directly; ``clipcam.ui`` only wires
+these functions to widgets and turns ValueError into ``gr.Error``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+from PIL import Image
+
+from .cam import normalize_maps
+from .constants import DEFAULT_SUBLAYER, DEFAULT_TARGET, MODEL_INFO, SUBLAYERS
+from .explain import Explanation, Sweep
+from .render import COLORMAPS, caption, display_size, explanation_images, sweep_grid
+
+#: The most prompts the app accepts at once (the library allows more).
+MAX_APP_PROMPTS = 16
+#: Longest side of images shown in the browser; the downloads keep the raw grid maps.
+DISPLAY_SIDE = 1024
+#: Up to this many pixels, the downloaded image_maps are at the photo's full resolution.
+FULL_RES_PIXELS = 4_000_000
+
+
+def parse_prompts(text: str | None, limit: int = MAX_APP_PROMPTS) -> tuple[list[str], list[str]]:
+    """One prompt per line: blank lines ignored, duplicates dropped (with a notice). Returns (prompts, notices)."""
+    lines = [line.strip() for line in (text or "").splitlines()]
+    prompts = list(dict.fromkeys(line for line in lines if line))
+    notices = []
+    if not prompts:
+        raise ValueError("No prompts given: type at least one prompt, one per line, such as 'a photo of a cat.'.")
+    dropped = sum(1 for line in lines if line) - len(prompts)
+    if dropped:
+        notices.append(f"{dropped} duplicate prompt{'s were' if dropped > 1 else ' was'} dropped.")
+    if len(prompts) > limit:
+        raise ValueError(f"Too many prompts: {len(prompts)} given, at most {limit} at once. Remove some lines.")
+    return prompts, notices
+
+
+def check_choice(value: object, choices: Sequence[str], what: str) -> str:
+    """``value`` if it is one of ``choices``, else a ValueError naming the valid ones."""
+    if value not in choices:
+        raise ValueError(f"Unknown {what} {value!r}: choose one of {', '.join(map(str, choices))}.")
+    return value  # type: ignore[return-value]
+
+
+def check_view(colormap: str, alpha: float) -> tuple[str, float]:
+    """Validate the display settings (the HTTP API bypasses the widgets)."""
+    check_choice(colormap, list(COLORMAPS), "colour map")
+    try:
+        alpha = float(alpha)
+    except (TypeError, ValueError):
+        raise ValueError(f"Overlay opacity must be a number between 0 and 1; got {alpha!r}.") from None
+    if not 0.0 <= alpha <= 1.0:
+        raise ValueError(f"Overlay opacity must be between 0 and 1; got {alpha}.")
+    return colormap, alpha
+
+
+def model_layers(name: str) -> int:
+    """Number of vision layers of a model, without loading its weights (config only)."""
+    if name in MODEL_INFO:
+        return MODEL_INFO[name].layers
+    from transformers import CLIPConfig
+
+    from .models import resolve_source
+
+    return CLIPConfig.from_pretrained(resolve_source(name)).vision_config.num_hidden_layers
+
+
+#: Per-model starting settings (layers counted from the end, sublayer, target) where a benchmark
+#: measured better ones than the reference notebook's (second-to-last layer, mlp.fc1, logit).
+MODEL_DEFAULTS: dict[str, tuple[int, str, str]] = {}
+
+
+def model_defaults(name: str, n_layers: int) -> tuple[int, str, str]:
+    """(layer, sublayer, target) a model starts with in the app."""
+    from_end, sublayer, target = MODEL_DEFAULTS.get(name, (1, DEFAULT_SUBLAYER, DEFAULT_TARGET))
+    return max(1, n_layers - from_end), sublayer, target
+
+
+def model_label(name: str) -> str:
+    """What the model dropdown shows for a model name."""
+    if name in MODEL_INFO:
+        info = MODEL_INFO[name]
+        return f"{name} — {info.description}"
+    return f"{Path(name).name or name}"
+
+
+def scores_dict(result: Explanation | Sweep) -> dict[str, float]:
+    """Prompt → softmax score, in the prompts' order (what gr.Label shows as bars)."""
+    return {p: float(q) for p, q in zip(result.prompts, result.probs)}
+
+
+def concentration(grid_maps: np.ndarray, top: float = 0.1) -> np.ndarray:
+    """Share of each map's mass in its top ``top`` fraction of cells: 1 = one spot, ≈ top = spread evenly.
+
+    grid_maps: (..., rows, cols) raw maps → (...) in [0, 1]; an all-zero map gives NaN.
+    """
+    flat = grid_maps.reshape(*grid_maps.shape[:-2], -1).astype(np.float64)
+    n_top = max(1, int(round(top * flat.shape[-1])))
+    total = flat.sum(axis=-1)
+    top_mass = np.sort(flat, axis=-1)[..., -n_top:].sum(axis=-1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(total > 0, top_mass / total, np.nan)
+
+
+@dataclass
+class Downloads:
+    """Files for one result, in a fresh temporary directory."""
+
+    grid_png: Path
+    scores_json: Path
+    heatmaps_npz: Path
+    paths: list[str] = field(default_factory=list)
+
+
+def write_downloads(result: Explanation | Sweep, grid: Image.Image, settings: dict, notes: Sequence[str]) -> Downloads:
+    """grid.png, scores.json (scores and settings) and heatmaps.npz for a result."""
+    folder = Path(tempfile.mkdtemp(prefix="clipcam-"))
+    grid_png, scores_json, npz = folder / "grid.png", folder / "scores.json", folder / "heatmaps.npz"
+    grid.save(grid_png)
+    width, height = result.image.size
+    size = (width, height) if width * height <= FULL_RES_PIXELS else display_size((width, height), DISPLAY_SIDE)
+    payload = {
+        "prompts": list(result.prompts),
+        "logits": [float(x) for x in result.logits],
+        "probs": [float(x) for x in result.probs],
+        **settings,
+        "image_size": [width, height],
+        "image_maps_size": list(size),
+        "notes": list(notes),
+        "seconds": round(result.seconds, 3),
+    }
+    scores_json.write_text(json.dumps(payload, indent=2, ensure_ascii=False) + "\n")
+    arrays = {"grid_maps": result.grid_maps, "image_maps": result.image_maps_at(size)}
+    if isinstance(result, Sweep):
+        arrays["layers"] = np.array(result.layers)
+    np.savez_compressed(npz, **arrays)
+    return Downloads(grid_png, scores_json, npz, [str(grid_png), str(scores_json), str(npz)])
+
+
+def explanation_outputs(result: Explanation, colormap: str, alpha: float, shared: bool = False):
+    """(gallery items, grid image) for an Explanation, sized for the browser."""
+    tiles, grid = explanation_images(result, colormap, alpha, max_side=DISPLAY_SIDE, shared=shared)
+    captions = [caption(p, float(q)) for p, q in zip(result.prompts, result.probs)]
+    return list(zip(tiles, captions)), grid
+
+
+def sweep_outputs(result: Sweep, colormap: str, alpha: float, shared: bool = False):
+    """(grid image of layers × prompts, concentration per layer and prompt (L, K))."""
+    return sweep_grid(result, colormap, alpha, shared=shared), concentration(result.grid_maps)
+
+
+def concentration_figure(layers: Sequence[int], prompts: Sequence[str], values: np.ndarray, probs: Sequence[float]):
+    """A small line plot: for each prompt, how concentrated its heatmap is at each layer."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6.4, 3.2), dpi=100)
+    for k, prompt in enumerate(prompts):
+        ax.plot(layers, values[:, k], marker="o", label=caption(prompt, float(probs[k])))
+    ax.set_xlabel("layer")
+    ax.set_ylabel("mass in top 10 % of patches")
+    ax.set_ylim(0, 1.02)
+    ax.set_xticks(list(layers))
+    ax.set_title("How concentrated each prompt's heatmap is (1 = one spot)", fontsize=10)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, loc="best")
+    fig.tight_layout()
+    plt.close(fig)
+    return fig
+
+
+def relative_layer(depth: float, n_layers: int) -> int:
+    """The layer at relative depth ``depth`` in (0, 1] of an n-layer encoder (1-based, at least 1)."""
+    return min(n_layers, max(1, int(round(depth * n_layers))))
+
+
+def allowed_models(env: str | None = None) -> list[str]:
+    """The models the web UI offers: CLIPCAM_MODELS (comma-separated names, ids or paths), else the aliases."""
+    raw = os.environ.get("CLIPCAM_MODELS", "") if env is None else env
+    names = [n.strip() for n in raw.split(",") if n.strip()]
+    return names or list(MODEL_INFO)
+
+
+def describe_sublayers() -> str:
+    return ", ".join(SUBLAYERS)

@@ -1,0 +1,111 @@
+"""The app's HTTP API, through gradio_client, against the app served on 127.0.0.1."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from apphelpers import running_app
+from conftest import PROMPTS
+
+gradio_client = pytest.importorskip("gradio_client")
+from gradio_client import Client, handle_file  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+CAT = str(ROOT / "assets" / "chelsea.png")
+VIEW = dict(colormap="inferno", alpha=0.5, shared=False)
+MISSING = "/nonexistent/clip-model"
+
+
+@pytest.fixture(scope="module")
+def client(tiny_dir, tiny5_dir):
+    with running_app([tiny_dir, tiny5_dir, MISSING]) as url:
+        yield Client(url, verbose=False)
+
+
+def call_explain(client, model, prompts="\n".join(PROMPTS), image=CAT, layer=1, sublayer="mlp.fc1",
+                 target="logit", **view):
+    return client.predict(image=handle_file(image) if image else None, prompts_text=prompts, model=str(model),
+                          layer=layer, sublayer=sublayer, target=target, **{**VIEW, **view}, api_name="/explain")
+
+
+def test_explain_returns_one_image_and_score_per_prompt_in_order(client, tiny_dir):
+    gallery, label, scores, notice, files = call_explain(client, tiny_dir, prompts="\n".join(PROMPTS) + "\n\n")
+    assert len(gallery) == 3
+    assert [item["caption"].split(" — ")[0] for item in gallery] == PROMPTS
+    assert scores["prompts"] == PROMPTS
+    assert sum(scores["probs"]) == pytest.approx(1.0)
+    assert {c["label"] for c in label["confidences"]} == set(PROMPTS)
+    assert sorted(Path(f).name for f in files) == ["grid.png", "heatmaps.npz", "scores.json"]
+    saved = json.loads(Path([f for f in files if f.endswith(".json")][0]).read_text())
+    assert saved["prompts"] == PROMPTS and saved["layer"] == 1
+
+
+def test_duplicates_are_dropped_with_a_notice(client, tiny_dir):
+    gallery, _, scores, notice, _ = call_explain(client, tiny_dir, prompts="a cat\na dog\na cat\n")
+    assert scores["prompts"] == ["a cat", "a dog"] and len(gallery) == 2
+    assert "1 duplicate prompt was dropped." in notice
+
+
+def test_dead_sublayer_notice(client, tiny_dir):
+    _, _, scores, notice, _ = call_explain(client, tiny_dir, layer=2, sublayer="mlp.fc2")
+    assert "Dead sublayer" in notice and scores["dead"]
+
+
+def test_sweep_and_compare(client, tiny_dir, tiny5_dir):
+    grid, plot, notice, files = client.predict(
+        image=handle_file(CAT), prompts_text="a cat\na dog", model=str(tiny5_dir), sublayer="mlp.fc1", target="logit", **VIEW,
+        api_name="/sweep")
+    assert Path(grid).exists() and len(files) == 3
+    assert "Layer 3" in notice
+    out = client.predict(image=handle_file(CAT), prompts_text="a cat\na dog", left=str(tiny_dir),
+                         right=str(tiny5_dir), depth=0.5, sublayer="mlp.fc1", target="contrast", **VIEW, api_name="/compare")
+    left_gallery, left_label, right_gallery, right_label, notice = out
+    assert len(left_gallery) == len(right_gallery) == 2
+    assert "layer 1 of 2" in notice and "layer 2 of 3" in notice
+
+
+@pytest.mark.parametrize("kwargs,message", [
+    (dict(prompts=""), "No prompts given: type at least one prompt, one per line"),
+    (dict(prompts="\n".join(f"prompt {i}" for i in range(17))), "Too many prompts: 17 given, at most 16 at once."),
+    (dict(layer=7), "Layer 7 is out of range: this model's vision encoder has layers 1 to 2."),
+    (dict(sublayer="mlp.fc9"), "Unknown sublayer 'mlp.fc9': choose one of layer_norm1"),
+    (dict(colormap="rainbow"), "Unknown colour map 'rainbow'"),
+    (dict(target="softmax"), "Unknown target 'softmax': choose one of logit, log_softmax, contrast."),
+    (dict(alpha=3), "Overlay opacity must be between 0 and 1; got 3.0."),
+    (dict(image=None), "No image: upload an image, paste one, or click an example."),
+])
+def test_bad_input_gets_its_sentence(client, tiny_dir, kwargs, message):
+    with pytest.raises(Exception) as err:
+        call_explain(client, tiny_dir, **kwargs)
+    assert message in str(err.value)
+
+
+def test_model_outside_the_allowlist_is_refused(client):
+    with pytest.raises(Exception) as err:
+        call_explain(client, "openai/clip-vit-base-patch16")
+    assert "Unknown model 'openai/clip-vit-base-patch16': choose one of" in str(err.value)
+
+
+def test_model_that_cannot_load_leaves_the_others_serving(client, tiny_dir):
+    with pytest.raises(Exception) as err:
+        call_explain(client, MISSING)
+    assert "is not a directory written by save_pretrained" in str(err.value)
+    gallery, *_ = call_explain(client, tiny_dir, prompts="a cat")
+    assert len(gallery) == 1
+
+
+def test_not_an_image(client, tiny_dir, tmp_path):
+    bad = tmp_path / "notes.png"
+    bad.write_text("not an image at all")
+    with pytest.raises(Exception) as err:
+        call_explain(client, tiny_dir, image=str(bad))
+    assert "is not an image clipcam can read" in str(err.value) or "image" in str(err.value).lower()
+
+
+def test_app_keeps_serving_after_errors(client, tiny_dir):
+    with pytest.raises(Exception):
+        call_explain(client, tiny_dir, prompts="")
+    gallery, *_ = call_explain(client, tiny_dir, prompts="a cat")
+    assert len(gallery) == 1

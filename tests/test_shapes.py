@@ -1,0 +1,90 @@
+"""Shapes world: the scene generator, the shipped offline model, and the quality benchmark's metrics."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from benchmarks.quality import best, evaluate
+from clipcam import load_explainer
+from clipcam.constants import SHAPES_MODEL_DIR
+from clipcam.metrics import auc, energy_pointing, peak, perturbation_series, pointing
+from clipcam.shapes import COLOURS, SHAPES, ShapeObject, caption, evaluation_set, random_scene, render, swap_colours
+
+pytestmark = pytest.mark.skipif(not (SHAPES_MODEL_DIR / "model.safetensors").exists(),
+                                reason="the shapes model is not shipped in this checkout")
+
+
+def test_scenes_are_seeded_and_masks_match_pixels():
+    a, b = evaluation_set(5), evaluation_set(5)
+    for s, t in zip(a, b):
+        np.testing.assert_array_equal(s.image, t.image)
+        assert 2 <= len(s.objects) <= 3
+        assert len({o.colour for o in s.objects}) == len(s.objects)
+        assert not (s.masks.sum(axis=0) > 1).any(), "objects never overlap"
+        for obj, mask in zip(s.objects, s.masks):
+            colour = np.array(COLOURS[obj.colour])
+            assert (np.abs(s.image[mask].astype(int) - colour).sum(axis=1) == 0).mean() > 0.95
+
+
+def test_captions_and_swaps():
+    objs = (ShapeObject("circle", "red", (10, 10), 8), ShapeObject("square", "blue", (40, 40), 8))
+    assert caption(objs) == "a photo of a red circle and a blue square."
+    assert caption(objs[:1]) == "a photo of a red circle."
+    swapped = swap_colours(objs, np.random.default_rng(0))
+    assert [o.name for o in swapped] == ["blue circle", "red square"]
+    assert random_scene(np.random.default_rng(1)).image.shape == (64, 64, 3)
+    assert set(SHAPES) == {"circle", "square", "triangle"}
+
+
+def test_metrics_on_hand_made_maps():
+    masks = np.zeros((2, 10, 10), bool)
+    masks[0, 1:3, 1:3] = True
+    masks[1, 7:9, 7:9] = True
+    heat = np.zeros((10, 10))
+    heat[8, 8] = 1.0
+    assert pointing(heat, masks, 0, pixels=0) == (False, True)
+    assert pointing(heat, masks, 1, pixels=0) == (True, False)
+    assert energy_pointing(heat, masks[1]) == 1.0
+    assert peak(np.zeros((3, 3))) is None
+    assert auc(np.array([1.0, 0.0])) == 0.5
+    d, i = perturbation_series(np.full((2, 2, 3), 200, np.uint8), np.arange(4), 2, np.zeros(3))
+    assert d[0].min() == 200 and d[-1].max() == 0 and i[0].max() == 0 and i[-1].min() == 200
+
+
+def test_shipped_model_loads_like_a_hub_model_and_binds_colours():
+    ex = load_explainer("shapes", device="cpu")
+    assert ex.num_layers == 4 and ex.grid == (8, 8)
+    record = json.loads((SHAPES_MODEL_DIR / "training.json").read_text())
+    assert record["zero_shot"] >= 0.9 and record["binding"] >= 0.9
+    scene = render((ShapeObject("circle", "red", (16, 18), 11), ShapeObject("square", "blue", (46, 44), 11)),
+                   np.random.default_rng(0))
+    logits, probs = ex.scores(scene.image, ["a photo of a red circle.", "a photo of a blue circle.",
+                                            "a photo of a red square.", "a photo of a green triangle."])
+    assert probs[0] > probs[1] and probs[0] > probs[3]
+
+
+@pytest.fixture(scope="module")
+def small_benchmark():
+    return evaluate(n_scenes=24, n_curves=4, steps=6, sublayers=("mlp.fc1", "layer_norm2", "self_attn.out_proj"),
+                    targets=("logit", "log_softmax"))
+
+
+def test_best_grad_cam_beats_baselines_and_generic_saliency(small_benchmark):
+    rows = small_benchmark["rows"]
+    top = best(rows)
+    by_method = {r["method"]: r for r in rows if r["method"] != "grad_cam"}
+    assert top["pointing"] >= 0.55
+    assert top["pointing"] > by_method["random_object"]["pointing"] + 0.1
+    assert top["pointing"] > by_method["random_pixel"]["pointing"] + 0.3
+    assert by_method["rollout"]["pointing"] < 0.55, "a class-agnostic map cannot point at the named object"
+    assert top["pointing"] > by_method["rollout"]["pointing"]
+
+
+def test_benchmark_is_deterministic(small_benchmark):
+    again = evaluate(n_scenes=24, n_curves=4, steps=6, sublayers=("mlp.fc1", "layer_norm2", "self_attn.out_proj"),
+                     targets=("logit", "log_softmax"))
+    strip = lambda rows: [{k: v for k, v in r.items()} for r in rows]  # noqa: E731
+    assert strip(again["rows"]) == strip(small_benchmark["rows"])
