@@ -49,6 +49,19 @@ prompts. Layers are numbered from 1 (layer 11 of the base model is `encoder.laye
 Areas CLIP never saw (outside its centre crop) are dimmed."""
 
 
+class ImageInput(gr.Image):
+    """gr.Image that hands over the uploaded file's path even when gradio cannot read it, so that
+    clipcam's own reader answers with a sentence saying what is wrong and what is accepted."""
+
+    is_template = True  # the browser draws it as a plain Image
+
+    def preprocess(self, payload):
+        try:
+            return super().preprocess(payload)
+        except Exception:  # noqa: BLE001 - clipcam.images.load_image explains the problem
+            return None if payload is None or payload.path is None else str(payload.path)
+
+
 def user_errors(fn: Callable) -> Callable:
     """Turn expected errors into a gr.Error sentence; log and report anything unexpected."""
 
@@ -176,14 +189,17 @@ def build_demo(models: Sequence[str] | None = None, device: str = "auto", half: 
         startup_notice = gr.Markdown(elem_id="startup-notice")
         with gr.Row():
             with gr.Column(scale=2, min_width=320):
-                image = gr.Image(type="filepath", label="Image", sources=["upload", "clipboard", "webcam"],
+                image = ImageInput(type="filepath", label="Image", sources=["upload", "clipboard", "webcam"],
                                  height=300, elem_id="image")
                 prompts = gr.Textbox(value=EXAMPLES[0][1], lines=4, max_lines=MAX_APP_PROMPTS + 2,
                                      label=f"Prompts — one per line, up to {MAX_APP_PROMPTS}", elem_id="prompts")
                 model = gr.Dropdown(model_choices, value=models[0], label="Model", elem_id="model")
                 n0 = layers_of(models[0])
                 layer0, sublayer0, target0 = model_defaults(models[0], n0)
-                layer = gr.Slider(1, n0, value=layer0, step=1, label="Layer (1 = closest to the pixels)",
+                # The server checks a slider against the maximum it was built with, whatever the page shows:
+                # build it for the deepest model, let the page narrow it, and let the explainer check the rest.
+                deepest = max(layers_of(m) for m in models)
+                layer = gr.Slider(1, deepest, value=layer0, step=1, label="Layer (1 = closest to the pixels)",
                                   elem_id="layer")
                 sublayer = gr.Dropdown(list(SUBLAYERS), value=sublayer0, label="Sublayer",
                                        info="block = the whole layer's output", elem_id="sublayer")
@@ -236,6 +252,7 @@ def build_demo(models: Sequence[str] | None = None, device: str = "auto", half: 
 
         model.change(on_model, model, [layer, sublayer, target], api_name=False)
         demo.load(on_load, None, [model, startup_notice], api_name=False)
+        demo.load(on_model, model, [layer, sublayer, target], api_name=False)  # narrow the slider to the model
         view = [colormap, alpha, shared]
         run.click(explain, [image, prompts, model, layer, sublayer, target, *view],
                   [gallery, label, scores, notice, files], api_name="explain")
