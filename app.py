@@ -4,7 +4,8 @@ Wiring only: read the settings, build the demo (clipcam.ui.build_demo), launch i
 Settings: --host/--port, else GRADIO_SERVER_NAME/GRADIO_SERVER_PORT (Spaces sets them), else
 127.0.0.1:7860; CLIPCAM_MODELS (comma-separated allowlist of models offered, default base,large);
 CLIPCAM_QUEUE_SIZE (waiting requests beyond which people are told to retry, default 32);
-CLIPCAM_DEVICE (auto, cpu or cuda).
+CLIPCAM_DEVICE (auto, cpu or cuda); CLIPCAM_MAX_UPLOAD_MB (largest upload, default 50);
+CLIPCAM_MAX_PIXELS (largest image in pixels, checked before decoding, default 120 million).
 """
 
 from __future__ import annotations
@@ -22,13 +23,16 @@ def main() -> None:
     parser.add_argument("--port", type=int, default=int(os.environ.get("GRADIO_SERVER_PORT", "7860")))
     parser.add_argument("--device", default=os.environ.get("CLIPCAM_DEVICE", "auto"))
     parser.add_argument("--queue-size", type=int, default=int(os.environ.get("CLIPCAM_QUEUE_SIZE", "32")))
+    parser.add_argument("--max-upload-mb", type=float, default=float(os.environ.get("CLIPCAM_MAX_UPLOAD_MB", "50")))
+    parser.add_argument("--max-pixels", type=int, default=int(os.environ.get("CLIPCAM_MAX_PIXELS", "120000000")))
     args = parser.parse_args()
 
     from clipcam.ui import build_demo
 
-    demo = build_demo(device=args.device)
+    demo = build_demo(device=args.device, max_pixels=args.max_pixels)
     demo.queue(max_size=args.queue_size, default_concurrency_limit=2)
-    demo.launch(server_name=args.host, server_port=args.port, ssr_mode=False, show_error=True)
+    demo.launch(server_name=args.host, server_port=args.port, ssr_mode=False, show_error=True,
+                max_file_size=f"{args.max_upload_mb:g}mb")
 
 
 if __name__ == "__main__":

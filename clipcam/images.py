@@ -6,6 +6,7 @@ ValueError whose sentence says what was wrong and what is accepted.
 
 from __future__ import annotations
 
+import math
 import os
 from pathlib import Path
 
@@ -14,20 +15,25 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 ACCEPTED = "PNG, JPEG, WebP, GIF, BMP or TIFF"
 #: Images with more pixels than this are refused before they are decoded (decompression-bomb guard).
-MAX_PIXELS = 64_000_000
+MAX_PIXELS = 120_000_000
+#: Larger images are scaled down to about this many pixels as they are read, bounding memory
+#: (CLIP sees 224×224 anyway); the heatmaps are drawn on that copy, which keeps the aspect ratio.
+WORK_PIXELS = 24_000_000
 #: Transparent pixels are composited onto this neutral grey.
 BACKGROUND = (128, 128, 128)
 
 
-def load_image(image: object, max_pixels: int = MAX_PIXELS) -> tuple[Image.Image, list[str]]:
+def load_image(image: object, max_pixels: int = MAX_PIXELS,
+               work_pixels: int = WORK_PIXELS) -> tuple[Image.Image, list[str]]:
     """Return ``(rgb_image, notes)`` for a path, a PIL image or an (H, W[, C]) array.
 
     The result is upright (EXIF orientation applied), 8-bit RGB, with transparency composited on
-    grey; ``notes`` says what was changed. Raises ValueError for anything that is not an image.
+    grey, and at most about ``work_pixels`` large; ``notes`` says what was changed. Raises
+    ValueError for anything that is not an image or is larger than ``max_pixels``.
     """
     notes: list[str] = []
     if isinstance(image, (str, os.PathLike)):
-        image = _open_path(Path(image), max_pixels)
+        image = _open_path(Path(image), max_pixels, work_pixels, notes)
     elif isinstance(image, np.ndarray):
         image = _from_array(image)
     elif not isinstance(image, Image.Image):
@@ -39,12 +45,24 @@ def load_image(image: object, max_pixels: int = MAX_PIXELS) -> tuple[Image.Image
     try:
         image = ImageOps.exif_transpose(image)
         image = _to_rgb(image, notes)
+        image = _shrink(image, work_pixels, notes)
     except (OSError, SyntaxError) as err:  # truncated or corrupt pixel data shows up on decoding
         raise ValueError(f"The image file is damaged or truncated ({err}); please upload a complete {ACCEPTED} file.") from err
     return image, notes
 
 
-def _open_path(path: Path, max_pixels: int) -> Image.Image:
+def _shrink(image: Image.Image, work_pixels: int, notes: list[str]) -> Image.Image:
+    width, height = image.size
+    if width * height <= work_pixels:
+        return image
+    factor = math.ceil(math.sqrt(width * height / work_pixels))
+    small = image.reduce(factor)
+    notes.append(f"The {width}×{height} image was scaled down to {small.width}×{small.height} to bound memory; "
+                 "CLIP sees 224×224 pixels of it either way.")
+    return small
+
+
+def _open_path(path: Path, max_pixels: int, work_pixels: int, notes: list[str]) -> Image.Image:
     if not path.is_file():
         raise ValueError(f"Image file {str(path)!r} does not exist.")
     if path.stat().st_size == 0:
@@ -52,6 +70,14 @@ def _open_path(path: Path, max_pixels: int) -> Image.Image:
     try:
         image = Image.open(path)
         _check_size(image.size, max_pixels)  # the header is read; the pixels are not yet decoded
+        width, height = image.size
+        if image.format == "JPEG" and width * height > work_pixels:
+            # JPEG decodes cheaply at 1/2, 1/4 or 1/8 size; draft picks the smallest at least this large
+            scale = math.sqrt(work_pixels / (width * height)) / 2
+            image.draft("RGB", (max(1, int(width * scale)), max(1, int(height * scale))))
+            if image.size != (width, height):
+                notes.append(f"The {width}×{height} JPEG was decoded at {image.size[0]}×{image.size[1]} to bound "
+                             "memory; CLIP sees 224×224 pixels of it either way.")
         image.load()
     except Image.DecompressionBombError as err:
         raise ValueError(f"Image {path.name!r} is too large to process safely ({err}).") from err

@@ -17,7 +17,7 @@ import numpy as np
 from PIL import Image
 
 from .cam import normalize_maps
-from .constants import DEFAULT_SUBLAYER, DEFAULT_TARGET, MODEL_INFO, SUBLAYERS
+from .constants import DEFAULT_SUBLAYER, DEFAULT_TARGET, MODEL_INFO
 from .explain import Explanation, Sweep
 from .render import COLORMAPS, caption, display_size, explanation_images, sweep_grid
 
@@ -192,5 +192,16 @@ def allowed_models(env: str | None = None) -> list[str]:
     return names or list(MODEL_INFO)
 
 
-def describe_sublayers() -> str:
-    return ", ".join(SUBLAYERS)
+def startup_model(models: Sequence[str], reason_for=None) -> tuple[str, str]:
+    """(model to show first, notice): the first allowed model, or the offline shapes model with a
+    sentence saying why when the first one cannot be loaded now (no network, not cached)."""
+    from .models import unavailable_reason
+
+    first = models[0]
+    if first == "shapes" or "shapes" not in models:
+        return first, ""
+    reason = (reason_for or unavailable_reason)(first)
+    if reason is None:
+        return first, ""
+    return "shapes", (f"ℹ️ Showing the offline **shapes** model because {reason} "
+                      f"Pick {first} again once the hub can be reached.")

@@ -17,12 +17,12 @@ import gradio as gr
 
 from .constants import SUBLAYERS, TARGETS
 from .explain import Explainer, load_explainer
-from .models import unavailable_reason
+from .images import MAX_PIXELS, load_image
 from .render import COLORMAPS, DEFAULT_ALPHA, DEFAULT_COLORMAP
 from .service import (
     MAX_APP_PROMPTS, allowed_models, check_choice, check_view, concentration_figure, explanation_outputs,
-    model_defaults, model_label, model_layers, parse_prompts, relative_layer, scores_dict, sweep_outputs,
-    write_downloads,
+    model_defaults, model_label, model_layers, parse_prompts, relative_layer, scores_dict, startup_model,
+    sweep_outputs, write_downloads,
 )
 
 log = logging.getLogger("clipcam.ui")
@@ -82,10 +82,16 @@ def user_errors(fn: Callable) -> Callable:
 
 
 def build_demo(models: Sequence[str] | None = None, device: str = "auto", half: bool = False,
-               loader: Callable[..., Explainer] = load_explainer) -> gr.Blocks:
+               loader: Callable[..., Explainer] = load_explainer, max_pixels: int = MAX_PIXELS) -> gr.Blocks:
     """Build the UI. ``models`` is the allowlist offered in the browser and accepted through the
-    API (default: CLIPCAM_MODELS, else base and large); ``loader`` makes an Explainer from a name."""
+    API (default: CLIPCAM_MODELS, else base, large and shapes); ``loader`` makes an Explainer from
+    a name; images larger than ``max_pixels`` are refused before they are decoded."""
     models = list(models or allowed_models())
+
+    def read_image(image) -> tuple[object, list[str]]:
+        if image is None:
+            raise ValueError("No image: upload an image, paste one, or click an example.")
+        return load_image(image, max_pixels=max_pixels)
     model_choices = [(model_label(m), m) for m in models]
 
     def explainer_for(name: str) -> Explainer:
@@ -104,9 +110,9 @@ def build_demo(models: Sequence[str] | None = None, device: str = "auto", half: 
 
     @user_errors
     def explain(image, prompts_text, model, layer, sublayer, target, colormap, alpha, shared):
-        if image is None:
-            raise ValueError("No image: upload an image, paste one, or click an example.")
+        image, image_notes = read_image(image)
         prompts, notes = parse_prompts(prompts_text)
+        notes += image_notes
         check_choice(sublayer, SUBLAYERS, "sublayer")
         check_choice(target, TARGETS, "target")
         colormap, alpha = check_view(colormap, alpha)
@@ -125,9 +131,9 @@ def build_demo(models: Sequence[str] | None = None, device: str = "auto", half: 
 
     @user_errors
     def sweep(image, prompts_text, model, sublayer, target, colormap, alpha, shared, progress=gr.Progress()):
-        if image is None:
-            raise ValueError("No image: upload an image, paste one, or click an example.")
+        image, image_notes = read_image(image)
         prompts, notes = parse_prompts(prompts_text)
+        notes += image_notes
         check_choice(sublayer, SUBLAYERS, "sublayer")
         check_choice(target, TARGETS, "target")
         colormap, alpha = check_view(colormap, alpha)
@@ -150,9 +156,9 @@ def build_demo(models: Sequence[str] | None = None, device: str = "auto", half: 
 
     @user_errors
     def compare(image, prompts_text, left, right, depth, sublayer, target, colormap, alpha, shared):
-        if image is None:
-            raise ValueError("No image: upload an image, paste one, or click an example.")
+        image, image_notes = read_image(image)
         prompts, notes = parse_prompts(prompts_text)
+        notes += image_notes
         check_choice(sublayer, SUBLAYERS, "sublayer")
         check_choice(target, TARGETS, "target")
         colormap, alpha = check_view(colormap, alpha)
@@ -176,13 +182,9 @@ def build_demo(models: Sequence[str] | None = None, device: str = "auto", half: 
         return gr.update(maximum=n, value=layer0), gr.update(value=sublayer0), gr.update(value=target0)
 
     def on_load():
-        """Pick the first model that can be loaded now; say why when the first choice cannot."""
-        first = models[0]
-        reason = unavailable_reason(first)
-        if reason is None or "shapes" not in models or first == "shapes":
-            return gr.update(), ""
-        return gr.update(value="shapes"), (f"ℹ️ Showing the offline **shapes** model because {reason} "
-                                           "Pick another model when you are online.")
+        """Start on the first model that can be loaded now; say why when it is not the first choice."""
+        name, notice = startup_model(models)
+        return (gr.update() if name == models[0] else gr.update(value=name)), notice
 
     with gr.Blocks(title="clipcam — where does CLIP look?", analytics_enabled=False) as demo:
         gr.Markdown(INTRO)

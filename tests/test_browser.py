@@ -64,13 +64,21 @@ switch_to_layers: dict[str, int] = {}
 
 
 def test_upload_prompts_run_and_switch_model(tiny_dir, tiny5_dir, request):
-    prompts = ["a photo of a cat.", "a photo of a dog.", "a photo of a dog and a cat."]
+    """On the shipped shapes model (a random tiny one if this checkout lacks it): upload a scene,
+    type its three prompts, run, see three overlays and three scores; then switch models."""
+    from clipcam.constants import SHAPES_MODEL_DIR
+
+    if (SHAPES_MODEL_DIR / "model.safetensors").exists():
+        first, image = "shapes", ROOT / "assets" / "shapes" / "scene-1.png"
+        prompts = ["a photo of a red circle.", "a photo of a blue square.", "a photo of a green triangle."]
+    else:
+        first, image = str(tiny_dir), ROOT / "assets" / "chelsea.png"
+        prompts = ["a photo of a cat.", "a photo of a dog.", "a photo of a dog and a cat."]
     label5 = tiny5_dir.name
     switch_to_layers[label5] = 3
     shot = request.config.getoption("--screenshot")
-    with running_app([tiny_dir, tiny5_dir]) as url:
-        shown, captions, scores, slider_max = drive(
-            url, ROOT / "assets" / "chelsea.png", prompts, Path(shot) if shot else None, label5)
+    with running_app([first, tiny5_dir]) as url:
+        shown, captions, scores, slider_max = drive(url, image, prompts, Path(shot) if shot else None, label5)
     assert shown >= 3
     for prompt in prompts:
         assert prompt in scores

@@ -75,3 +75,30 @@ def test_pixel_limit_is_checked_before_decoding(tmp_path):
     Image.new("L", (3000, 3000)).save(path)
     with pytest.raises(ValueError, match=r"The image is 3000×3000 = 9 megapixels; the limit is 4 megapixels"):
         load_image(path, max_pixels=4_000_000)
+
+
+def test_huge_jpeg_is_decoded_small(tmp_path):
+    path = tmp_path / "huge.jpg"
+    Image.new("RGB", (12000, 9000), (90, 120, 200)).save(path, quality=50)
+    rgb, notes = load_image(path)
+    assert rgb.size == (3000, 2250)
+    assert "was decoded at 3000×2250 to bound memory" in notes[0]
+
+
+def test_huge_png_is_scaled_down(tmp_path):
+    rgb, notes = load_image(Image.new("RGB", (8000, 4000)), work_pixels=8_000_000)
+    assert rgb.size == (4000, 2000) and "scaled down to 4000×2000" in notes[0]
+
+
+def test_svg_is_refused(tmp_path):
+    path = tmp_path / "drawing.svg"
+    path.write_text('<svg xmlns="http://www.w3.org/2000/svg" width="10" height="10"><rect width="10" height="10"/></svg>')
+    with pytest.raises(ValueError, match="'drawing.svg' is not an image clipcam can read; please give a PNG, JPEG"):
+        load_image(path)
+
+
+@pytest.mark.parametrize("size", [(1, 1), (8, 8), (4000, 50), (50, 4000)])
+def test_tiny_and_extreme_images_work(size, explainer):
+    res = explainer.explain(Image.new("RGB", size, (200, 30, 30)), ["a red square", "a blue circle"], layer=1)
+    assert res.image_maps.shape == (2, size[1], size[0])
+    assert np.isfinite(res.probs).all() and res.probs.sum() == pytest.approx(1.0)

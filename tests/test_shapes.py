@@ -88,3 +88,32 @@ def test_benchmark_is_deterministic(small_benchmark):
                      targets=("logit", "log_softmax"))
     strip = lambda rows: [{k: v for k, v in r.items()} for r in rows]  # noqa: E731
     assert strip(again["rows"]) == strip(small_benchmark["rows"])
+
+
+@pytest.mark.parametrize("canvas,offset", [((192, 64), (64, 0)), ((64, 200), (0, 68))])
+def test_heatmap_peak_lands_on_the_named_object_in_a_wide_and_a_tall_image(canvas, offset):
+    """A known scene pasted in the middle of a wide / tall canvas: CLIP's centre crop is the scene,
+    and the heatmap of each object's prompt must peak on that object's pixels of the big image."""
+    from PIL import Image
+
+    from clipcam.service import MODEL_DEFAULTS, model_defaults
+
+    ex = load_explainer("shapes", device="cpu")
+    layer, sublayer, target = model_defaults("shapes", ex.num_layers)
+    assert "shapes" in MODEL_DEFAULTS, "the app's shapes defaults come from the quality benchmark"
+    scene = render((ShapeObject("circle", "red", (16, 18), 11), ShapeObject("square", "blue", (46, 44), 11),
+                    ShapeObject("triangle", "yellow", (46, 14), 9)), np.random.default_rng(0))
+    big = Image.new("RGB", canvas, tuple(int(v) for v in np.median(scene.image.reshape(-1, 3), axis=0)))
+    big.paste(Image.fromarray(scene.image), offset)
+    prompts = [f"a photo of a {o.name}." for o in scene.objects]
+    res = ex.explain(big, prompts, layer=layer, sublayer=sublayer, target=target)
+    assert res.image_maps.shape == (3, canvas[1], canvas[0])
+    for k, mask in enumerate(scene.masks):
+        y, x = np.unravel_index(np.nanargmax(res.image_maps[k]), res.image_maps[k].shape)
+        assert mask[y - offset[1], x - offset[0]] or _near(mask, y - offset[1], x - offset[0], 2), prompts[k]
+
+
+def _near(mask: np.ndarray, y: int, x: int, pixels: int) -> bool:
+    from clipcam.metrics import dilate
+
+    return 0 <= y < mask.shape[0] and 0 <= x < mask.shape[1] and bool(dilate(mask, pixels)[y, x])

@@ -1,0 +1,73 @@
+"""The app's logic without the web: prompts, settings, downloads, start-up model."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from conftest import PROMPTS, noise_image
+
+from clipcam.service import (
+    allowed_models, check_view, concentration, model_defaults, parse_prompts, relative_layer, startup_model,
+    write_downloads,
+)
+from clipcam.render import explanation_images
+
+
+def test_parse_prompts():
+    assert parse_prompts("a cat\n\n  a dog  \n") == (["a cat", "a dog"], [])
+    assert parse_prompts("a cat\na cat\na dog\na dog") == (["a cat", "a dog"], ["2 duplicate prompts were dropped."])
+    with pytest.raises(ValueError, match="^No prompts given"):
+        parse_prompts(" \n \n")
+    with pytest.raises(ValueError, match=r"^Too many prompts: 17 given, at most 16 at once\. Remove some lines\.$"):
+        parse_prompts("\n".join(str(i) for i in range(17)))
+
+
+def test_check_view():
+    assert check_view("jet", "0.25") == ("jet", 0.25)
+    with pytest.raises(ValueError, match=r"^Overlay opacity must be between 0 and 1; got -1.0.$"):
+        check_view("jet", -1)
+
+
+def test_concentration():
+    one_spot = np.zeros((1, 10, 10))
+    one_spot[0, 3, 3] = 5
+    flat = np.ones((1, 10, 10))
+    assert concentration(one_spot)[0] == 1.0
+    assert concentration(flat)[0] == pytest.approx(0.1)
+    assert np.isnan(concentration(np.zeros((1, 4, 4)))[0])
+
+
+def test_relative_layer_and_defaults():
+    assert relative_layer(0.9, 12) == 11 and relative_layer(0.9, 24) == 22 and relative_layer(0.01, 12) == 1
+    assert model_defaults("base", 12)[0] == 11
+
+
+def test_allowed_models():
+    assert allowed_models("") == ["base", "large", "shapes"]
+    assert allowed_models(" shapes , /models/mine ") == ["shapes", "/models/mine"]
+
+
+def test_startup_model_falls_back_to_shapes_with_a_reason():
+    offline = lambda name: f"{name} is not in the local cache and HF_HUB_OFFLINE is set, so it cannot be downloaded."  # noqa: E731
+    name, notice = startup_model(["base", "large", "shapes"], offline)
+    assert name == "shapes" and "HF_HUB_OFFLINE is set" in notice and "offline **shapes** model" in notice
+    assert startup_model(["base", "shapes"], lambda name: None) == ("base", "")
+    assert startup_model(["base", "large"], offline) == ("base", "")
+
+
+def test_startup_model_offline_env(monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    name, notice = startup_model(["someone/never-cached-clip", "shapes"])
+    assert name == "shapes" and "HF_HUB_OFFLINE is set" in notice
+
+
+def test_downloads(explainer):
+    res = explainer.explain(noise_image(120, 80), PROMPTS, layer=1)
+    _, grid = explanation_images(res)
+    files = write_downloads(res, grid, {"model": "tiny", "layer": 1}, ["a note"])
+    saved = json.loads(files.scores_json.read_text())
+    assert saved["prompts"] == PROMPTS and saved["image_maps_size"] == [120, 80] and saved["notes"] == ["a note"]
+    arrays = np.load(files.heatmaps_npz)
+    assert arrays["grid_maps"].shape == (3, 4, 4) and arrays["image_maps"].shape == (3, 80, 120)
