@@ -14,14 +14,16 @@ def free_port() -> int:
 
 
 @contextmanager
-def running_app(models: Sequence[str], queue_size: int = 16) -> Iterator[str]:
+def running_app(models: Sequence[str], queue_size: int = 16, max_file_size: str | None = None,
+                **demo_kwargs) -> Iterator[str]:
     """Serve build_demo(models) on a free loopback port; yield its URL; close it afterwards."""
     from clipcam.ui import build_demo
 
-    demo = build_demo(models=[str(m) for m in models], device="cpu")
+    demo = build_demo(models=[str(m) for m in models], device="cpu", **demo_kwargs)
     demo.queue(max_size=queue_size, default_concurrency_limit=2)
     port = free_port()
-    demo.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True, ssr_mode=False)
+    demo.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True, ssr_mode=False,
+                max_file_size=max_file_size)
     try:
         yield f"http://127.0.0.1:{port}/"
     finally:

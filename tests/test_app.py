@@ -115,3 +115,19 @@ def test_app_keeps_serving_after_errors(client, tiny_dir):
         call_explain(client, tiny_dir, prompts="")
     gallery, *_ = call_explain(client, tiny_dir, prompts="a cat")
     assert len(gallery) == 1
+
+
+def test_upload_and_pixel_limits(tiny_dir, tmp_path):
+    """Both limits are configurable; the pixel limit is checked from the header, before decoding."""
+    from PIL import Image
+
+    big = tmp_path / "big.png"
+    Image.new("RGB", (3000, 2000), (10, 200, 30)).save(big)
+    with running_app([tiny_dir], max_file_size="100kb", max_pixels=1_000_000) as url:
+        client = Client(url, verbose=False)
+        with pytest.raises(Exception) as err:
+            call_explain(client, tiny_dir, image=CAT)  # 240 kB > 100 kB
+        assert "exceeds" in str(err.value) or "too large" in str(err.value).lower()
+        with pytest.raises(Exception) as err:
+            call_explain(client, tiny_dir, image=str(big))  # a small PNG file, but 6 megapixels
+        assert "The image is 3000×2000 = 6 megapixels; the limit is 1 megapixels." in str(err.value)
