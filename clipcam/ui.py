@@ -88,10 +88,16 @@ def build_demo(models: Sequence[str] | None = None, device: str = "auto", half: 
     a name; images larger than ``max_pixels`` are refused before they are decoded."""
     models = list(models or allowed_models())
 
-    def read_image(image) -> tuple[object, list[str]]:
+    def read_inputs(image, prompts_text, sublayer, target, colormap, alpha):
+        """Check what every event shares (the HTTP API bypasses the widgets): (image, prompts, notes, colormap, alpha)."""
         if image is None:
             raise ValueError("No image: upload an image, paste one, or click an example.")
-        return load_image(image, max_pixels=max_pixels)
+        image, notes = load_image(image, max_pixels=max_pixels)
+        prompts, prompt_notes = parse_prompts(prompts_text)
+        check_choice(sublayer, SUBLAYERS, "sublayer")
+        check_choice(target, TARGETS, "target")
+        colormap, alpha = check_view(colormap, alpha)
+        return image, prompts, notes + prompt_notes, colormap, alpha
     model_choices = [(model_label(m), m) for m in models]
 
     def explainer_for(name: str) -> Explainer:
@@ -110,12 +116,7 @@ def build_demo(models: Sequence[str] | None = None, device: str = "auto", half: 
 
     @user_errors
     def explain(image, prompts_text, model, layer, sublayer, target, colormap, alpha, shared):
-        image, image_notes = read_image(image)
-        prompts, notes = parse_prompts(prompts_text)
-        notes += image_notes
-        check_choice(sublayer, SUBLAYERS, "sublayer")
-        check_choice(target, TARGETS, "target")
-        colormap, alpha = check_view(colormap, alpha)
+        image, prompts, notes, colormap, alpha = read_inputs(image, prompts_text, sublayer, target, colormap, alpha)
         ex = explainer_for(model)
         res = ex.explain(image, prompts, layer=layer, sublayer=sublayer, target=target)
         notes += list(res.notes)
@@ -131,12 +132,7 @@ def build_demo(models: Sequence[str] | None = None, device: str = "auto", half: 
 
     @user_errors
     def sweep(image, prompts_text, model, sublayer, target, colormap, alpha, shared, progress=gr.Progress()):
-        image, image_notes = read_image(image)
-        prompts, notes = parse_prompts(prompts_text)
-        notes += image_notes
-        check_choice(sublayer, SUBLAYERS, "sublayer")
-        check_choice(target, TARGETS, "target")
-        colormap, alpha = check_view(colormap, alpha)
+        image, prompts, notes, colormap, alpha = read_inputs(image, prompts_text, sublayer, target, colormap, alpha)
         progress(0.05, desc="Loading the model")
         ex = explainer_for(model)
         progress(0.25, desc=f"One pass through all {ex.num_layers} layers")
@@ -156,12 +152,7 @@ def build_demo(models: Sequence[str] | None = None, device: str = "auto", half: 
 
     @user_errors
     def compare(image, prompts_text, left, right, depth, sublayer, target, colormap, alpha, shared):
-        image, image_notes = read_image(image)
-        prompts, notes = parse_prompts(prompts_text)
-        notes += image_notes
-        check_choice(sublayer, SUBLAYERS, "sublayer")
-        check_choice(target, TARGETS, "target")
-        colormap, alpha = check_view(colormap, alpha)
+        image, prompts, notes, colormap, alpha = read_inputs(image, prompts_text, sublayer, target, colormap, alpha)
         depth = float(depth)
         if not 0.0 < depth <= 1.0:
             raise ValueError(f"Relative depth must be above 0 and at most 1; got {depth}.")
