@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed
 export GRADIO_ANALYTICS_ENABLED ?= False
 export HF_HUB_DISABLE_TELEMETRY ?= 1
 
-.PHONY: setup run cli test browser-deps bench bench-quality screenshot clean
+.PHONY: setup run cli test lint browser-deps bench screenshot clean
 
 setup: $(STAMP)
 
@@ -20,15 +20,19 @@ $(STAMP): requirements.txt requirements-dev.txt
 run: setup
 	$(PY) app.py
 
-# The command line on an example image (the hub models need network; see README).
+# The command line on an example scene with the offline shapes model (base/large need the hub).
 cli: setup
-	$(PY) -m clipcam assets/chelsea.png --prompt "a photo of a cat." --prompt "a photo of a dog." --out out/
+	$(PY) -m clipcam assets/shapes/scene-1.png --model shapes --prompt "a photo of a red circle." \
+		--prompt "a photo of a blue square." --prompt "a photo of a green triangle." --out out/
 
 # Debian's Chromium for the real-browser test (never Playwright's own download).
 browser-deps:
 	@command -v chromium >/dev/null 2>&1 || { apt-get update -qq && apt-get install -y -qq chromium >/dev/null; }
 
-test: setup browser-deps
+lint: setup
+	$(VENV)/bin/ruff check .
+
+test: setup browser-deps lint
 	HF_HUB_OFFLINE=1 CLIPCAM_REQUIRE_BROWSER=1 $(PY) -m pytest -q
 
 bench: setup

@@ -88,8 +88,8 @@ def run(clients: int, seconds: float, model_dir: Path, queue_size: int = 32) -> 
                 try:
                     _, _, scores, _, files = client.predict(
                         image=handle_file(r["image"]), prompts_text="\n".join(r["prompts"]), model=str(model_dir),
-                        layer=r["layer"], sublayer=r["sublayer"], target="logit", colormap="inferno", alpha=0.5,
-                        shared=False, api_name="/explain")
+                        layer=r["layer"], sublayer=r["sublayer"], target="logit", method="gradcam", colormap="inferno",
+                        alpha=0.5, shared=False, api_name="/explain")
                     npz = np.load([f for f in files if f.endswith(".npz")][0])
                     results[i].append({"seconds": time.perf_counter() - t0, "probs": np.array(scores["probs"]),
                                        "prompts": scores["prompts"], "grid_maps": npz["grid_maps"]})

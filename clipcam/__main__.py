@@ -17,6 +17,7 @@ from typing import Sequence
 import numpy as np
 
 from .constants import DEFAULT_SUBLAYER, DEFAULT_TARGET, MODEL_ALIASES, SUBLAYERS, TARGETS
+from .cam import CAM_METHODS, DEFAULT_METHOD
 from .render import COLORMAPS, DEFAULT_ALPHA, DEFAULT_COLORMAP, explanation_images, sweep_grid
 
 
@@ -42,6 +43,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help="vision-encoder layer, 1..N (default: the second-to-last)")
     parser.add_argument("-s", "--sublayer", default=DEFAULT_SUBLAYER, choices=SUBLAYERS,
                         help=f"which output inside the layer to explain (default: {DEFAULT_SUBLAYER})")
+    parser.add_argument("--method", default=DEFAULT_METHOD, choices=list(CAM_METHODS),
+                        help=f"CAM method (default: {DEFAULT_METHOD}); all use one forward and batched gradients")
     parser.add_argument("-t", "--target", default=DEFAULT_TARGET, choices=TARGETS,
                         help="what is explained per prompt: CLIP's logit (default, as the reference notebook), "
                         "its log-softmax over the prompts, or the logit minus the prompts' mean (contrast)")
@@ -77,7 +80,8 @@ def run(args: argparse.Namespace) -> dict:
     start = time.perf_counter()
     explainer = load_explainer(args.model, device=args.device, half=args.half)
     if args.sweep:
-        result = explainer.sweep(args.image, args.prompt, sublayer=args.sublayer, target=args.target)
+        result = explainer.sweep(args.image, args.prompt, sublayer=args.sublayer, target=args.target,
+                                 method=args.method)
         args.out.mkdir(parents=True, exist_ok=True)
         sweep_grid(result, args.colormap, args.alpha).save(args.out / "sweep.png")
         shown = result.at(result.layers[-2] if len(result.layers) > 1 else result.layers[0])
@@ -86,7 +90,7 @@ def run(args: argparse.Namespace) -> dict:
         arrays = {"grid_maps": result.grid_maps, "image_maps": result.image_maps, "layers": np.array(result.layers)}
     else:
         result = shown = explainer.explain(args.image, args.prompt, layer=args.layer, sublayer=args.sublayer,
-                                           target=args.target)
+                                           target=args.target, method=args.method)
         layer_info = {"layer": result.layer}
         dead = {str(result.layer): result.dead_reason} if result.dead else {}
         arrays = {"grid_maps": result.grid_maps, "image_maps": result.image_maps}
@@ -105,6 +109,7 @@ def run(args: argparse.Namespace) -> dict:
         **layer_info,
         "sublayer": result.sublayer,
         "target": result.target,
+        "method": result.method,
         "dead": dead,
         "notes": list(result.notes),
         "seconds": round(time.perf_counter() - start, 3),

@@ -1,18 +1,66 @@
-"""Grad-CAM maths for vision transformers (Selvaraju et al., ICCV 2017, "Grad-CAM: Visual
-Explanations from Deep Networks via Gradient-based Localization").
+"""CAM maths for vision transformers: Grad-CAM and its family, from one image's hooked activation
+and the K prompts' gradients.
 
-For prompt k and a hooked activation A (tokens × channels), the channel weights are the
-token-mean of the gradient, w_c = mean_n ∂logit_k/∂A_nc, and the map is ReLU(Σ_c w_c·A_nc)
-over the patch tokens (the CLS token is dropped), laid out on the token grid. This is what
-pytorch-grad-cam's GradCAM computes with a reshape transform that drops CLS.
+Grad-CAM (Selvaraju et al., ICCV 2017, "Grad-CAM: Visual Explanations from Deep Networks via
+Gradient-based Localization"): for prompt k and a hooked activation A (tokens × channels), the
+channel weights are the token-mean of the gradient, w_c = mean_n ∂logit_k/∂A_nc, and the map is
+ReLU(Σ_c w_c·A_nc) over the patch tokens (the CLS token is dropped), laid out on the token grid.
+This is what pytorch-grad-cam's GradCAM computes with a reshape transform that drops CLS.
+
+The other members of the family reuse pytorch-grad-cam's own weighting code (its
+``get_cam_image``/``get_cam_weights``), fed with clipcam's single forward and batched gradients
+instead of the package's per-target forward and backward.
 """
 
 from __future__ import annotations
 
+from functools import partial
+from types import SimpleNamespace
+
 import numpy as np
+import pytorch_grad_cam as pgc
 import torch
 
 from .constants import NORM_EPS
+
+#: CAM methods by name → pytorch-grad-cam class whose weighting code is reused, and its paper.
+CAM_METHODS: dict[str, tuple[type, str]] = {
+    "gradcam": (pgc.GradCAM, "Selvaraju et al., ICCV 2017"),
+    "hirescam": (pgc.HiResCAM, "Draelos & Carin, arXiv:2011.08891, 2020"),
+    "gradcam++": (pgc.GradCAMPlusPlus, "Chattopadhay et al., WACV 2018"),
+    "xgradcam": (pgc.XGradCAM, "Fu et al., BMVC 2020"),
+    "layercam": (pgc.LayerCAM, "Jiang et al., IEEE TIP 2021"),
+    "eigencam": (pgc.EigenCAM, "Muhammad & Yeasin, IJCNN 2020 (class-agnostic)"),
+    "eigengradcam": (pgc.EigenGradCAM, "EigenCAM on gradient × activation"),
+    "gradcam-elementwise": (pgc.GradCAMElementWise, "Grad-CAM with element-wise ReLU"),
+}
+DEFAULT_METHOD = "gradcam"
+
+
+def check_method(method: str) -> str:
+    """Return ``method`` if it is a known CAM method, else raise ValueError listing them."""
+    if method not in CAM_METHODS:
+        raise ValueError(f"Unknown method {method!r}: choose one of {', '.join(CAM_METHODS)}.")
+    return method
+
+
+def cam_maps(method: str, activations: torch.Tensor, gradients: torch.Tensor, grid: tuple[int, int]) -> np.ndarray:
+    """Raw maps of a CAM ``method``, one per prompt: (K, rows, cols) float32, ≥ 0, not normalised.
+
+    activations: (1+N, D), CLS first; gradients: (K, 1+N, D).
+    """
+    if check_method(method) == "gradcam":
+        return grad_cam(activations, gradients, grid)
+    rows, cols = grid
+    k = gradients.shape[0]
+    to_maps = lambda t: t[..., 1:, :].float().reshape(-1, rows, cols, t.shape[-1]).permute(0, 3, 1, 2)  # noqa: E731
+    acts = to_maps(activations[None]).expand(k, -1, -1, -1).detach().cpu().numpy()  # (K, D, rows, cols)
+    grads = to_maps(gradients).detach().cpu().numpy()  # (K, D, rows, cols)
+    # The package's weighting code as plain functions: no instance, so none of its hooks or forward passes.
+    cls = CAM_METHODS[method][0]
+    weights_only = SimpleNamespace(get_cam_weights=partial(cls.get_cam_weights, None))
+    cam = cls.get_cam_image(weights_only, None, None, None, acts, grads, eigen_smooth=False)  # (K, rows, cols)
+    return np.maximum(cam, 0).astype(np.float32)
 
 
 def grad_cam(activations: torch.Tensor, gradients: torch.Tensor, grid: tuple[int, int]) -> np.ndarray:

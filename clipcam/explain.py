@@ -13,7 +13,7 @@ from __future__ import annotations
 import threading
 import time
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from functools import cached_property
 from typing import Iterator, Sequence
 
@@ -21,7 +21,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from .cam import grad_cam, normalize_maps, normalize_shared
+from .cam import DEFAULT_METHOD, cam_maps, check_method, normalize_maps, normalize_shared
 from .constants import DEFAULT_SUBLAYER, DEFAULT_TARGET, MAX_PROMPTS, TARGETS
 from .geometry import CropGeometry, size_setting
 from .images import load_image
@@ -47,6 +47,7 @@ class Explanation:
     layer: int
     sublayer: str
     target: str = DEFAULT_TARGET
+    method: str = DEFAULT_METHOD
     dead_reason: str | None = None  # why this sublayer cannot affect the score, if it cannot
     notes: tuple[str, ...] = ()
     seconds: float = 0.0
@@ -88,6 +89,7 @@ class Sweep:
     model: str
     sublayer: str
     target: str = DEFAULT_TARGET
+    method: str = DEFAULT_METHOD
     dead_reasons: tuple[str | None, ...] = ()
     notes: tuple[str, ...] = ()
     seconds: float = 0.0
@@ -111,7 +113,7 @@ class Sweep:
         return Explanation(
             prompts=self.prompts, logits=self.logits, probs=self.probs, grid_maps=self.grid_maps[i],
             geometry=self.geometry, image=self.image, model=self.model, layer=layer,
-            sublayer=self.sublayer, target=self.target, dead_reason=self.dead_reasons[i], notes=self.notes, seconds=self.seconds,
+            sublayer=self.sublayer, target=self.target, method=self.method, dead_reason=self.dead_reasons[i], notes=self.notes, seconds=self.seconds,
         )
 
 
@@ -266,9 +268,10 @@ class Explainer:
         return logits_per_text[:, 0]  # (K,)
 
     def _grad_cam_pass(
-        self, pixels: torch.Tensor, text: torch.Tensor, modules: Sequence[torch.nn.Module], target: str
+        self, pixels: torch.Tensor, text: torch.Tensor, modules: Sequence[torch.nn.Module], target: str,
+        method: str = DEFAULT_METHOD,
     ) -> tuple[np.ndarray, list[np.ndarray]]:
-        """One forward, one batched gradient: logits (K,) and raw Grad-CAM (K, rows, cols) per module."""
+        """One forward, one batched gradient: logits (K,) and raw CAM maps (K, rows, cols) per module."""
         with capture_outputs(modules) as acts, torch.enable_grad():
             logits = self._logits(pixels, text)  # (K,)
             scores = target_scores(logits, target)  # (K,)
@@ -284,7 +287,7 @@ class Explainer:
         for act, grad in zip(acts, grads):
             if grad is None:
                 grad = torch.zeros((k, *act.shape), dtype=act.dtype, device=act.device)
-            maps.append(grad_cam(act[0], grad[:, 0], self.grid))
+            maps.append(cam_maps(method, act[0], grad[:, 0], self.grid))
         return logits.detach().float().cpu().numpy(), maps
 
     # ----------------------------------------------------------------- public API
@@ -295,16 +298,23 @@ class Explainer:
         layer: int | None = None,
         sublayer: str = DEFAULT_SUBLAYER,
         target: str = DEFAULT_TARGET,
+        method: str = DEFAULT_METHOD,
     ) -> Explanation:
-        """Scores and one Grad-CAM heatmap per prompt at ``layer`` (1-based; default: second-to-last)."""
+        """Scores and one heatmap per prompt at ``layer`` (1-based; default: second-to-last).
+
+        method: a CAM method of clipcam.cam.CAM_METHODS (default Grad-CAM); target: what is
+        explained per prompt (clipcam.constants.TARGETS).
+        """
         start = time.perf_counter()
         layer = check_layer(self.default_layer if layer is None else layer, self.num_layers)
         sublayer = check_sublayer(sublayer)
         target = check_target(target)
+        method = check_method(method)
         prompts = clean_prompts(prompts)
         rgb, pixels, geometry, notes = self.prepare_image(image)
         text, text_notes = self.text_embeddings(prompts)
-        logits, (maps,) = self._grad_cam_pass(pixels, text, [target_module(self.model, layer, sublayer)], target)
+        logits, (maps,) = self._grad_cam_pass(pixels, text, [target_module(self.model, layer, sublayer)], target,
+                                              method)
         reason = dead_reason(layer, self.num_layers, sublayer)
         if len(prompts) == 1 and target != "logit":
             notes.append(f"With a single prompt the {target} target is constant, so its heatmap is empty; "
@@ -313,7 +323,8 @@ class Explainer:
             notes.append("The heatmaps are all zero here: no patch pushes any prompt's score up at this layer.")
         return Explanation(
             prompts=prompts, logits=logits, probs=_softmax(logits), grid_maps=maps, geometry=geometry,
-            image=rgb, model=self.name, layer=layer, sublayer=sublayer, target=target, dead_reason=reason,
+            image=rgb, model=self.name, layer=layer, sublayer=sublayer, target=target, method=method,
+            dead_reason=reason,
             notes=tuple(notes) + text_notes, seconds=time.perf_counter() - start,
         )
 
@@ -324,11 +335,13 @@ class Explainer:
         sublayer: str = DEFAULT_SUBLAYER,
         layers: Sequence[int] | None = None,
         target: str = DEFAULT_TARGET,
+        method: str = DEFAULT_METHOD,
     ) -> Sweep:
-        """Grad-CAM of every layer (or the given ones) × every prompt, from a single forward pass."""
+        """Maps of every layer (or the given ones) × every prompt, from a single forward pass."""
         start = time.perf_counter()
         sublayer = check_sublayer(sublayer)
         target = check_target(target)
+        method = check_method(method)
         chosen = tuple(range(1, self.num_layers + 1)) if layers is None else tuple(
             check_layer(layer, self.num_layers) for layer in layers
         )
@@ -338,10 +351,11 @@ class Explainer:
         rgb, pixels, geometry, notes = self.prepare_image(image)
         text, text_notes = self.text_embeddings(prompts)
         modules = [target_module(self.model, layer, sublayer) for layer in chosen]
-        logits, maps = self._grad_cam_pass(pixels, text, modules, target)
+        logits, maps = self._grad_cam_pass(pixels, text, modules, target, method)
         return Sweep(
             prompts=prompts, logits=logits, probs=_softmax(logits), layers=chosen,
-            grid_maps=np.stack(maps), geometry=geometry, image=rgb, model=self.name, sublayer=sublayer, target=target,
+            grid_maps=np.stack(maps), geometry=geometry, image=rgb, model=self.name, sublayer=sublayer,
+            target=target, method=method,
             dead_reasons=tuple(dead_reason(layer, self.num_layers, sublayer) for layer in chosen),
             notes=tuple(notes) + text_notes, seconds=time.perf_counter() - start,
         )

@@ -14,8 +14,7 @@ from typing import Sequence
 
 import numpy as np
 import torch
-from pytorch_grad_cam import GradCAM
-
+from .cam import CAM_METHODS
 from .layers import target_module, token_grid
 
 
@@ -62,7 +61,7 @@ def vit_reshape(grid: tuple[int, int]):
 
 def reference_grad_cam(
     model, tokenizer, image_processor, image, prompts: Sequence[str], layer: int, sublayer: str,
-    target: str = "logit",
+    target: str = "logit", method: str = "gradcam",
 ) -> np.ndarray:
     """The notebook's pipeline: per prompt, process the inputs and run GradCAM (full forward + backward).
 
@@ -74,7 +73,8 @@ def reference_grad_cam(
     trainable = [p.requires_grad for p in model.parameters()]
     model.requires_grad_(True)  # as in the notebook: every weight takes part in the backward
     try:
-        _run_per_prompt(model, tokenizer, image_processor, image, prompts, layer, sublayer, target, grid, maps)
+        _run_per_prompt(model, tokenizer, image_processor, image, prompts, layer, sublayer, target,
+                        CAM_METHODS[method][0], grid, maps)
     finally:
         for param, flag in zip(model.parameters(), trainable):
             param.requires_grad_(flag)
@@ -82,12 +82,13 @@ def reference_grad_cam(
     return np.stack(maps).astype(np.float32)
 
 
-def _run_per_prompt(model, tokenizer, image_processor, image, prompts, layer, sublayer, target, grid, maps) -> None:
+def _run_per_prompt(model, tokenizer, image_processor, image, prompts, layer, sublayer, target, cam_class, grid,
+                    maps) -> None:
     with torch.enable_grad():
         for k in range(len(prompts)):
             inputs = image_processor(images=image, return_tensors="pt")
             tokens = tokenizer(list(prompts), padding=True, return_tensors="pt")
             wrapper = LogitsPerImage(model, tokens["input_ids"], tokens["attention_mask"])
-            with GradCAM(model=wrapper, target_layers=[target_module(model, layer, sublayer)],
+            with cam_class(model=wrapper, target_layers=[target_module(model, layer, sublayer)],
                          reshape_transform=vit_reshape(grid)) as cam:
                 maps.append(cam(input_tensor=inputs["pixel_values"], targets=[PromptTarget(k, target)])[0])

@@ -16,7 +16,6 @@ from typing import Sequence
 import numpy as np
 from PIL import Image
 
-from .cam import normalize_maps
 from .constants import DEFAULT_SUBLAYER, DEFAULT_TARGET, MODEL_INFO
 from .explain import Explanation, Sweep
 from .render import COLORMAPS, caption, display_size, explanation_images, sweep_grid

@@ -15,6 +15,7 @@ from typing import Callable, Sequence
 
 import gradio as gr
 
+from .cam import CAM_METHODS, DEFAULT_METHOD
 from .constants import SUBLAYERS, TARGETS
 from .explain import Explainer, load_explainer
 from .images import MAX_PIXELS, load_image
@@ -88,7 +89,7 @@ def build_demo(models: Sequence[str] | None = None, device: str = "auto", half: 
     a name; images larger than ``max_pixels`` are refused before they are decoded."""
     models = list(models or allowed_models())
 
-    def read_inputs(image, prompts_text, sublayer, target, colormap, alpha):
+    def read_inputs(image, prompts_text, sublayer, target, method, colormap, alpha):
         """Check what every event shares (the HTTP API bypasses the widgets): (image, prompts, notes, colormap, alpha)."""
         if image is None:
             raise ValueError("No image: upload an image, paste one, or click an example.")
@@ -96,6 +97,7 @@ def build_demo(models: Sequence[str] | None = None, device: str = "auto", half: 
         prompts, prompt_notes = parse_prompts(prompts_text)
         check_choice(sublayer, SUBLAYERS, "sublayer")
         check_choice(target, TARGETS, "target")
+        check_choice(method, list(CAM_METHODS), "method")
         colormap, alpha = check_view(colormap, alpha)
         return image, prompts, notes + prompt_notes, colormap, alpha
     model_choices = [(model_label(m), m) for m in models]
@@ -115,13 +117,14 @@ def build_demo(models: Sequence[str] | None = None, device: str = "auto", half: 
         return "\n\n".join(lines)
 
     @user_errors
-    def explain(image, prompts_text, model, layer, sublayer, target, colormap, alpha, shared):
-        image, prompts, notes, colormap, alpha = read_inputs(image, prompts_text, sublayer, target, colormap, alpha)
+    def explain(image, prompts_text, model, layer, sublayer, target, method, colormap, alpha, shared):
+        image, prompts, notes, colormap, alpha = read_inputs(image, prompts_text, sublayer, target, method,
+                                                                colormap, alpha)
         ex = explainer_for(model)
-        res = ex.explain(image, prompts, layer=layer, sublayer=sublayer, target=target)
+        res = ex.explain(image, prompts, layer=layer, sublayer=sublayer, target=target, method=method)
         notes += list(res.notes)
         gallery, grid = explanation_outputs(res, colormap, alpha, bool(shared))
-        settings = {"model": model, "layer": res.layer, "sublayer": sublayer, "target": target,
+        settings = {"model": model, "layer": res.layer, "sublayer": sublayer, "target": target, "method": method,
                     "dead": res.dead_reason}
         files = write_downloads(res, grid, settings, notes)
         for note in ([res.dead_reason] if res.dead else []) + notes:
@@ -131,12 +134,14 @@ def build_demo(models: Sequence[str] | None = None, device: str = "auto", half: 
         return gallery, scores_dict(res), scores, notice_text(notes, res.dead_reason), files.paths
 
     @user_errors
-    def sweep(image, prompts_text, model, sublayer, target, colormap, alpha, shared, progress=gr.Progress()):
-        image, prompts, notes, colormap, alpha = read_inputs(image, prompts_text, sublayer, target, colormap, alpha)
+    def sweep(image, prompts_text, model, sublayer, target, method, colormap, alpha, shared,
+              progress=gr.Progress()):
+        image, prompts, notes, colormap, alpha = read_inputs(image, prompts_text, sublayer, target, method,
+                                                                colormap, alpha)
         progress(0.05, desc="Loading the model")
         ex = explainer_for(model)
         progress(0.25, desc=f"One pass through all {ex.num_layers} layers")
-        res = ex.sweep(image, prompts, sublayer=sublayer, target=target)
+        res = ex.sweep(image, prompts, sublayer=sublayer, target=target, method=method)
         progress(0.7, desc="Drawing the grid")
         grid, conc = sweep_outputs(res, colormap, alpha, bool(shared))
         fig = concentration_figure(res.layers, res.prompts, conc, res.probs)
@@ -145,14 +150,16 @@ def build_demo(models: Sequence[str] | None = None, device: str = "auto", half: 
         if dead:
             notes.append(f"Layer {', '.join(map(str, dead))}: {sublayer} cannot influence the score there "
                          "(its patch tokens never reach the CLS token), so its row is blank.")
-        settings = {"model": model, "layers": list(res.layers), "sublayer": sublayer, "target": target}
+        settings = {"model": model, "layers": list(res.layers), "sublayer": sublayer, "target": target,
+                    "method": method}
         files = write_downloads(res, grid, settings, notes)
         progress(1.0, desc="Done")
         return grid, fig, notice_text(notes), files.paths
 
     @user_errors
-    def compare(image, prompts_text, left, right, depth, sublayer, target, colormap, alpha, shared):
-        image, prompts, notes, colormap, alpha = read_inputs(image, prompts_text, sublayer, target, colormap, alpha)
+    def compare(image, prompts_text, left, right, depth, sublayer, target, method, colormap, alpha, shared):
+        image, prompts, notes, colormap, alpha = read_inputs(image, prompts_text, sublayer, target, method,
+                                                                colormap, alpha)
         depth = float(depth)
         if not 0.0 < depth <= 1.0:
             raise ValueError(f"Relative depth must be above 0 and at most 1; got {depth}.")
@@ -160,7 +167,7 @@ def build_demo(models: Sequence[str] | None = None, device: str = "auto", half: 
         for name in (left, right):
             ex = explainer_for(name)
             layer = relative_layer(depth, ex.num_layers)
-            res = ex.explain(image, prompts, layer=layer, sublayer=sublayer, target=target)
+            res = ex.explain(image, prompts, layer=layer, sublayer=sublayer, target=target, method=method)
             gallery, _ = explanation_outputs(res, colormap, alpha, bool(shared))
             outputs += [gallery, scores_dict(res)]
             lines.append(f"**{name}**: layer {layer} of {ex.num_layers}, {res.seconds:.2f} s"
@@ -199,6 +206,8 @@ def build_demo(models: Sequence[str] | None = None, device: str = "auto", half: 
                 target = gr.Dropdown(list(TARGETS), value=target0, label="Target",
                                      info="logit: CLIP's score (as the reference); log_softmax / contrast: "
                                      "what favours this prompt over the others", elem_id="target")
+                method = gr.Dropdown(list(CAM_METHODS), value=DEFAULT_METHOD, label="Method",
+                                     info="the Grad-CAM family; all from one forward pass", elem_id="method")
                 with gr.Accordion("Display", open=False):
                     colormap = gr.Dropdown(list(COLORMAPS), value=DEFAULT_COLORMAP, label="Colour map")
                     alpha = gr.Slider(0, 1, value=DEFAULT_ALPHA, step=0.05, label="Heatmap opacity")
@@ -247,10 +256,10 @@ def build_demo(models: Sequence[str] | None = None, device: str = "auto", half: 
         demo.load(on_load, None, [model, startup_notice], api_name=False)
         demo.load(on_model, model, [layer, sublayer, target], api_name=False)  # narrow the slider to the model
         view = [colormap, alpha, shared]
-        run.click(explain, [image, prompts, model, layer, sublayer, target, *view],
+        run.click(explain, [image, prompts, model, layer, sublayer, target, method, *view],
                   [gallery, label, scores, notice, files], api_name="explain")
-        sweep_btn.click(sweep, [image, prompts, model, sublayer, target, *view],
+        sweep_btn.click(sweep, [image, prompts, model, sublayer, target, method, *view],
                         [sweep_img, sweep_plot, sweep_notice, sweep_files], api_name="sweep")
-        compare_btn.click(compare, [image, prompts, left, right, depth, sublayer, target, *view],
+        compare_btn.click(compare, [image, prompts, left, right, depth, sublayer, target, method, *view],
                           [left_gallery, left_label, right_gallery, right_label, compare_notice], api_name="compare")
     return demo

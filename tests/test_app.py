@@ -25,9 +25,10 @@ def client(tiny_dir, tiny5_dir):
 
 
 def call_explain(client, model, prompts="\n".join(PROMPTS), image=CAT, layer=1, sublayer="mlp.fc1",
-                 target="logit", **view):
+                 target="logit", method="gradcam", **view):
     return client.predict(image=handle_file(image) if image else None, prompts_text=prompts, model=str(model),
-                          layer=layer, sublayer=sublayer, target=target, **{**VIEW, **view}, api_name="/explain")
+                          layer=layer, sublayer=sublayer, target=target, method=method, **{**VIEW, **view},
+                          api_name="/explain")
 
 
 def test_explain_returns_one_image_and_score_per_prompt_in_order(client, tiny_dir):
@@ -53,6 +54,11 @@ def test_duplicates_are_dropped_with_a_notice(client, tiny_dir):
     assert "1 duplicate prompt was dropped." in notice
 
 
+def test_other_cam_methods(client, tiny_dir):
+    _, _, scores, _, files = call_explain(client, tiny_dir, method="gradcam++", target="log_softmax")
+    assert (scores["method"], scores["target"]) == ("gradcam++", "log_softmax")
+
+
 def test_dead_sublayer_notice(client, tiny_dir):
     _, _, scores, notice, _ = call_explain(client, tiny_dir, layer=2, sublayer="mlp.fc2")
     assert "Dead sublayer" in notice and scores["dead"]
@@ -60,12 +66,14 @@ def test_dead_sublayer_notice(client, tiny_dir):
 
 def test_sweep_and_compare(client, tiny_dir, tiny5_dir):
     grid, plot, notice, files = client.predict(
-        image=handle_file(CAT), prompts_text="a cat\na dog", model=str(tiny5_dir), sublayer="mlp.fc1", target="logit", **VIEW,
+        image=handle_file(CAT), prompts_text="a cat\na dog", model=str(tiny5_dir), sublayer="mlp.fc1", target="logit", method="gradcam",
+        **VIEW,
         api_name="/sweep")
     assert Path(grid).exists() and len(files) == 3
     assert "Layer 3" in notice
     out = client.predict(image=handle_file(CAT), prompts_text="a cat\na dog", left=str(tiny_dir),
-                         right=str(tiny5_dir), depth=0.5, sublayer="mlp.fc1", target="contrast", **VIEW, api_name="/compare")
+                         right=str(tiny5_dir), depth=0.5, sublayer="mlp.fc1", target="contrast", method="layercam",
+                         **VIEW, api_name="/compare")
     left_gallery, left_label, right_gallery, right_label, notice = out
     assert len(left_gallery) == len(right_gallery) == 2
     assert "layer 1 of 2" in notice and "layer 2 of 3" in notice
@@ -79,6 +87,7 @@ def test_sweep_and_compare(client, tiny_dir, tiny5_dir):
     (dict(sublayer="mlp.fc9"), "Value: mlp.fc9 is not in the list of choices: ['layer_norm1', 'self_attn.q_proj'"),
     (dict(colormap="rainbow"), "Value: rainbow is not in the list of choices: ['inferno', 'turbo'"),
     (dict(target="softmax"), "Value: softmax is not in the list of choices: ['logit', 'log_softmax', 'contrast']"),
+    (dict(method="scorecam"), "Value: scorecam is not in the list of choices: ['gradcam', 'hirescam'"),
     (dict(alpha=3), "Value 3 is greater than maximum value 1."),
     (dict(image=None), "No image: upload an image, paste one, or click an example."),
 ])
@@ -111,7 +120,7 @@ def test_not_an_image(client, tiny_dir, tmp_path):
 
 
 def test_app_keeps_serving_after_errors(client, tiny_dir):
-    with pytest.raises(Exception):
+    with pytest.raises(Exception, match="No prompts given"):
         call_explain(client, tiny_dir, prompts="")
     gallery, *_ = call_explain(client, tiny_dir, prompts="a cat")
     assert len(gallery) == 1

@@ -6,7 +6,6 @@ import threading
 from pathlib import Path
 
 import numpy as np
-import pytest
 from apphelpers import running_app
 from conftest import PROMPTS, noise_image
 
@@ -98,7 +97,8 @@ def test_full_queue_says_busy(tiny_dir):
         def one(_):
             try:
                 Client(url, verbose=False).predict(
-                    image=handle_file(img), prompts_text="a cat\na dog", model=str(tiny_dir), sublayer="mlp.fc1", target="logit", colormap="inferno", alpha=0.5, shared=False,
+                    image=handle_file(img), prompts_text="a cat\na dog", model=str(tiny_dir), sublayer="mlp.fc1",
+                    target="logit", method="gradcam", colormap="inferno", alpha=0.5, shared=False,
                     api_name="/sweep")
                 return "ok"
             except Exception as err:  # noqa: BLE001 - the message is the point
