@@ -74,8 +74,9 @@ def score_curves(explainer, scene: Scene, maps: np.ndarray, steps: int, rng: np.
 
 
 def add_scene(tally: Tally, explainer, scene: Scene, maps: np.ndarray, curves: bool, steps: int, rng) -> None:
+    dilated = np.stack([dilate(m) for m in scene.masks])  # once per scene, not per map
     for k in range(len(scene.objects)):
-        hit, other = pointing(maps[k], scene.masks, k)
+        hit, other = pointing(maps[k], dilated, k, pixels=0)
         tally.hits.append(hit)
         tally.other.append(other)
         tally.energy.append(energy_pointing(maps[k], scene.masks[k]))
@@ -186,7 +187,7 @@ def figure(result: dict, path: Path) -> None:
         im = ax.imshow(grid, vmin=0, vmax=1, cmap="viridis", aspect="auto")
         for (i, j), v in np.ndenumerate(grid):
             ax.text(j, i, "dead" if np.isnan(v) else f"{v:.2f}", ha="center", va="center", fontsize=6,
-                    color="white" if np.isnan(v) or v < 0.6 else "black")
+                    color="grey" if np.isnan(v) else ("white" if v < 0.6 else "black"))
         ax.set_xticks(range(len(SUBLAYERS)), [s.split(".")[-1] for s in SUBLAYERS], rotation=60, fontsize=7)
         ax.set_yticks(range(len(layers)), [f"layer {layer}" for layer in layers], fontsize=7)
         ax.set_title(f"pointing game, target = {target}", fontsize=9)
