@@ -66,10 +66,13 @@ def test_shipped_model_loads_like_a_hub_model_and_binds_colours():
     assert probs[0] > probs[1] and probs[0] > probs[3]
 
 
+SMALL = dict(n_scenes=24, n_curves=4, steps=6, sublayers=("self_attn.v_proj", "mlp.fc1"),
+             targets=("logit", "log_softmax"))
+
+
 @pytest.fixture(scope="module")
 def small_benchmark():
-    return evaluate(n_scenes=24, n_curves=4, steps=6, sublayers=("mlp.fc1", "layer_norm2", "self_attn.out_proj"),
-                    targets=("logit", "log_softmax"))
+    return evaluate(**SMALL)
 
 
 def test_best_grad_cam_beats_baselines_and_generic_saliency(small_benchmark):
@@ -84,18 +87,19 @@ def test_best_grad_cam_beats_baselines_and_generic_saliency(small_benchmark):
 
 
 def test_benchmark_is_deterministic(small_benchmark):
-    again = evaluate(n_scenes=24, n_curves=4, steps=6, sublayers=("mlp.fc1", "layer_norm2", "self_attn.out_proj"),
-                     targets=("logit", "log_softmax"))
-    strip = lambda rows: [{k: v for k, v in r.items()} for r in rows]  # noqa: E731
-    assert strip(again["rows"]) == strip(small_benchmark["rows"])
+    again = evaluate(**SMALL)
+    assert json.dumps(again["rows"]) == json.dumps(small_benchmark["rows"])  # NaN-safe, exact
 
 
 @pytest.mark.parametrize("canvas,offset", [((192, 64), (64, 0)), ((64, 200), (0, 68))])
 def test_heatmap_peak_lands_on_the_named_object_in_a_wide_and_a_tall_image(canvas, offset):
-    """A known scene pasted in the middle of a wide / tall canvas: CLIP's centre crop is the scene,
-    and the heatmap of each object's prompt must peak on that object's pixels of the big image."""
+    """A known scene pasted in the middle of a wide / tall canvas: CLIP's centre crop is exactly the
+    scene, so the maps must equal the scene's own, placed at the offset, NaN elsewhere; and where
+    the model points at the object a prompt names, the peak lands on that object's pixels of the
+    big image (the model itself hits at least 2 of the 3 here, as its 85 % pointing game suggests)."""
     from PIL import Image
 
+    from clipcam.metrics import dilate
     from clipcam.service import MODEL_DEFAULTS, model_defaults
 
     ex = load_explainer("shapes", device="cpu")
@@ -106,14 +110,19 @@ def test_heatmap_peak_lands_on_the_named_object_in_a_wide_and_a_tall_image(canva
     big = Image.new("RGB", canvas, tuple(int(v) for v in np.median(scene.image.reshape(-1, 3), axis=0)))
     big.paste(Image.fromarray(scene.image), offset)
     prompts = [f"a photo of a {o.name}." for o in scene.objects]
+    alone = ex.explain(scene.image, prompts, layer=layer, sublayer=sublayer, target=target)
     res = ex.explain(big, prompts, layer=layer, sublayer=sublayer, target=target)
     assert res.image_maps.shape == (3, canvas[1], canvas[0])
+    np.testing.assert_allclose(res.grid_maps, alone.grid_maps, atol=1e-5)
+    x0, y0 = offset
+    inside = res.image_maps[:, y0:y0 + 64, x0:x0 + 64]
+    np.testing.assert_allclose(inside, alone.image_maps, atol=1e-5)
+    outside = np.ones(res.image_maps.shape[1:], bool)
+    outside[y0:y0 + 64, x0:x0 + 64] = False
+    assert np.isnan(res.image_maps[:, outside]).all()
+    hits = 0
     for k, mask in enumerate(scene.masks):
         y, x = np.unravel_index(np.nanargmax(res.image_maps[k]), res.image_maps[k].shape)
-        assert mask[y - offset[1], x - offset[0]] or _near(mask, y - offset[1], x - offset[0], 2), prompts[k]
-
-
-def _near(mask: np.ndarray, y: int, x: int, pixels: int) -> bool:
-    from clipcam.metrics import dilate
-
-    return 0 <= y < mask.shape[0] and 0 <= x < mask.shape[1] and bool(dilate(mask, pixels)[y, x])
+        on_object = 0 <= y - y0 < 64 and 0 <= x - x0 < 64 and bool(dilate(mask)[y - y0, x - x0])
+        hits += on_object
+    assert hits >= 2
