@@ -180,9 +180,10 @@ def build_demo(models: Sequence[str] | None = None, device: str = "auto", half: 
         return gr.update(maximum=n, value=layer0), gr.update(value=sublayer0), gr.update(value=target0)
 
     def on_load():
-        """Start on the first model that can be loaded now; say why when it is not the first choice."""
+        """Start on the first model that can be loaded now (saying why when it is not the first
+        choice), with the slider narrowed to that model and its own starting settings."""
         name, notice = startup_model(models)
-        return (gr.update() if name == models[0] else gr.update(value=name)), notice
+        return (gr.update(value=name), notice, *on_model(name))
 
     with gr.Blocks(title="clipcam — where does CLIP look?", analytics_enabled=False) as demo:
         gr.Markdown(INTRO)
@@ -253,8 +254,7 @@ def build_demo(models: Sequence[str] | None = None, device: str = "auto", half: 
                         inputs=[image, prompts], label="Shapes-world scenes (for the offline shapes model)")
 
         model.change(on_model, model, [layer, sublayer, target], api_name=False)
-        demo.load(on_load, None, [model, startup_notice], api_name=False)
-        demo.load(on_model, model, [layer, sublayer, target], api_name=False)  # narrow the slider to the model
+        demo.load(on_load, None, [model, startup_notice, layer, sublayer, target], api_name=False)
         view = [colormap, alpha, shared]
         run.click(explain, [image, prompts, model, layer, sublayer, target, method, *view],
                   [gallery, label, scores, notice, files], api_name="explain")
