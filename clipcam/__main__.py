@@ -16,8 +16,9 @@ from typing import Sequence
 
 import numpy as np
 
+from .cam import DEFAULT_METHOD
 from .constants import DEFAULT_SUBLAYER, DEFAULT_TARGET, MODEL_ALIASES, SUBLAYERS, TARGETS
-from .cam import CAM_METHODS, DEFAULT_METHOD
+from .explain import METHODS, load_explainer
 from .render import COLORMAPS, DEFAULT_ALPHA, DEFAULT_COLORMAP, explanation_images, sweep_grid
 
 
@@ -43,8 +44,10 @@ def build_parser() -> argparse.ArgumentParser:
                         help="vision-encoder layer, 1..N (default: the second-to-last)")
     parser.add_argument("-s", "--sublayer", default=DEFAULT_SUBLAYER, choices=SUBLAYERS,
                         help=f"which output inside the layer to explain (default: {DEFAULT_SUBLAYER})")
-    parser.add_argument("--method", default=DEFAULT_METHOD, choices=list(CAM_METHODS),
-                        help=f"CAM method (default: {DEFAULT_METHOD}); all use one forward and batched gradients")
+    parser.add_argument("--method", default=DEFAULT_METHOD, choices=list(METHODS),
+                        help=f"explanation method (default: {DEFAULT_METHOD}): the Grad-CAM family on --sublayer, "
+                        "or chefer (gradient-weighted attention relevance from --layer to the last; --sublayer "
+                        "is ignored); all use one forward and batched gradients")
     parser.add_argument("-t", "--target", default=DEFAULT_TARGET, choices=TARGETS,
                         help="what is explained per prompt: CLIP's logit (default, as the reference notebook), "
                         "its log-softmax over the prompts, or the logit minus the prompts' mean (contrast)")
@@ -70,8 +73,6 @@ def slug(text: str, index: int) -> str:
 def run(args: argparse.Namespace) -> dict:
     """Explain and write the outputs; returns what went into scores.json."""
     from transformers.utils import logging as hf_logging
-
-    from .explain import load_explainer  # torch is imported only once the arguments are valid
 
     hf_logging.disable_progress_bar()
 

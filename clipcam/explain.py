@@ -21,12 +21,19 @@ import numpy as np
 import torch
 from PIL import Image
 
-from .cam import DEFAULT_METHOD, cam_maps, check_method, normalize_maps, normalize_shared
+from .cam import CAM_METHODS, DEFAULT_METHOD, cam_maps, normalize_maps, normalize_shared
 from .constants import DEFAULT_SUBLAYER, DEFAULT_TARGET, MAX_PROMPTS, TARGETS
 from .geometry import CropGeometry, size_setting
 from .images import load_image
 from .layers import check_layer, check_sublayer, dead_reason, num_layers, target_module, token_grid
 from .models import LoadedModel, load_model
+from .relevance import attention_grads, attention_probs, relevance_from, weighted_attention
+
+#: Every explanation method: the Grad-CAM family (on a sublayer's output) and "chefer", the
+#: gradient-weighted attention relevance of Chefer et al. (from the chosen layer to the last).
+METHODS: tuple[str, ...] = (*CAM_METHODS, "chefer")
+#: Methods that read attention, not a sublayer: the layer is where the relevance starts.
+ATTENTION_METHODS = ("chefer",)
 
 @dataclass(frozen=True)
 class Explanation:
@@ -118,9 +125,12 @@ class Sweep:
 
 
 @contextmanager
-def capture_outputs(modules: Sequence[torch.nn.Module]) -> Iterator[list[torch.Tensor | None]]:
+def capture_outputs(
+    modules: Sequence[torch.nn.Module], values: Sequence[torch.nn.Module] = ()
+) -> Iterator[list[torch.Tensor | None]]:
     """Within the block, each module's output (in this thread only) is collected in the yielded
-    list, in the order of ``modules``, as a tensor that requires grad.
+    list, in the order of ``modules``, as a tensor that requires grad; the outputs of ``values``
+    follow, recorded as they are (detached), for methods that only read them.
 
     The earliest hooked output becomes a detached leaf, so the backward stops there; later ones
     already depend on it and are kept in the graph as they are (detaching them too would cut the
@@ -128,7 +138,7 @@ def capture_outputs(modules: Sequence[torch.nn.Module]) -> Iterator[list[torch.T
     forward computes exactly what it would without hooks. Hooks are removed on
     exit, also on an exception; forwards in other threads pass through untouched.
     """
-    captured: list[torch.Tensor | None] = [None] * len(modules)
+    captured: list[torch.Tensor | None] = [None] * (len(modules) + len(values))
     owner = threading.get_ident()
 
     def make_hook(index: int):
@@ -136,6 +146,9 @@ def capture_outputs(modules: Sequence[torch.nn.Module]) -> Iterator[list[torch.T
             if threading.get_ident() != owner:
                 return None
             tensor = output[0] if isinstance(output, tuple) else output
+            if index >= len(modules):  # read-only
+                captured[index] = tensor.detach()
+                return None
             if tensor.requires_grad:  # downstream of an earlier hooked activation: keep the graph whole
                 captured[index] = tensor
                 return None
@@ -147,7 +160,7 @@ def capture_outputs(modules: Sequence[torch.nn.Module]) -> Iterator[list[torch.T
 
     handles = []
     try:
-        for index, module in enumerate(modules):
+        for index, module in enumerate([*modules, *values]):
             handles.append(module.register_forward_hook(make_hook(index)))
         yield captured
     finally:
@@ -165,6 +178,13 @@ def clean_prompts(prompts: Sequence[str] | str) -> tuple[str, ...]:
     if len(cleaned) > MAX_PROMPTS:
         raise ValueError(f"{len(cleaned)} prompts given; clipcam explains at most {MAX_PROMPTS} at once.")
     return cleaned
+
+
+def check_method(method: str) -> str:
+    """Return ``method`` if it is one of METHODS, else raise ValueError listing them."""
+    if method not in METHODS:
+        raise ValueError(f"Unknown method {method!r}: choose one of {', '.join(METHODS)}.")
+    return method
 
 
 def check_target(target: str) -> str:
@@ -290,6 +310,28 @@ class Explainer:
             maps.append(cam_maps(method, act[0], grad[:, 0], self.grid))
         return logits.detach().float().cpu().numpy(), maps
 
+    def _relevance_pass(self, pixels: torch.Tensor, text: torch.Tensor, start: int, target: str
+                        ) -> tuple[np.ndarray, list[np.ndarray]]:
+        """One forward, one batched gradient: logits (K,) and Chefer relevance maps (K, rows, cols)
+        for every start layer from ``start`` to the last (clipcam.relevance)."""
+        blocks = list(self.model.vision_model.encoder.layers)[start - 1:]
+        outs = [b.self_attn.out_proj for b in blocks]
+        qkv = [m for b in blocks for m in (b.self_attn.q_proj, b.self_attn.k_proj, b.self_attn.v_proj)]
+        with capture_outputs(outs, values=qkv) as caught, torch.enable_grad():
+            logits = self._logits(pixels, text)  # (K,)
+            scores = target_scores(logits, target)
+        k = logits.shape[0]
+        eye = torch.eye(k, dtype=logits.dtype, device=logits.device)
+        grads = torch.autograd.grad(scores, caught[: len(outs)], grad_outputs=eye, is_grads_batched=True)
+        heads = self.model.config.vision_config.num_attention_heads
+        abars = []
+        for i, (block, grad) in enumerate(zip(blocks, grads)):
+            q, key, v = (t[0].float() for t in caught[len(outs) + 3 * i: len(outs) + 3 * i + 3])  # (T, D) each
+            probs = attention_probs(q, key, heads)  # (H, T, T)
+            d_probs = attention_grads(grad[:, 0].float(), block.self_attn.out_proj.weight.float(), v, heads)
+            abars.append(weighted_attention(probs, d_probs))  # (K, T, T)
+        return logits.detach().float().cpu().numpy(), relevance_from(abars, self.grid)
+
     # ----------------------------------------------------------------- public API
     def explain(
         self,
@@ -313,9 +355,13 @@ class Explainer:
         prompts = clean_prompts(prompts)
         rgb, pixels, geometry, notes = self.prepare_image(image)
         text, text_notes = self.text_embeddings(prompts)
-        logits, (maps,) = self._grad_cam_pass(pixels, text, [target_module(self.model, layer, sublayer)], target,
-                                              method)
-        reason = dead_reason(layer, self.num_layers, sublayer)
+        if method in ATTENTION_METHODS:
+            logits, per_start = self._relevance_pass(pixels, text, layer, target)
+            maps, reason, sublayer = per_start[0], None, "self_attn"
+        else:
+            logits, (maps,) = self._grad_cam_pass(pixels, text, [target_module(self.model, layer, sublayer)],
+                                                  target, method)
+            reason = dead_reason(layer, self.num_layers, sublayer)
         if len(prompts) == 1 and target != "logit":
             notes.append(f"With a single prompt the {target} target is constant, so its heatmap is empty; "
                          "add prompts to compare, or use the logit target.")
@@ -350,13 +396,19 @@ class Explainer:
         prompts = clean_prompts(prompts)
         rgb, pixels, geometry, notes = self.prepare_image(image)
         text, text_notes = self.text_embeddings(prompts)
-        modules = [target_module(self.model, layer, sublayer) for layer in chosen]
-        logits, maps = self._grad_cam_pass(pixels, text, modules, target, method)
+        if method in ATTENTION_METHODS:  # one pass gives the relevance for every start layer
+            logits, per_start = self._relevance_pass(pixels, text, min(chosen), target)
+            maps = [per_start[layer - min(chosen)] for layer in chosen]
+            sublayer = "self_attn"
+        else:
+            modules = [target_module(self.model, layer, sublayer) for layer in chosen]
+            logits, maps = self._grad_cam_pass(pixels, text, modules, target, method)
         return Sweep(
             prompts=prompts, logits=logits, probs=_softmax(logits), layers=chosen,
             grid_maps=np.stack(maps), geometry=geometry, image=rgb, model=self.name, sublayer=sublayer,
             target=target, method=method,
-            dead_reasons=tuple(dead_reason(layer, self.num_layers, sublayer) for layer in chosen),
+            dead_reasons=tuple(None if method in ATTENTION_METHODS else dead_reason(layer, self.num_layers, sublayer)
+                               for layer in chosen),
             notes=tuple(notes) + text_notes, seconds=time.perf_counter() - start,
         )
 

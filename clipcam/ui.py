@@ -15,9 +15,9 @@ from typing import Callable, Sequence
 
 import gradio as gr
 
-from .cam import CAM_METHODS, DEFAULT_METHOD
+from .cam import DEFAULT_METHOD
 from .constants import SUBLAYERS, TARGETS
-from .explain import Explainer, load_explainer
+from .explain import ATTENTION_METHODS, METHODS, Explainer, load_explainer
 from .images import MAX_PIXELS, load_image
 from .render import COLORMAPS, DEFAULT_ALPHA, DEFAULT_COLORMAP
 from .service import (
@@ -97,7 +97,7 @@ def build_demo(models: Sequence[str] | None = None, device: str = "auto", half: 
         prompts, prompt_notes = parse_prompts(prompts_text)
         check_choice(sublayer, SUBLAYERS, "sublayer")
         check_choice(target, TARGETS, "target")
-        check_choice(method, list(CAM_METHODS), "method")
+        check_choice(method, list(METHODS), "method")
         colormap, alpha = check_view(colormap, alpha)
         return image, prompts, notes + prompt_notes, colormap, alpha
     model_choices = [(model_label(m), m) for m in models]
@@ -179,6 +179,12 @@ def build_demo(models: Sequence[str] | None = None, device: str = "auto", half: 
         layer0, sublayer0, target0 = model_defaults(name, n)  # each model starts at its own best settings
         return gr.update(maximum=n, value=layer0), gr.update(value=sublayer0), gr.update(value=target0)
 
+    def on_method(name):
+        attention = name in ATTENTION_METHODS  # these read attention: no sublayer, the layer is a start
+        return (gr.update(interactive=not attention),
+                gr.update(label="Start layer (relevance from here to the last)" if attention
+                          else "Layer (1 = closest to the pixels)"))
+
     def on_load():
         """Start on the first model that can be loaded now (saying why when it is not the first
         choice), with the slider narrowed to that model and its own starting settings."""
@@ -207,8 +213,9 @@ def build_demo(models: Sequence[str] | None = None, device: str = "auto", half: 
                 target = gr.Dropdown(list(TARGETS), value=target0, label="Target",
                                      info="logit: CLIP's score (as the reference); log_softmax / contrast: "
                                      "what favours this prompt over the others", elem_id="target")
-                method = gr.Dropdown(list(CAM_METHODS), value=DEFAULT_METHOD, label="Method",
-                                     info="the Grad-CAM family; all from one forward pass", elem_id="method")
+                method = gr.Dropdown(list(METHODS), value=DEFAULT_METHOD, label="Method",
+                                     info="the Grad-CAM family on the sublayer, or chefer: gradient-weighted "
+                                     "attention from the layer to the last", elem_id="method")
                 with gr.Accordion("Display", open=False):
                     colormap = gr.Dropdown(list(COLORMAPS), value=DEFAULT_COLORMAP, label="Colour map")
                     alpha = gr.Slider(0, 1, value=DEFAULT_ALPHA, step=0.05, label="Heatmap opacity")
@@ -255,6 +262,7 @@ def build_demo(models: Sequence[str] | None = None, device: str = "auto", half: 
 
         model.change(on_model, model, [layer, sublayer, target], api_name=False)
         demo.load(on_load, None, [model, startup_notice, layer, sublayer, target], api_name=False)
+        method.change(on_method, method, [sublayer, layer], api_name=False)
         view = [colormap, alpha, shared]
         run.click(explain, [image, prompts, model, layer, sublayer, target, method, *view],
                   [gallery, label, scores, notice, files], api_name="explain")

@@ -54,9 +54,11 @@ def test_duplicates_are_dropped_with_a_notice(client, tiny_dir):
     assert "1 duplicate prompt was dropped." in notice
 
 
-def test_other_cam_methods(client, tiny_dir):
+def test_other_methods(client, tiny_dir):
     _, _, scores, _, files = call_explain(client, tiny_dir, method="gradcam++", target="log_softmax")
     assert (scores["method"], scores["target"]) == ("gradcam++", "log_softmax")
+    gallery, _, scores, _, _ = call_explain(client, tiny_dir, method="chefer", layer=1)
+    assert scores["method"] == "chefer" and len(gallery) == 3
 
 
 def test_dead_sublayer_notice(client, tiny_dir):

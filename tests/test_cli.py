@@ -58,7 +58,17 @@ def test_bad_input_is_one_sentence(tiny_dir, tmp_path):
     assert "Traceback" not in proc.stderr
 
 
+def test_chefer_from_the_command_line(tiny_dir, tmp_path):
+    out = tmp_path / "chefer"
+    proc = run_cli(ROOT / "assets/chelsea.png", "-p", "a cat", "-p", "a dog", "--model", tiny_dir,
+                   "--method", "chefer", "--layer", "1", "--out", out)
+    assert proc.returncode == 0, proc.stderr
+    scores = json.loads((out / "scores.json").read_text())
+    assert (scores["method"], scores["layer"]) == ("chefer", 1)
+
+
 def test_help_is_complete():
     proc = run_cli("--help")
-    for flag in ("--prompt", "--model", "--layer", "--sublayer", "--sweep", "--out", "--colormap", "--alpha", "--device"):
+    for flag in ("--prompt", "--model", "--layer", "--sublayer", "--sweep", "--out", "--colormap", "--alpha", "--device",
+                 "--method", "--target"):
         assert flag in proc.stdout
