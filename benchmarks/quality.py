@@ -28,7 +28,8 @@ sys.path.insert(0, str(ROOT))
 
 from clipcam import load_explainer  # noqa: E402
 from clipcam.cam import normalize_maps  # noqa: E402
-from clipcam.constants import SUBLAYERS, TARGETS  # noqa: E402
+from clipcam.constants import DEFAULT_SUBLAYER, SUBLAYERS, TARGETS  # noqa: E402
+from clipcam.explain import ATTENTION_METHODS, METHODS  # noqa: E402
 from clipcam.metrics import DILATE, auc, dilate, energy_pointing, perturbation_series, pointing, saliency_order  # noqa: E402
 from clipcam.shapes import Scene, evaluation_set, object_prompt  # noqa: E402
 
@@ -86,9 +87,29 @@ def add_scene(tally: Tally, explainer, scene: Scene, maps: np.ndarray, curves: b
         tally.insertion += i
 
 
+#: For the other CAM methods, the sublayers where Grad-CAM did well (the full grid is Grad-CAM's).
+FAMILY_SUBLAYERS = ("layer_norm1", "self_attn.v_proj", "mlp.fc1")
+
+
+def method_plan(methods, sublayers) -> list[tuple[str, str]]:
+    """(method, sublayer) pairs to sweep: every given sublayer for Grad-CAM, FAMILY_SUBLAYERS for the
+    rest of the family, one pass for attention methods (their layer is where relevance starts)."""
+    plan = []
+    for method in methods:
+        if method == "gradcam":
+            plan += [(method, s) for s in sublayers]
+        elif method in ATTENTION_METHODS:
+            plan.append((method, "self_attn"))
+        else:
+            plan += [(method, s) for s in FAMILY_SUBLAYERS if s in sublayers]
+    return plan
+
+
 def evaluate(model_path: Path = SHAPES_MODEL, n_scenes: int = 300, n_curves: int = 60, steps: int = 16,
-             sublayers=SUBLAYERS, targets=TARGETS, seed: int = 0, baselines: bool = True) -> dict:
-    """All settings' metrics on the first n_scenes evaluation scenes (curves on the first n_curves)."""
+             sublayers=SUBLAYERS, targets=TARGETS, seed: int = 0, baselines: bool = True,
+             methods=("gradcam",), curve_methods=("gradcam", "chefer")) -> dict:
+    """All settings' metrics on the first n_scenes evaluation scenes (curves on the first n_curves,
+    for curve_methods only: the curves cost one batched forward per scene, prompt and setting)."""
     explainer = load_explainer(str(model_path), device="cpu")
     scenes = evaluation_set()[:n_scenes]
     rng = np.random.default_rng(seed)
@@ -97,14 +118,16 @@ def evaluate(model_path: Path = SHAPES_MODEL, n_scenes: int = 300, n_curves: int
     for s, scene in enumerate(scenes):
         prompts = [object_prompt(o) for o in scene.objects]
         for target in targets:
-            for sublayer in sublayers:
-                sweep = explainer.sweep(scene.image, prompts, sublayer=sublayer, target=target)
+            for method, sublayer in method_plan(methods, sublayers):
+                sub = DEFAULT_SUBLAYER if method in ATTENTION_METHODS else sublayer
+                sweep = explainer.sweep(scene.image, prompts, sublayer=sub, target=target, method=method)
                 maps = sweep.image_maps  # (L, K, 64, 64)
+                curves = s < n_curves and method in curve_methods
                 for li, layer in enumerate(sweep.layers):
                     if sweep.dead_reasons[li]:
                         continue
-                    key = ("grad_cam", target, layer, sublayer)
-                    add_scene(tallies.setdefault(key, Tally()), explainer, scene, maps[li], s < n_curves, steps, rng)
+                    key = ("grad_cam" if method == "gradcam" else method, target, layer, sublayer)
+                    add_scene(tallies.setdefault(key, Tally()), explainer, scene, maps[li], curves, steps, rng)
         if baselines:
             add_baselines(tallies, explainer, scene, s < n_curves, steps, rng, model_path)
     rows = [{"method": k[0], "target": k[1], "layer": k[2], "sublayer": k[3], **t.summary()} for k, t in tallies.items()]
@@ -162,9 +185,10 @@ def markdown(result: dict) -> str:
     def fmt(r):
         return (f"| {r['method']} | {r['target']} | {r['layer']} | {r['sublayer']} | {r['pointing']:.3f} | "
                 f"{r['other_object']:.3f} | {r['energy']:.3f} | {r['deletion_auc']:.3f} | {r['insertion_auc']:.3f} |")
-    baselines = [r for r in rows if r["method"] != "grad_cam"]
-    grad = sorted((r for r in rows if r["method"] == "grad_cam"), key=lambda r: -r["pointing"])
-    lines += [fmt(r) for r in baselines] + [fmt(r) for r in grad]
+    fixed = ("random_pixel", "random_object", "rollout")
+    baselines = [r for r in rows if r["method"] in fixed]
+    ranked = sorted((r for r in rows if r["method"] not in fixed), key=lambda r: -r["pointing"])
+    lines += [fmt(r) for r in baselines] + [fmt(r) for r in ranked]
     return "\n".join(lines)
 
 
@@ -203,17 +227,27 @@ def main() -> None:
     parser.add_argument("--scenes", type=int, default=300)
     parser.add_argument("--curves", type=int, default=60, help="scenes that also get deletion/insertion curves")
     parser.add_argument("--steps", type=int, default=16)
+    parser.add_argument("--methods", default="gradcam",
+                        help=f"comma-separated methods, or 'all' ({', '.join(METHODS)}); default gradcam")
+    parser.add_argument("--no-baselines", action="store_true")
     parser.add_argument("--out", type=Path, default=RESULTS / "quality.json")
     parser.add_argument("--figure", type=Path, default=RESULTS / "quality_pointing.png")
     args = parser.parse_args()
-    result = evaluate(args.model, args.scenes, args.curves, args.steps)
+    methods = METHODS if args.methods == "all" else tuple(m.strip() for m in args.methods.split(","))
+    unknown = [m for m in methods if m not in METHODS]
+    if unknown:
+        parser.error(f"unknown methods {unknown}; choose from {', '.join(METHODS)}")
+    result = evaluate(args.model, args.scenes, args.curves, args.steps, methods=methods,
+                      baselines=not args.no_baselines)
     result["command"] = "python " + " ".join(sys.argv)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=1) + "\n")
-    figure(result, args.figure)
+    if "gradcam" in methods:
+        figure(result, args.figure)
     print(markdown(result))
-    b = best(result["rows"])
-    print(f"\nbest Grad-CAM: layer {b['layer']} {b['sublayer']} target {b['target']}: pointing {b['pointing']:.3f}")
+    for method in methods:
+        b = best(result["rows"], "grad_cam" if method == "gradcam" else method)
+        print(f"best {method}: layer {b['layer']} {b['sublayer']} target {b['target']}: pointing {b['pointing']:.3f}")
 
 
 if __name__ == "__main__":

@@ -344,8 +344,9 @@ class Explainer:
     ) -> Explanation:
         """Scores and one heatmap per prompt at ``layer`` (1-based; default: second-to-last).
 
-        method: a CAM method of clipcam.cam.CAM_METHODS (default Grad-CAM); target: what is
-        explained per prompt (clipcam.constants.TARGETS).
+        method: one of METHODS (default Grad-CAM); for "chefer" the sublayer is ignored and the
+        relevance runs from ``layer`` to the last. target: what is explained per prompt
+        (clipcam.constants.TARGETS).
         """
         start = time.perf_counter()
         layer = check_layer(self.default_layer if layer is None else layer, self.num_layers)

@@ -15,7 +15,6 @@ from typing import Callable, Sequence
 
 import gradio as gr
 
-from .cam import DEFAULT_METHOD
 from .constants import SUBLAYERS, TARGETS
 from .explain import ATTENTION_METHODS, METHODS, Explainer, load_explainer
 from .images import MAX_PIXELS, load_image
@@ -174,16 +173,20 @@ def build_demo(models: Sequence[str] | None = None, device: str = "auto", half: 
                          + (f" — ⚠️ {res.dead_reason}" if res.dead else ""))
         return (*outputs, "\n\n".join(lines + [f"ℹ️ {n}" for n in notes]))
 
-    def on_model(name):
-        n = layers_of(name)
-        layer0, sublayer0, target0 = model_defaults(name, n)  # each model starts at its own best settings
-        return gr.update(maximum=n, value=layer0), gr.update(value=sublayer0), gr.update(value=target0)
+    def layer_label(method_name: str) -> str:
+        return ("Start layer (relevance from here to the last)" if method_name in ATTENTION_METHODS
+                else "Layer (1 = closest to the pixels)")
 
     def on_method(name):
         attention = name in ATTENTION_METHODS  # these read attention: no sublayer, the layer is a start
-        return (gr.update(interactive=not attention),
-                gr.update(label="Start layer (relevance from here to the last)" if attention
-                          else "Layer (1 = closest to the pixels)"))
+        return gr.update(interactive=not attention), gr.update(label=layer_label(name))
+
+    def on_model(name):
+        n = layers_of(name)
+        layer0, sublayer0, target0, method0 = model_defaults(name, n)  # each model starts at its best settings
+        return (gr.update(maximum=n, value=layer0, label=layer_label(method0)),
+                gr.update(value=sublayer0, interactive=method0 not in ATTENTION_METHODS),
+                gr.update(value=target0), gr.update(value=method0))
 
     def on_load():
         """Start on the first model that can be loaded now (saying why when it is not the first
@@ -202,18 +205,18 @@ def build_demo(models: Sequence[str] | None = None, device: str = "auto", half: 
                                      label=f"Prompts — one per line, up to {MAX_APP_PROMPTS}", elem_id="prompts")
                 model = gr.Dropdown(model_choices, value=models[0], label="Model", elem_id="model")
                 n0 = layers_of(models[0])
-                layer0, sublayer0, target0 = model_defaults(models[0], n0)
+                layer0, sublayer0, target0, method0 = model_defaults(models[0], n0)
                 # The server checks a slider against the maximum it was built with, whatever the page shows:
                 # build it for the deepest model, let the page narrow it, and let the explainer check the rest.
                 deepest = max(layers_of(m) for m in models)
-                layer = gr.Slider(1, deepest, value=layer0, step=1, label="Layer (1 = closest to the pixels)",
-                                  elem_id="layer")
+                layer = gr.Slider(1, deepest, value=layer0, step=1, label=layer_label(method0), elem_id="layer")
                 sublayer = gr.Dropdown(list(SUBLAYERS), value=sublayer0, label="Sublayer",
+                                       interactive=method0 not in ATTENTION_METHODS,
                                        info="block = the whole layer's output", elem_id="sublayer")
                 target = gr.Dropdown(list(TARGETS), value=target0, label="Target",
                                      info="logit: CLIP's score (as the reference); log_softmax / contrast: "
                                      "what favours this prompt over the others", elem_id="target")
-                method = gr.Dropdown(list(METHODS), value=DEFAULT_METHOD, label="Method",
+                method = gr.Dropdown(list(METHODS), value=method0, label="Method",
                                      info="the Grad-CAM family on the sublayer, or chefer: gradient-weighted "
                                      "attention from the layer to the last", elem_id="method")
                 with gr.Accordion("Display", open=False):
@@ -260,8 +263,8 @@ def build_demo(models: Sequence[str] | None = None, device: str = "auto", half: 
             gr.Examples([[str(ASSETS / name), text] for name, text in SHAPES_EXAMPLES if (ASSETS / name).exists()],
                         inputs=[image, prompts], label="Shapes-world scenes (for the offline shapes model)")
 
-        model.change(on_model, model, [layer, sublayer, target], api_name=False)
-        demo.load(on_load, None, [model, startup_notice, layer, sublayer, target], api_name=False)
+        model.change(on_model, model, [layer, sublayer, target, method], api_name=False)
+        demo.load(on_load, None, [model, startup_notice, layer, sublayer, target, method], api_name=False)
         method.change(on_method, method, [sublayer, layer], api_name=False)
         view = [colormap, alpha, shared]
         run.click(explain, [image, prompts, model, layer, sublayer, target, method, *view],

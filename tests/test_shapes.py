@@ -103,15 +103,16 @@ def test_heatmap_peak_lands_on_the_named_object_in_a_wide_and_a_tall_image(canva
     from clipcam.service import MODEL_DEFAULTS, model_defaults
 
     ex = load_explainer("shapes", device="cpu")
-    layer, sublayer, target = model_defaults("shapes", ex.num_layers)
+    layer, sublayer, target, method = model_defaults("shapes", ex.num_layers)
+    assert (layer, method) == (3, "chefer")
     assert "shapes" in MODEL_DEFAULTS, "the app's shapes defaults come from the quality benchmark"
     scene = render((ShapeObject("circle", "red", (16, 18), 11), ShapeObject("square", "blue", (46, 44), 11),
                     ShapeObject("triangle", "yellow", (46, 14), 9)), np.random.default_rng(0))
     big = Image.new("RGB", canvas, tuple(int(v) for v in np.median(scene.image.reshape(-1, 3), axis=0)))
     big.paste(Image.fromarray(scene.image), offset)
     prompts = [f"a photo of a {o.name}." for o in scene.objects]
-    alone = ex.explain(scene.image, prompts, layer=layer, sublayer=sublayer, target=target)
-    res = ex.explain(big, prompts, layer=layer, sublayer=sublayer, target=target)
+    alone = ex.explain(scene.image, prompts, layer=layer, sublayer=sublayer, target=target, method=method)
+    res = ex.explain(big, prompts, layer=layer, sublayer=sublayer, target=target, method=method)
     assert res.image_maps.shape == (3, canvas[1], canvas[0])
     np.testing.assert_allclose(res.grid_maps, alone.grid_maps, atol=1e-5)
     x0, y0 = offset
@@ -125,4 +126,4 @@ def test_heatmap_peak_lands_on_the_named_object_in_a_wide_and_a_tall_image(canva
         y, x = np.unravel_index(np.nanargmax(res.image_maps[k]), res.image_maps[k].shape)
         on_object = 0 <= y - y0 < 64 and 0 <= x - x0 < 64 and bool(dilate(mask)[y - y0, x - x0])
         hits += on_object
-    assert hits >= 2
+    assert hits == 3  # the app's default for shapes (Chefer from layer 3) points right 99.7 % of the time
