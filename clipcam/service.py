@@ -144,7 +144,9 @@ def write_downloads(result: Explanation | Sweep, grid: Image.Image, settings: di
         "seconds": round(result.seconds, 3),
     }
     scores_json.write_text(json.dumps(payload, indent=2, ensure_ascii=False) + "\n")
-    arrays = {"grid_maps": result.grid_maps, "image_maps": result.image_maps_at(size)}
+    # full size: reuse the maps the overlays already computed (image_maps is cached on the result)
+    image_maps = result.image_maps if size == (width, height) else result.image_maps_at(size)
+    arrays = {"grid_maps": result.grid_maps, "image_maps": image_maps}
     if isinstance(result, Sweep):
         arrays["layers"] = np.array(result.layers)
     np.savez_compressed(npz, **arrays)
