@@ -106,6 +106,9 @@ def measure(arch: str, method: str, k: int, repeats: int, cache: Path) -> dict:
             fn = lambda: ex.explain(img, prompts, layer=1, sublayer="mlp.fc1")  # noqa: E731
         elif method == "clipcam_sweep":
             fn = lambda: ex.sweep(img, prompts, sublayer="mlp.fc1")  # noqa: E731
+        elif method.startswith("method:"):  # one explanation method, second-to-last layer, warm text cache
+            name = method.split(":", 1)[1]
+            fn = lambda: ex.explain(img, prompts, layer=n - 1, sublayer="mlp.fc1", method=name)  # noqa: E731
         else:
             raise SystemExit(f"unknown method {method}")
     fn()  # warm-up: first-call allocations, lazy imports, text cache for the warm rows
@@ -168,6 +171,19 @@ def table(results: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def methods_table(results: list[dict]) -> str:
+    """Markdown: median time per call for each method at K = 8, base and large side by side."""
+    from clipcam.explain import METHODS
+
+    by = {(r["arch"], r["method"]): r for r in results}
+    lines = ["| method | base, K = 8 | large, K = 8 |", "|---|---|---|"]
+    for name in METHODS:
+        cells = [f"{by[(a, 'method:' + name)]['median_s']:.3f} s" if (a, "method:" + name) in by else "–"
+                 for a in ("base", "large")]
+        lines.append(f"| {name} | {cells[0]} | {cells[1]} |")
+    return "\n".join(lines)
+
+
 def main() -> None:
     if len(sys.argv) > 1 and sys.argv[1] == "--child":
         arch, method, k, repeats, cache = sys.argv[2:7]
@@ -177,21 +193,27 @@ def main() -> None:
     parser.add_argument("--arch", choices=["base", "large"], action="append")
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--cache", type=Path, default=Path(tempfile.gettempdir()) / "clipcam-bench-models")
-    parser.add_argument("--out", type=Path, default=RESULTS / "speed-cpu.json")
+    parser.add_argument("--out", type=Path, default=None)
+    parser.add_argument("--methods", action="store_true",
+                        help="time every explanation method at K = 8 instead (results in speed-methods-cpu.json)")
     args = parser.parse_args()
+    args.out = args.out or RESULTS / ("speed-methods-cpu.json" if args.methods else "speed-cpu.json")
     import torch
 
     results = []
     for arch in args.arch or ["base", "large"]:
         model_dir(arch, args.cache)
-        for method, k, repeats in plan(arch, args.quick):
+        from clipcam.explain import METHODS
+
+        rows = [(f"method:{m}", 8, 2 if args.quick else 5) for m in METHODS] if args.methods else plan(arch, args.quick)
+        for method, k, repeats in rows:
             results.append(run_child(arch, method, k, repeats, args.cache))
     meta = {"machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores",
             "torch": torch.__version__, "threads": torch.get_num_threads(),
             "date": time.strftime("%Y-%m-%d"), "command": " ".join(["python"] + sys.argv)}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps({"meta": meta, "results": results}, indent=1) + "\n")
-    print(table(results))
+    print(methods_table(results) if args.methods else table(results))
 
 
 if __name__ == "__main__":
