@@ -21,7 +21,7 @@ import numpy as np
 import pytorch_grad_cam as pgc
 import torch
 
-from .constants import NORM_EPS
+from .constants import NORM_EPS, check_choice
 
 #: CAM methods by name → pytorch-grad-cam class whose weighting code is reused, and its paper.
 CAM_METHODS: dict[str, tuple[type, str]] = {
@@ -37,19 +37,12 @@ CAM_METHODS: dict[str, tuple[type, str]] = {
 DEFAULT_METHOD = "gradcam"
 
 
-def check_method(method: str) -> str:
-    """Return ``method`` if it is a known CAM method, else raise ValueError listing them."""
-    if method not in CAM_METHODS:
-        raise ValueError(f"Unknown method {method!r}: choose one of {', '.join(CAM_METHODS)}.")
-    return method
-
-
 def cam_maps(method: str, activations: torch.Tensor, gradients: torch.Tensor, grid: tuple[int, int]) -> np.ndarray:
     """Raw maps of a CAM ``method``, one per prompt: (K, rows, cols) float32, ≥ 0, not normalised.
 
     activations: (1+N, D), CLS first; gradients: (K, 1+N, D).
     """
-    if check_method(method) == "gradcam":
+    if check_choice(method, CAM_METHODS, "CAM method") == "gradcam":
         return grad_cam(activations, gradients, grid)
     rows, cols = grid
     k = gradients.shape[0]

@@ -6,7 +6,18 @@ Magic numbers live here once, so that the explainer, the command line and the ap
 from __future__ import annotations
 
 from pathlib import Path
-from typing import NamedTuple
+from typing import Iterable, NamedTuple, TypeVar
+
+T = TypeVar("T")
+
+
+def check_choice(value: T, choices: Iterable[object], what: str) -> T:
+    """``value`` if it is one of ``choices``, else a ValueError naming the valid ones:
+    "Unknown sublayer 'mlp.fc3': choose one of layer_norm1, ...". Shared by every named setting."""
+    choices = list(choices)
+    if value not in choices:
+        raise ValueError(f"Unknown {what} {value!r}: choose one of {', '.join(map(str, choices))}.")
+    return value
 
 #: The project's own shapes-world CLIP, trained by tools/train_shapes.py and shipped in assets/.
 SHAPES_MODEL_DIR = Path(__file__).resolve().parents[1] / "assets" / "shapes-clip"

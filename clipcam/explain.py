@@ -22,7 +22,7 @@ import torch
 from PIL import Image
 
 from .cam import CAM_METHODS, DEFAULT_METHOD, cam_maps, normalize_maps, normalize_shared
-from .constants import DEFAULT_SUBLAYER, DEFAULT_TARGET, MAX_PROMPTS, TARGETS
+from .constants import DEFAULT_SUBLAYER, DEFAULT_TARGET, MAX_PROMPTS, TARGETS, check_choice
 from .geometry import CropGeometry, size_setting
 from .images import load_image
 from .layers import check_layer, check_sublayer, dead_reason, num_layers, target_module, token_grid
@@ -182,16 +182,12 @@ def clean_prompts(prompts: Sequence[str] | str) -> tuple[str, ...]:
 
 def check_method(method: str) -> str:
     """Return ``method`` if it is one of METHODS, else raise ValueError listing them."""
-    if method not in METHODS:
-        raise ValueError(f"Unknown method {method!r}: choose one of {', '.join(METHODS)}.")
-    return method
+    return check_choice(method, METHODS, "method")
 
 
 def check_target(target: str) -> str:
     """Return ``target`` if it is one of TARGETS, else raise ValueError listing them."""
-    if target not in TARGETS:
-        raise ValueError(f"Unknown target {target!r}: choose one of {', '.join(TARGETS)}.")
-    return target
+    return check_choice(target, TARGETS, "target")
 
 
 def target_scores(logits: torch.Tensor, target: str) -> torch.Tensor:

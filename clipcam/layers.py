@@ -12,7 +12,7 @@ import numbers
 import torch
 from transformers import CLIPModel
 
-from .constants import SUBLAYERS
+from .constants import SUBLAYERS, check_choice
 
 
 def num_layers(model: CLIPModel) -> int:
@@ -43,9 +43,7 @@ def check_layer(layer: int, n_layers: int) -> int:
 
 def check_sublayer(sublayer: str) -> str:
     """Return ``sublayer`` if it is one of SUBLAYERS, else raise ValueError listing them."""
-    if sublayer not in SUBLAYERS:
-        raise ValueError(f"Unknown sublayer {sublayer!r}: choose one of {', '.join(SUBLAYERS)}.")
-    return sublayer
+    return check_choice(sublayer, SUBLAYERS, "sublayer")
 
 
 def target_module(model: CLIPModel, layer: int, sublayer: str) -> torch.nn.Module:

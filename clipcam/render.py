@@ -13,6 +13,8 @@ import cv2
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
+from .constants import check_choice
+
 #: Colour maps offered to people: a perceptual default, and JET as the reference notebook uses.
 COLORMAPS: dict[str, int] = {
     "inferno": cv2.COLORMAP_INFERNO,
@@ -28,8 +30,7 @@ UNSEEN_DIM = 0.35
 
 def colorize(heatmap: np.ndarray, colormap: str = DEFAULT_COLORMAP) -> np.ndarray:
     """(H, W) map in [0, 1] (NaN allowed) → (H, W, 3) uint8 RGB; NaN becomes black."""
-    if colormap not in COLORMAPS:
-        raise ValueError(f"Unknown colour map {colormap!r}: choose one of {', '.join(COLORMAPS)}.")
+    check_choice(colormap, COLORMAPS, "colour map")
     values = np.nan_to_num(np.clip(heatmap, 0.0, 1.0), nan=0.0)
     bgr = cv2.applyColorMap(np.uint8(np.round(255 * values)), COLORMAPS[colormap])
     return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
@@ -66,6 +67,11 @@ def display_size(size: tuple[int, int], max_side: int | None) -> tuple[int, int]
 def caption(prompt: str, prob: float) -> str:
     """The text under a heatmap: the prompt and its softmax score."""
     return f"{prompt} — {100 * prob:.1f} %"
+
+
+def captions(result) -> list[str]:
+    """One caption per prompt of an Explanation or Sweep, in the prompts' order."""
+    return [caption(p, float(q)) for p, q in zip(result.prompts, result.probs)]
 
 
 def _font(size: int) -> ImageFont.ImageFont:
@@ -130,8 +136,7 @@ def explanation_images(result, colormap: str = DEFAULT_COLORMAP, alpha: float = 
     size = display_size(result.image.size, max_side)
     maps = result.image_maps if size == result.image.size and not shared else result.image_maps_at(size, shared)
     tiles = overlays(result.image, maps, colormap, alpha)
-    captions = [caption(p, float(q)) for p, q in zip(result.prompts, result.probs)]
-    return tiles, grid_image(tiles, captions)
+    return tiles, grid_image(tiles, captions(result))
 
 
 def sweep_grid(sweep, colormap: str = DEFAULT_COLORMAP, alpha: float = DEFAULT_ALPHA,
@@ -140,10 +145,10 @@ def sweep_grid(sweep, colormap: str = DEFAULT_COLORMAP, alpha: float = DEFAULT_A
     size = display_size(sweep.image.size, tile_side)
     maps = sweep.image_maps_at(size, shared)  # (L, K, h, w)
     base = sweep.image.resize(size, Image.BILINEAR)
-    tiles, captions = [], []
+    tiles, texts = [], []
     for layer, layer_maps in zip(sweep.layers, maps):
         for prompt, prob, m in zip(sweep.prompts, sweep.probs, layer_maps):
             tiles.append(overlay(base, m, colormap, alpha))
-            captions.append(caption(prompt, float(prob)) if layer == sweep.layers[-1] else "")
+            texts.append(caption(prompt, float(prob)) if layer == sweep.layers[-1] else "")
     labels = [f"layer {layer}" for layer in sweep.layers]
-    return grid_image(tiles, captions, columns=len(sweep.prompts), row_labels=labels, tile_side=tile_side)
+    return grid_image(tiles, texts, columns=len(sweep.prompts), row_labels=labels, tile_side=tile_side)

@@ -17,9 +17,9 @@ import numpy as np
 from PIL import Image
 
 from .cam import DEFAULT_METHOD
-from .constants import DEFAULT_SUBLAYER, DEFAULT_TARGET, MODEL_INFO
+from .constants import DEFAULT_SUBLAYER, DEFAULT_TARGET, MODEL_INFO, check_choice
 from .explain import Explanation, Sweep
-from .render import COLORMAPS, caption, display_size, explanation_images, sweep_grid
+from .render import COLORMAPS, caption, captions, display_size, explanation_images, sweep_grid
 
 #: The most prompts the app accepts at once (the library allows more).
 MAX_APP_PROMPTS = 16
@@ -42,13 +42,6 @@ def parse_prompts(text: str | None, limit: int = MAX_APP_PROMPTS) -> tuple[list[
     if len(prompts) > limit:
         raise ValueError(f"Too many prompts: {len(prompts)} given, at most {limit} at once. Remove some lines.")
     return prompts, notices
-
-
-def check_choice(value: object, choices: Sequence[str], what: str) -> str:
-    """``value`` if it is one of ``choices``, else a ValueError naming the valid ones."""
-    if value not in choices:
-        raise ValueError(f"Unknown {what} {value!r}: choose one of {', '.join(map(str, choices))}.")
-    return value  # type: ignore[return-value]
 
 
 def check_view(colormap: str, alpha: float) -> tuple[str, float]:
@@ -156,8 +149,7 @@ def write_downloads(result: Explanation | Sweep, grid: Image.Image, settings: di
 def explanation_outputs(result: Explanation, colormap: str, alpha: float, shared: bool = False):
     """(gallery items, grid image) for an Explanation, sized for the browser."""
     tiles, grid = explanation_images(result, colormap, alpha, max_side=DISPLAY_SIDE, shared=shared)
-    captions = [caption(p, float(q)) for p, q in zip(result.prompts, result.probs)]
-    return list(zip(tiles, captions)), grid
+    return list(zip(tiles, captions(result))), grid
 
 
 def sweep_outputs(result: Sweep, colormap: str, alpha: float, shared: bool = False):

@@ -15,12 +15,12 @@ from typing import Callable, Sequence
 
 import gradio as gr
 
-from .constants import SUBLAYERS, TARGETS
+from .constants import SUBLAYERS, TARGETS, check_choice
 from .explain import ATTENTION_METHODS, METHODS, Explainer, load_explainer
 from .images import MAX_PIXELS, load_image
 from .render import COLORMAPS, DEFAULT_ALPHA, DEFAULT_COLORMAP
 from .service import (
-    MAX_APP_PROMPTS, allowed_models, check_choice, check_view, concentration_figure, explanation_outputs,
+    MAX_APP_PROMPTS, allowed_models, check_view, concentration_figure, explanation_outputs,
     model_defaults, model_label, model_layers, parse_prompts, relative_layer, scores_dict, startup_model,
     sweep_outputs, write_downloads,
 )
