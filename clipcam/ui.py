@@ -44,7 +44,7 @@ SHAPES_EXAMPLES: list[tuple[str, str]] = [
 
 INTRO = """# clipcam — where does CLIP look?
 Upload an image, type a few prompts (one per line), pick a model, a vision-encoder layer and a
-sublayer, and press **Run**: one Grad-CAM heatmap per prompt, with CLIP's softmax score over the
+sublayer, and press **Run**: one heatmap per prompt (Grad-CAM and its family, or attention relevance), with CLIP's softmax score over the
 prompts. Layers are numbered from 1 (layer 11 of the base model is `encoder.layers[10]`).
 Areas CLIP never saw (outside its centre crop) are dimmed."""
 
