@@ -49,11 +49,36 @@ def cam_maps(method: str, activations: torch.Tensor, gradients: torch.Tensor, gr
     to_maps = lambda t: t[..., 1:, :].float().reshape(-1, rows, cols, t.shape[-1]).permute(0, 3, 1, 2)  # noqa: E731
     acts = to_maps(activations[None]).expand(k, -1, -1, -1).detach().cpu().numpy()  # (K, D, rows, cols)
     grads = to_maps(gradients).detach().cpu().numpy()  # (K, D, rows, cols)
+    if method in ("eigencam", "eigengradcam"):
+        # The package's own recipe, with one SVD instead of K for EigenCAM (its activations are the
+        # same for every prompt) and reduced SVDs (its full_matrices SVD costs seconds per prompt).
+        if method == "eigencam":
+            cam = np.repeat(eigen_projection(acts[:1]), k, axis=0)
+        else:
+            cam = eigen_projection(grads * acts)
+        return np.maximum(cam, 0).astype(np.float32)
     # The package's weighting code as plain functions: no instance, so none of its hooks or forward passes.
     cls = CAM_METHODS[method][0]
     weights_only = SimpleNamespace(get_cam_weights=partial(cls.get_cam_weights, None))
     cam = cls.get_cam_image(weights_only, None, None, None, acts, grads, eigen_smooth=False)  # (K, rows, cols)
     return np.maximum(cam, 0).astype(np.float32)
+
+
+def eigen_projection(maps: np.ndarray) -> np.ndarray:
+    """Each (D, rows, cols) map projected on its first principal component: (K, rows, cols).
+
+    The same centring, SVD and sign as pytorch-grad-cam's ``get_2d_projection`` (tested against
+    it), but with a reduced SVD: only the first right singular vector is used, and the full one
+    builds a D×D matrix (3072² for mlp.fc1 of ViT-B) for nothing.
+    """
+    maps = np.nan_to_num(maps, nan=0.0)
+    out = []
+    for channels in maps:
+        flat = channels.reshape(channels.shape[0], -1).T  # (N, D): tokens × channels
+        flat = flat - flat.mean(axis=0)
+        _, _, vt = np.linalg.svd(flat, full_matrices=False)
+        out.append((flat @ vt[0]).reshape(channels.shape[1:]))
+    return np.asarray(out, dtype=np.float32)
 
 
 def grad_cam(activations: torch.Tensor, gradients: torch.Tensor, grid: tuple[int, int]) -> np.ndarray:

@@ -8,10 +8,11 @@ import pytest
 import torch
 from conftest import PROMPTS, noise_image
 
-from clipcam.cam import normalize_maps
+from clipcam.cam import eigen_projection, normalize_maps
 from clipcam.constants import SUBLAYERS
 from clipcam.reference import reference_grad_cam
 from pytorch_grad_cam.utils.image import scale_cam_image
+from pytorch_grad_cam.utils.svd_on_activations import get_2d_projection
 
 
 def as_reference(grid_maps: np.ndarray, side: int) -> np.ndarray:
@@ -61,6 +62,13 @@ def test_cam_family_matches_pytorch_grad_cam(explainer5, wide_image, method):
         np.testing.assert_allclose(as_reference(res.grid_maps, 40), ref, atol=1e-4, rtol=0)
     if method != "eigencam":  # EigenCAM ignores the gradient, so it cannot depend on the prompt
         assert not np.allclose(res.grid_maps[0], res.grid_maps[1])
+
+
+@pytest.mark.parametrize("shape", [(3, 32, 5, 5), (2, 768, 7, 7), (2, 16, 8, 8), (1, 1024, 16, 16)])
+def test_reduced_svd_projection_equals_the_packages(shape):
+    """clipcam's reduced SVD gives pytorch-grad-cam's projection, sign included."""
+    maps = np.random.default_rng(sum(shape)).standard_normal(shape).astype(np.float32)
+    np.testing.assert_allclose(eigen_projection(maps), get_2d_projection(maps), rtol=1e-3, atol=1e-3)
 
 
 def test_unknown_method(explainer):
