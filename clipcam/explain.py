@@ -1,7 +1,10 @@
-"""The explainer: CLIP's scores and one Grad-CAM heatmap per prompt, from one vision forward.
+"""The explainer: CLIP's scores and one heatmap per prompt, from one vision forward.
 
 For prompt k the explained quantity is CLIP's ``logits_per_image[0, k]`` (as in the reference
-notebook). The image goes through the vision encoder once; the hooked activations are replaced by
+notebook), or its log-softmax or contrast over the prompts (``target``). The method is Grad-CAM or
+one of its family (clipcam.cam), Score-CAM (clipcam.scorecam, one masked forward per channel), or
+an attention method: Chefer et al.'s relevance, Grad-ECLIP or LeGrad (clipcam.relevance,
+.gradeclip, .legrad), whose layer is where they start. The image goes through the vision encoder once; the hooked activations are replaced by
 detached leaves that require grad, so the backward stops there and never fills a parameter's
 ``.grad``; the K gradients come from one batched ``torch.autograd.grad`` call. Text embeddings
 are computed once per prompt list and cached. Hooks are registered per call, inside a ``with``
@@ -15,7 +18,7 @@ import time
 from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import cached_property
-from typing import Iterator, Sequence
+from typing import Callable, Iterator, Sequence
 
 import numpy as np
 import torch
@@ -27,13 +30,24 @@ from .geometry import CropGeometry, size_setting
 from .images import load_image
 from .layers import check_layer, check_sublayer, dead_reason, num_layers, target_module, token_grid
 from .models import LoadedModel, load_model
-from .relevance import attention_grads, attention_probs, relevance_from, weighted_attention
+from .attention import attention_grads, attention_probs
+from .gradeclip import grad_eclip_maps, layer_terms
+from .legrad import layer_map, legrad_maps
+from .relevance import relevance_from, weighted_attention
+from .scorecam import score_cam_maps
 
-#: Every explanation method: the Grad-CAM family (on a sublayer's output) and "chefer", the
-#: gradient-weighted attention relevance of Chefer et al. (from the chosen layer to the last).
-METHODS: tuple[str, ...] = (*CAM_METHODS, "chefer")
-#: Methods that read attention, not a sublayer: the layer is where the relevance starts.
-ATTENTION_METHODS = ("chefer",)
+#: Methods that read attention, not a sublayer: the layer is where they start (they run from it to
+#: the last layer). chefer: gradient-weighted attention relevance (Chefer et al., ICCV 2021);
+#: gradeclip: Grad-ECLIP (Zhao et al., ICML 2024); legrad: LeGrad (Bousselham et al., 2024).
+ATTENTION_METHODS: tuple[str, ...] = ("chefer", "gradeclip", "legrad")
+#: Methods that run one forward pass per channel of the sublayer instead of one backward.
+MASKING_METHODS: tuple[str, ...] = ("scorecam",)
+#: Every explanation method: the Grad-CAM family and Score-CAM (on a sublayer's output), then the
+#: attention methods.
+METHODS: tuple[str, ...] = (*CAM_METHODS, *MASKING_METHODS, *ATTENTION_METHODS)
+
+#: progress(done, total): called as a slow method's forward passes complete.
+Progress = Callable[[int, int], None]
 
 @dataclass(frozen=True)
 class Explanation:
@@ -191,11 +205,11 @@ def check_target(target: str) -> str:
 
 
 def target_scores(logits: torch.Tensor, target: str) -> torch.Tensor:
-    """The K quantities whose gradients are explained, from CLIP's K logits."""
+    """The K quantities that are explained, from CLIP's K logits (..., K) (the last axis: prompts)."""
     if target == "log_softmax":
-        return torch.log_softmax(logits, dim=0)
+        return torch.log_softmax(logits, dim=-1)
     if target == "contrast":
-        return logits - logits.mean()
+        return logits - logits.mean(dim=-1, keepdim=True)
     return logits
 
 
@@ -275,13 +289,26 @@ class Explainer:
         return emb, notes
 
     # ----------------------------------------------------------------- core pass
+    def _batch_logits(self, pixels: torch.Tensor, text: torch.Tensor) -> torch.Tensor:
+        """CLIP's logits_per_image (B, K), exactly as CLIPModel.forward computes them."""
+        pooled = self.model.vision_model(pixel_values=pixels).pooler_output  # (B, Dv)
+        return self._embedding_logits(pooled, text)
+
     def _logits(self, pixels: torch.Tensor, text: torch.Tensor) -> torch.Tensor:
-        """CLIP's logits_per_image[0] (K,) for one image, exactly as CLIPModel.forward computes them."""
-        pooled = self.model.vision_model(pixel_values=pixels).pooler_output  # (1, Dv)
-        image = self.model.visual_projection(pooled)  # (1, P)
+        """CLIP's logits_per_image[0] (K,) for one image."""
+        return self._batch_logits(pixels, text)[0]
+
+    def _embedding_logits(self, pooled: torch.Tensor, text: torch.Tensor) -> torch.Tensor:
+        """(B, Dv) pooled vision states → (B, K) logits: projection, unit norm, scaled cosine."""
+        image = self.model.visual_projection(pooled)  # (B, P)
         image = image / image.pow(2).sum(dim=-1, keepdim=True).sqrt()
-        logits_per_text = (text @ image.T) * self.model.logit_scale.exp()  # (K, 1)
-        return logits_per_text[:, 0]  # (K,)
+        return ((text @ image.T) * self.model.logit_scale.exp()).T  # (B, K)
+
+    def _layer_logits(self, hidden: torch.Tensor, text: torch.Tensor) -> torch.Tensor:
+        """LeGrad's reading of a layer (1, T, D): its tokens' mean through the final layer norm and
+        projection, scored like CLIP's image embedding → (K,)."""
+        pooled = self.model.vision_model.post_layernorm(hidden.mean(dim=1))  # (1, Dv)
+        return self._embedding_logits(pooled, text)[0]
 
     def _grad_cam_pass(
         self, pixels: torch.Tensor, text: torch.Tensor, modules: Sequence[torch.nn.Module], target: str,
@@ -306,27 +333,56 @@ class Explainer:
             maps.append(cam_maps(method, act[0], grad[:, 0], self.grid))
         return logits.detach().float().cpu().numpy(), maps
 
-    def _relevance_pass(self, pixels: torch.Tensor, text: torch.Tensor, start: int, target: str
+    def _score_cam_pass(self, pixels: torch.Tensor, text: torch.Tensor, modules: Sequence[torch.nn.Module],
+                        target: str, progress: Progress | None) -> tuple[np.ndarray, list[np.ndarray]]:
+        """One forward to read the activations, then Score-CAM's masked forwards for each module."""
+        with capture_outputs([], values=modules) as acts, torch.no_grad():
+            logits = self._logits(pixels, text)
+        total = sum(a.shape[-1] for a in acts)
+        maps, done = [], 0
+        for act in acts:
+            report = None if progress is None else (lambda n, _, base=done: progress(base + n, total))
+            maps.append(score_cam_maps(pixels, act[0], self.grid,
+                                       lambda batch: target_scores(self._batch_logits(batch, text), target), report))
+            done += act.shape[-1]
+        return logits.float().cpu().numpy(), maps
+
+    def _attention_pass(self, pixels: torch.Tensor, text: torch.Tensor, start: int, target: str, method: str
                         ) -> tuple[np.ndarray, list[np.ndarray]]:
-        """One forward, one batched gradient: logits (K,) and Chefer relevance maps (K, rows, cols)
-        for every start layer from ``start`` to the last (clipcam.relevance)."""
+        """One forward and batched gradients: logits (K,) and the maps (K, rows, cols) of an
+        attention method for every start layer from ``start`` to the last."""
         blocks = list(self.model.vision_model.encoder.layers)[start - 1:]
+        n = len(blocks)
         outs = [b.self_attn.out_proj for b in blocks]
         qkv = [m for b in blocks for m in (b.self_attn.q_proj, b.self_attn.k_proj, b.self_attn.v_proj)]
-        with capture_outputs(outs, values=qkv) as caught, torch.enable_grad():
+        states = blocks if method == "legrad" else []  # LeGrad reads every layer's output
+        with capture_outputs([*outs, *states], values=qkv) as caught, torch.enable_grad():
             logits = self._logits(pixels, text)  # (K,)
             scores = target_scores(logits, target)
+            layer_scores = [target_scores(self._layer_logits(h, text), target) for h in caught[n:n + len(states)]]
+        out_acts, values = caught[:n], caught[n + len(states):]
         k = logits.shape[0]
         eye = torch.eye(k, dtype=logits.dtype, device=logits.device)
-        grads = torch.autograd.grad(scores, caught[: len(outs)], grad_outputs=eye, is_grads_batched=True)
         heads = self.model.config.vision_config.num_attention_heads
-        abars = []
-        for i, (block, grad) in enumerate(zip(blocks, grads)):
-            q, key, v = (t[0].float() for t in caught[len(outs) + 3 * i: len(outs) + 3 * i + 3])  # (T, D) each
-            probs = attention_probs(q, key, heads)  # (H, T, T)
-            d_probs = attention_grads(grad[:, 0].float(), block.self_attn.out_proj.weight.float(), v, heads)
-            abars.append(weighted_attention(probs, d_probs))  # (K, T, T)
-        return logits.detach().float().cpu().numpy(), relevance_from(abars, self.grid)
+        weights = [b.self_attn.out_proj.weight.float() for b in blocks]
+        qkvs = [tuple(t[0].float() for t in values[3 * i: 3 * i + 3]) for i in range(n)]  # (T, D) each
+        if method == "legrad":  # each layer's own score, differentiated at its own attention only
+            per_layer = []
+            for out, layer_score, w, (_, _, v) in zip(out_acts, layer_scores, weights, qkvs):
+                (grad,) = torch.autograd.grad(layer_score, out, grad_outputs=eye, is_grads_batched=True,
+                                              retain_graph=True)
+                per_layer.append(layer_map(grad[:, 0].float(), w, v, heads))
+            maps = legrad_maps(per_layer, self.grid)
+        else:
+            grads = torch.autograd.grad(scores, out_acts, grad_outputs=eye, is_grads_batched=True)
+            if method == "gradeclip":
+                maps = grad_eclip_maps([layer_terms(g[:, 0].float(), w, q, key, v)
+                                        for g, w, (q, key, v) in zip(grads, weights, qkvs)], self.grid)
+            else:
+                maps = relevance_from([weighted_attention(attention_probs(q, key, heads),
+                                                          attention_grads(g[:, 0].float(), w, v, heads))
+                                       for g, w, (q, key, v) in zip(grads, weights, qkvs)], self.grid)
+        return logits.detach().float().cpu().numpy(), maps
 
     # ----------------------------------------------------------------- public API
     def explain(
@@ -337,12 +393,13 @@ class Explainer:
         sublayer: str = DEFAULT_SUBLAYER,
         target: str = DEFAULT_TARGET,
         method: str = DEFAULT_METHOD,
+        progress: Progress | None = None,
     ) -> Explanation:
         """Scores and one heatmap per prompt at ``layer`` (1-based; default: second-to-last).
 
-        method: one of METHODS (default Grad-CAM); for "chefer" the sublayer is ignored and the
-        relevance runs from ``layer`` to the last. target: what is explained per prompt
-        (clipcam.constants.TARGETS).
+        method: one of METHODS (default Grad-CAM); for ATTENTION_METHODS the sublayer is ignored and
+        the method runs from ``layer`` to the last. target: what is explained per prompt
+        (clipcam.constants.TARGETS). progress(done, total) follows Score-CAM's forward passes.
         """
         start = time.perf_counter()
         layer = check_layer(self.default_layer if layer is None else layer, self.num_layers)
@@ -353,8 +410,12 @@ class Explainer:
         rgb, pixels, geometry, notes = self.prepare_image(image)
         text, text_notes = self.text_embeddings(prompts)
         if method in ATTENTION_METHODS:
-            logits, per_start = self._relevance_pass(pixels, text, layer, target)
+            logits, per_start = self._attention_pass(pixels, text, layer, target, method)
             maps, reason, sublayer = per_start[0], None, "self_attn"
+        elif method in MASKING_METHODS:  # no gradient: every sublayer's activations make masks
+            logits, (maps,) = self._score_cam_pass(pixels, text, [target_module(self.model, layer, sublayer)],
+                                                   target, progress)
+            reason = None
         else:
             logits, (maps,) = self._grad_cam_pass(pixels, text, [target_module(self.model, layer, sublayer)],
                                                   target, method)
@@ -379,8 +440,10 @@ class Explainer:
         layers: Sequence[int] | None = None,
         target: str = DEFAULT_TARGET,
         method: str = DEFAULT_METHOD,
+        progress: Progress | None = None,
     ) -> Sweep:
-        """Maps of every layer (or the given ones) × every prompt, from a single forward pass."""
+        """Maps of every layer (or the given ones) × every prompt, from a single forward pass
+        (Score-CAM adds its masked forwards per layer)."""
         start = time.perf_counter()
         sublayer = check_sublayer(sublayer)
         target = check_target(target)
@@ -393,10 +456,13 @@ class Explainer:
         prompts = clean_prompts(prompts)
         rgb, pixels, geometry, notes = self.prepare_image(image)
         text, text_notes = self.text_embeddings(prompts)
-        if method in ATTENTION_METHODS:  # one pass gives the relevance for every start layer
-            logits, per_start = self._relevance_pass(pixels, text, min(chosen), target)
+        if method in ATTENTION_METHODS:  # one pass gives the maps for every start layer
+            logits, per_start = self._attention_pass(pixels, text, min(chosen), target, method)
             maps = [per_start[layer - min(chosen)] for layer in chosen]
             sublayer = "self_attn"
+        elif method in MASKING_METHODS:
+            modules = [target_module(self.model, layer, sublayer) for layer in chosen]
+            logits, maps = self._score_cam_pass(pixels, text, modules, target, progress)
         else:
             modules = [target_module(self.model, layer, sublayer) for layer in chosen]
             logits, maps = self._grad_cam_pass(pixels, text, modules, target, method)
@@ -404,7 +470,7 @@ class Explainer:
             prompts=prompts, logits=logits, probs=_softmax(logits), layers=chosen,
             grid_maps=np.stack(maps), geometry=geometry, image=rgb, model=self.name, sublayer=sublayer,
             target=target, method=method,
-            dead_reasons=tuple(None if method in ATTENTION_METHODS else dead_reason(layer, self.num_layers, sublayer)
+            dead_reasons=tuple(None if method not in CAM_METHODS else dead_reason(layer, self.num_layers, sublayer)
                                for layer in chosen),
             notes=tuple(notes) + text_notes, seconds=time.perf_counter() - start,
         )

@@ -13,7 +13,9 @@ from __future__ import annotations
 from typing import Sequence
 
 import numpy as np
+import pytorch_grad_cam as pgc
 import torch
+
 from .cam import CAM_METHODS
 from .layers import target_module, token_grid
 
@@ -74,7 +76,7 @@ def reference_grad_cam(
     model.requires_grad_(True)  # as in the notebook: every weight takes part in the backward
     try:
         _run_per_prompt(model, tokenizer, image_processor, image, prompts, layer, sublayer, target,
-                        CAM_METHODS[method][0], grid, maps)
+                        pgc.ScoreCAM if method == "scorecam" else CAM_METHODS[method][0], grid, maps)
     finally:
         for param, flag in zip(model.parameters(), trainable):
             param.requires_grad_(flag)

@@ -72,8 +72,8 @@ def test_reduced_svd_projection_equals_the_packages(shape):
 
 
 def test_unknown_method(explainer):
-    with pytest.raises(ValueError, match="^Unknown method 'scorecam': choose one of gradcam, hirescam, gradcam"):
-        explainer.explain(noise_image(20, 20), PROMPTS, method="scorecam")
+    with pytest.raises(ValueError, match="^Unknown method 'saliency': choose one of gradcam, hirescam, gradcam"):
+        explainer.explain(noise_image(20, 20), PROMPTS, method="saliency")
 
 
 def test_unknown_target(explainer):

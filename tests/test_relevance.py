@@ -6,29 +6,20 @@ import numpy as np
 import pytest
 import torch
 from conftest import PROMPTS
-from transformers import CLIPModel
+from slowref import EagerCLIP, apply_target
 
 
 def slow_chefer(model_dir, explainer, image, prompts, start: int, target: str) -> np.ndarray:
     """One full backward per prompt through a copy with eager attention, reading the attention
     probabilities and their .grad, then looping over layers and heads as the paper writes it."""
-    model = CLIPModel.from_pretrained(model_dir, attn_implementation="eager").eval()
-    pixels = explainer.loaded.image_processor(images=image, return_tensors="pt")["pixel_values"]
-    tokens = explainer.loaded.tokenizer(list(prompts), padding=True, return_tensors="pt")
-    side = model.config.vision_config.image_size // model.config.vision_config.patch_size
+    clip = EagerCLIP(model_dir, explainer, prompts)
     maps = []
     for k in range(len(prompts)):
-        pix = pixels.clone().requires_grad_(True)
-        out = model(pixel_values=pix, **tokens, output_attentions=True)
+        out = clip.model(pixel_values=clip.pixels(image), **clip.tokens, output_attentions=True)
         attns = out.vision_model_output.attentions  # per layer (1, H, T, T)
         for a in attns:
             a.retain_grad()
-        logits = out.logits_per_image[0]
-        if target == "log_softmax":
-            logits = torch.log_softmax(logits, dim=0)
-        elif target == "contrast":
-            logits = logits - logits.mean()
-        logits[k].backward()
+        apply_target(out.logits_per_image[0], target)[k].backward()
         t = attns[0].shape[-1]
         relevance = torch.eye(t)
         for layer in range(start - 1, len(attns)):
@@ -36,7 +27,7 @@ def slow_chefer(model_dir, explainer, image, prompts, start: int, target: str) -
             per_head = [torch.clamp(g[h] * a[h], min=0) for h in range(a.shape[0])]
             abar = sum(per_head) / len(per_head)
             relevance = relevance + abar @ relevance
-        maps.append(relevance[0, 1:].reshape(side, side).numpy())
+        maps.append(relevance[0, 1:].reshape(clip.side, clip.side).numpy())
     return np.stack(maps)
 
 

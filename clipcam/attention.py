@@ -1,0 +1,39 @@
+"""Attention maths shared by the attention-based methods (clipcam.relevance, .gradeclip, .legrad).
+
+None of them needs the attention probabilities from the model, which would force transformers'
+slow "eager" attention: clipcam records q, k and v (the projections' outputs) and the gradient at
+the attention block's output projection, and rebuilds both exactly. CLIP's vision attention is
+A_h = softmax(q_h k_hᵀ · d^-½); the block computes O_h = A_h v_h and out = O W_oᵀ + b, so
+∂S/∂A_h = (∂S/∂out · W_o)_h v_hᵀ.
+"""
+
+from __future__ import annotations
+
+import torch
+
+
+def attention_probs(q: torch.Tensor, k: torch.Tensor, heads: int) -> torch.Tensor:
+    """(T, D) queries and keys → (H, T, T) softmax attention, as CLIP's vision attention computes it."""
+    t, d = q.shape
+    qh = q.reshape(t, heads, d // heads).transpose(0, 1)  # (H, T, d)
+    kh = k.reshape(t, heads, d // heads).transpose(0, 1)  # (H, T, d)
+    return torch.softmax(qh @ kh.transpose(1, 2) * (d // heads) ** -0.5, dim=-1)  # (H, T, T)
+
+
+def attention_grads(grad_out: torch.Tensor, out_weight: torch.Tensor, v: torch.Tensor, heads: int) -> torch.Tensor:
+    """∂S/∂A for K prompts: grad_out (K, T, D) at out_proj's output, out_weight (D, D), v (T, D) → (K, H, T, T)."""
+    kk, t, d = grad_out.shape
+    grad_o = grad_out @ out_weight  # (K, T, D): gradient at the heads' concatenated output
+    grad_oh = grad_o.reshape(kk, t, heads, d // heads).transpose(1, 2)  # (K, H, T, d)
+    vh = v.reshape(t, heads, d // heads).transpose(0, 1)  # (H, T, d)
+    return grad_oh @ vh.transpose(1, 2)  # (K, H, T, T)
+
+
+def suffix_sums(terms: list[torch.Tensor]) -> list[torch.Tensor]:
+    """[Σ_{l ≥ i} terms[l] for every i]: one sum per start layer, all from one pass over the layers."""
+    sums: list[torch.Tensor] = [None] * len(terms)  # type: ignore[list-item]
+    total = torch.zeros_like(terms[-1])
+    for i in range(len(terms) - 1, -1, -1):
+        total = total + terms[i]
+        sums[i] = total
+    return sums

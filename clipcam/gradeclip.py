@@ -1,0 +1,49 @@
+"""Grad-ECLIP (Zhao, Wang, Zeng, Zhao & Chan, "Gradient-based Visual Explanation for
+Transformer-based CLIP", ICML 2024).
+
+In an attention layer the class token's output is o = Σ_i A_i v_i (per head, heads concatenated).
+Grad-ECLIP weights each value channel c by the gradient of the explained score at the class
+token's attention output, w_c = ∂S/∂o_c, and each token i by a "loosened" attention λ_i: the
+cosine between the class token's query and token i's key, min-max scaled over the patch tokens
+(softmax attention is too peaked to cover whole objects). Patch i's map is Σ_c w_c v_ic λ_i; the
+terms of the chosen layers are summed and a ReLU keeps the positive part. The paper explains the
+last layer; clipcam's start layer sums from it to the last, as the authors' code does for the
+last layers of the text encoder, so "start at the last layer" is the paper's setting.
+
+One difference from the authors' code: it recomputes the explained layer's attention as a single
+head, which changes the model's output; clipcam reads the model's own multi-head attention
+(q, k, v and the gradient at the output projection, as in clipcam.attention), unchanged.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from .attention import suffix_sums
+from .constants import NORM_EPS
+
+
+def loosened_attention(q: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
+    """λ: cosine between the class token's query and each patch token's key, min-max scaled → (N,)."""
+    q_cls = q[0] / q[0].norm().clamp_min(NORM_EPS)
+    keys = k[1:] / k[1:].norm(dim=-1, keepdim=True).clamp_min(NORM_EPS)
+    cos = keys @ q_cls  # (N,)
+    return (cos - cos.min()) / (cos.max() - cos.min()).clamp_min(NORM_EPS)
+
+
+def layer_terms(grad_out: torch.Tensor, out_weight: torch.Tensor, q: torch.Tensor, k: torch.Tensor,
+                v: torch.Tensor) -> torch.Tensor:
+    """One layer's Σ_c w_c·v_ic·λ_i for K prompts over the patch tokens → (K, N), before the ReLU.
+
+    grad_out (K, T, D): ∂S/∂(the attention block's output); out_weight (D, D): its output
+    projection; q, k, v (T, D): the projections' outputs, class token first.
+    """
+    w = grad_out[:, 0] @ out_weight  # (K, D): gradient at the class token's concatenated head outputs
+    return (w @ v[1:].T) * loosened_attention(q, k)[None]  # (K, N)
+
+
+def grad_eclip_maps(terms: list[torch.Tensor], grid: tuple[int, int]) -> list[np.ndarray]:
+    """Maps for every start layer: terms[i] is layer i's (K, N), in forward order; start i gives
+    ReLU(Σ_{l ≥ i} terms[l]) as (K, rows, cols) float32."""
+    return [torch.relu(total).reshape(-1, *grid).detach().float().cpu().numpy() for total in suffix_sums(terms)]

@@ -1,0 +1,35 @@
+"""LeGrad (Bousselham, Boggust, Chaybouti, Strobelt & Kuehne, "LeGrad: An Explainability Method
+for Vision Transformers via Feature Formation Sensitivity", arXiv:2404.03214, 2024).
+
+Every layer's tokens are read as if the model ended there: their mean (class token included) goes
+through CLIP's final layer norm and projection and is scored against the prompt, s_l. The map of
+layer l is the gradient of s_l with respect to that layer's own attention probabilities, ReLU-ed,
+averaged over heads and over query tokens, at the patch-token columns; the maps of the chosen
+layers (from the start layer to the last) are summed.
+
+The gradient only has to cross layer l's attention → MLP tail, so clipcam takes it at the
+attention block's output and maps it onto the attention probabilities exactly (clipcam.attention),
+one batched gradient per layer for all prompts, with the model's fast attention left on. The
+per-layer score is the chosen target applied to logit_scale·cos(text, layer embedding); for the
+raw logit this is the paper's cosine times a constant, which the display's scaling removes.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from .attention import attention_grads, suffix_sums
+
+
+def layer_map(grad_out: torch.Tensor, out_weight: torch.Tensor, v: torch.Tensor, heads: int) -> torch.Tensor:
+    """One layer's map for K prompts → (K, N): ReLU(∂s_l/∂A_l) averaged over heads and query rows,
+    patch columns. grad_out (K, T, D) is ∂s_l/∂(attention block output); v (T, D) the values."""
+    d_probs = attention_grads(grad_out, out_weight, v, heads)  # (K, H, T, T)
+    return torch.relu(d_probs).mean(dim=(1, 2))[:, 1:]  # (K, N)
+
+
+def legrad_maps(per_layer: list[torch.Tensor], grid: tuple[int, int]) -> list[np.ndarray]:
+    """Maps for every start layer: per_layer[i] is layer i's (K, N), in forward order; start i
+    gives Σ_{l ≥ i} per_layer[l] as (K, rows, cols) float32."""
+    return [total.reshape(-1, *grid).detach().float().cpu().numpy() for total in suffix_sums(per_layer)]

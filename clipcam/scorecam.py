@@ -1,0 +1,61 @@
+"""Score-CAM (Wang, Wang, Du, Yang, Zhang, Ding, Mardziel & Hu, "Score-CAM: Score-Weighted Visual
+Explanations for Convolutional Neural Networks", CVPR Workshops 2020), computed as
+pytorch-grad-cam's ScoreCAM computes it, but with one set of masked forwards for all prompts.
+
+Each channel c of the hooked activation, laid out on the token grid, is upsampled to the model's
+input size (bilinear, corners aligned), min-max scaled to [0, 1] and multiplied into the input
+image; CLIP scores the masked image. Channel c's weight for prompt k is the softmax over channels
+of prompt k's target score; the map is ReLU(Σ_c w_kc·A_c). No gradient is used, so every layer
+and sublayer gives a map, but it costs one forward pass per channel (768 for a ViT-B/32 sublayer,
+3072 for its mlp.fc1). pytorch-grad-cam repeats those forwards once per prompt; one masked image's
+forward scores every prompt at once, so clipcam runs them once, in batches.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+#: Masked images per forward pass.
+BATCH_SIZE = 32
+
+
+def channel_masks(activations: torch.Tensor, grid: tuple[int, int], size: tuple[int, int]) -> torch.Tensor:
+    """activations (1+N, D), CLS first → (D, 1, S, S) masks in [0, 1], one per channel."""
+    rows, cols = grid
+    maps = activations[1:].float().T.reshape(1, -1, rows, cols)  # (1, D, rows, cols)
+    up = F.interpolate(maps, size=size, mode="bilinear", align_corners=True)[0]  # (D, S, S)
+    low = up.amin(dim=(1, 2), keepdim=True)
+    high = up.amax(dim=(1, 2), keepdim=True)
+    return ((up - low) / (high - low + 1e-8))[:, None]  # the package's scaling, epsilon included
+
+
+def score_cam_maps(
+    pixels: torch.Tensor,
+    activations: torch.Tensor,
+    grid: tuple[int, int],
+    scores_of: Callable[[torch.Tensor], torch.Tensor],
+    progress: Callable[[int, int], None] | None = None,
+    batch_size: int = BATCH_SIZE,
+) -> np.ndarray:
+    """Score-CAM maps (K, rows, cols) float32, ≥ 0, not normalised.
+
+    pixels (1, 3, S, S): the model input; activations (1+N, D): the hooked output for it;
+    scores_of: masked inputs (B, 3, S, S) → the K prompts' target scores (B, K);
+    progress(done, total) is called after every batch of forwards.
+    """
+    masks = channel_masks(activations, grid, tuple(pixels.shape[-2:]))  # (D, 1, S, S)
+    channels = masks.shape[0]
+    scores = []
+    with torch.inference_mode():
+        for start in range(0, channels, batch_size):
+            batch = pixels.float() * masks[start:start + batch_size]  # (B, 3, S, S)
+            scores.append(scores_of(batch.to(pixels.dtype)).float())
+            if progress is not None:
+                progress(min(start + batch_size, channels), channels)
+    weights = torch.softmax(torch.cat(scores).T, dim=-1)  # (K, D): softmax over channels
+    cam = torch.relu(weights @ activations[1:].float().T)  # (K, N)
+    return cam.reshape(-1, *grid).cpu().numpy().astype(np.float32)
