@@ -2,13 +2,16 @@
 
     python benchmarks/quality.py                      # full table (300 scenes), writes results + figure
     python benchmarks/quality.py --scenes 40 --curves 10   # a quick look
+    python benchmarks/quality.py --methods all --sublayers layer_norm1,self_attn.v_proj,mlp.fc1 \
+        --no-baselines --out benchmarks/results/quality_methods.json   # every method × target
 
 For each of the fixed, seeded evaluation scenes (2–3 objects), the prompts are one per object
 ("a photo of a red circle."), and each prompt's heatmap is scored against that object's mask:
 pointing game, peak on another object, energy-based pointing game, and deletion / insertion AUC
 of the prompt's softmax score over the scene's prompts. Every layer × sublayer × target of
 Grad-CAM is measured (one sweep per sublayer and target gives all layers), with baselines: a
-random pixel, a random object, and class-agnostic attention rollout.
+random pixel, a random object, and class-agnostic attention rollout; --methods adds the other
+methods (clipcam.explain.METHODS), each at every target and layer.
 """
 
 from __future__ import annotations
@@ -29,7 +32,7 @@ sys.path.insert(0, str(ROOT))
 from clipcam import load_explainer  # noqa: E402
 from clipcam.cam import normalize_maps  # noqa: E402
 from clipcam.constants import DEFAULT_SUBLAYER, SUBLAYERS, TARGETS  # noqa: E402
-from clipcam.explain import ATTENTION_METHODS, METHODS  # noqa: E402
+from clipcam.explain import ATTENTION_METHODS, MASKING_METHODS, METHODS  # noqa: E402
 from clipcam.metrics import DILATE, auc, dilate, energy_pointing, perturbation_series, pointing, saliency_order  # noqa: E402
 from clipcam.shapes import Scene, evaluation_set, object_prompt  # noqa: E402
 
@@ -89,6 +92,8 @@ def add_scene(tally: Tally, explainer, scene: Scene, maps: np.ndarray, curves: b
 
 #: For the other CAM methods, the sublayers where Grad-CAM did well (the full grid is Grad-CAM's).
 FAMILY_SUBLAYERS = ("layer_norm1", "self_attn.v_proj", "mlp.fc1")
+#: Score-CAM costs one forward per channel: its two sublayers of hidden width (mlp.fc1 is 4× wider).
+MASKING_SUBLAYERS = ("layer_norm1", "self_attn.v_proj")
 
 
 def method_plan(methods, sublayers) -> list[tuple[str, str]]:
@@ -100,6 +105,8 @@ def method_plan(methods, sublayers) -> list[tuple[str, str]]:
             plan += [(method, s) for s in sublayers]
         elif method in ATTENTION_METHODS:
             plan.append((method, "self_attn"))
+        elif method in MASKING_METHODS:
+            plan += [(method, s) for s in MASKING_SUBLAYERS if s in sublayers]
         else:
             plan += [(method, s) for s in FAMILY_SUBLAYERS if s in sublayers]
     return plan
@@ -221,6 +228,34 @@ def figure(result: dict, path: Path) -> None:
     plt.close(fig)
 
 
+def methods_figure(result: dict, path: Path) -> None:
+    """Each method's best setting per target: pointing game, and deletion / insertion AUC."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = result["rows"]
+    names = [m for m in ("grad_cam", *METHODS) if any(r["method"] == m for r in rows)]
+    targets = [t for t in TARGETS if any(r["target"] == t for r in rows)]
+    metrics = [("pointing", "pointing game ↑"), ("deletion_auc", "deletion AUC ↓"), ("insertion_auc", "insertion AUC ↑")]
+    fig, axes = plt.subplots(1, 3, figsize=(15, 4.2))
+    width = 0.8 / len(targets)
+    for ax, (metric, title) in zip(axes, metrics):
+        for t, target in enumerate(targets):
+            values = [best(rows, m, target)[metric] if any(r["method"] == m and r["target"] == target for r in rows)
+                      else np.nan for m in names]
+            ax.bar(np.arange(len(names)) + (t - (len(targets) - 1) / 2) * width, values, width, label=target)
+        ax.set_xticks(range(len(names)), [n.replace("grad_cam", "gradcam") for n in names], rotation=60, fontsize=8)
+        ax.set_title(f"{title} (best setting by pointing game)", fontsize=9)
+        ax.set_ylim(0, 1)
+        ax.grid(axis="y", alpha=0.3)
+    axes[-1].legend(title="target", fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=130, bbox_inches="tight")
+    plt.close(fig)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", type=Path, default=SHAPES_MODEL)
@@ -229,7 +264,11 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=16)
     parser.add_argument("--methods", default="gradcam",
                         help=f"comma-separated methods, or 'all' ({', '.join(METHODS)}); default gradcam")
+    parser.add_argument("--sublayers", default=",".join(SUBLAYERS),
+                        help="comma-separated sublayers for the sublayer methods (default: all)")
     parser.add_argument("--no-baselines", action="store_true")
+    parser.add_argument("--replot", action="store_true",
+                        help="only redraw the table and figure from --out's JSON")
     parser.add_argument("--out", type=Path, default=RESULTS / "quality.json")
     parser.add_argument("--figure", type=Path, default=RESULTS / "quality_pointing.png")
     args = parser.parse_args()
@@ -237,13 +276,22 @@ def main() -> None:
     unknown = [m for m in methods if m not in METHODS]
     if unknown:
         parser.error(f"unknown methods {unknown}; choose from {', '.join(METHODS)}")
-    result = evaluate(args.model, args.scenes, args.curves, args.steps, methods=methods,
-                      baselines=not args.no_baselines)
-    result["command"] = "python " + " ".join(sys.argv)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=1) + "\n")
-    if "gradcam" in methods:
+    sublayers = tuple(s.strip() for s in args.sublayers.split(","))
+    if not set(sublayers) <= set(SUBLAYERS):
+        parser.error(f"unknown sublayers {sorted(set(sublayers) - set(SUBLAYERS))}; choose from {', '.join(SUBLAYERS)}")
+    if args.replot:
+        result = json.loads(args.out.read_text())
+    else:
+        result = evaluate(args.model, args.scenes, args.curves, args.steps, sublayers=sublayers, methods=methods,
+                          baselines=not args.no_baselines, curve_methods=methods)
+        result["command"] = "python " + " ".join(sys.argv)
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps(result, indent=1) + "\n")
+    if len(methods) > 1:
+        methods_figure(result, args.out.with_suffix(".png"))
+    elif "gradcam" in methods:
         figure(result, args.figure)
+    args.out.with_suffix(".md").write_text(markdown(result) + "\n")
     print(markdown(result))
     for method in methods:
         b = best(result["rows"], "grad_cam" if method == "gradcam" else method)

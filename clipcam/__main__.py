@@ -18,7 +18,7 @@ import numpy as np
 
 from .cam import DEFAULT_METHOD
 from .constants import DEFAULT_SUBLAYER, DEFAULT_TARGET, MODEL_ALIASES, SUBLAYERS, TARGETS
-from .explain import METHODS, load_explainer
+from .explain import MASKING_METHODS, METHODS, load_explainer
 from .render import COLORMAPS, DEFAULT_ALPHA, DEFAULT_COLORMAP, explanation_images, sweep_grid
 
 
@@ -27,10 +27,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m clipcam",
         description="Show where a CLIP model looks when it matches an image to each text prompt: "
-        "one Grad-CAM heatmap per prompt, with CLIP's softmax score over the prompts.",
+        "one heatmap per prompt, with CLIP's softmax score over the prompts.",
         epilog="Layers are numbered 1..N (layer 11 of the base model is vision_model.encoder.layers[10]). "
         "Outputs: one overlay PNG per prompt, grid.png, scores.json (prompts, logits, probs, model, layer, "
-        "sublayer, seconds) and heatmaps.npz (grid_maps: raw Grad-CAM on the token grid; image_maps: each "
+        "sublayer, seconds) and heatmaps.npz (grid_maps: the method's raw maps on the token grid; image_maps: each "
         "scaled to [0, 1] on the original image, NaN outside the region CLIP saw). With --sweep: every "
         "layer, in sweep.png, and arrays of shape (layers, prompts, ...).",
     )
@@ -45,9 +45,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-s", "--sublayer", default=DEFAULT_SUBLAYER, choices=SUBLAYERS,
                         help=f"which output inside the layer to explain (default: {DEFAULT_SUBLAYER})")
     parser.add_argument("--method", default=DEFAULT_METHOD, choices=list(METHODS),
-                        help=f"explanation method (default: {DEFAULT_METHOD}): the Grad-CAM family on --sublayer, "
-                        "or chefer (gradient-weighted attention relevance from --layer to the last; --sublayer "
-                        "is ignored); all use one forward and batched gradients")
+                        help=f"explanation method (default: {DEFAULT_METHOD}): the Grad-CAM family on --sublayer "
+                        "(one forward and batched gradients); scorecam on --sublayer (no gradient, one masked "
+                        "forward per channel: slow, progress on stderr); or an attention method from --layer to "
+                        "the last, --sublayer ignored: chefer (Chefer et al. 2021), gradeclip (Grad-ECLIP, Zhao et "
+                        "al. 2024; --layer N for the paper's last layer), legrad (LeGrad, Bousselham et al. 2024)")
     parser.add_argument("-t", "--target", default=DEFAULT_TARGET, choices=TARGETS,
                         help="what is explained per prompt: CLIP's logit (default, as the reference notebook), "
                         "its log-softmax over the prompts, or the logit minus the prompts' mean (contrast)")
@@ -70,6 +72,11 @@ def slug(text: str, index: int) -> str:
     return f"{index + 1:02d}-{cleaned}"
 
 
+def report_progress(done: int, total: int) -> None:
+    """Score-CAM's progress on one terminal line."""
+    print(f"\rmasked forward passes: {done}/{total}", end="\n" if done == total else "", file=sys.stderr, flush=True)
+
+
 def run(args: argparse.Namespace) -> dict:
     """Explain and write the outputs; returns what went into scores.json."""
     from transformers.utils import logging as hf_logging
@@ -80,9 +87,10 @@ def run(args: argparse.Namespace) -> dict:
         raise ValueError(f"--alpha must be between 0 and 1; got {args.alpha}.")
     start = time.perf_counter()
     explainer = load_explainer(args.model, device=args.device, half=args.half)
+    progress = report_progress if args.method in MASKING_METHODS and sys.stderr.isatty() else None
     if args.sweep:
         result = explainer.sweep(args.image, args.prompt, sublayer=args.sublayer, target=args.target,
-                                 method=args.method)
+                                 method=args.method, progress=progress)
         args.out.mkdir(parents=True, exist_ok=True)
         sweep_grid(result, args.colormap, args.alpha).save(args.out / "sweep.png")
         shown = result.at(result.layers[-2] if len(result.layers) > 1 else result.layers[0])
@@ -91,7 +99,7 @@ def run(args: argparse.Namespace) -> dict:
         arrays = {"grid_maps": result.grid_maps, "image_maps": result.image_maps, "layers": np.array(result.layers)}
     else:
         result = shown = explainer.explain(args.image, args.prompt, layer=args.layer, sublayer=args.sublayer,
-                                           target=args.target, method=args.method)
+                                           target=args.target, method=args.method, progress=progress)
         layer_info = {"layer": result.layer}
         dead = {str(result.layer): result.dead_reason} if result.dead else {}
         arrays = {"grid_maps": result.grid_maps, "image_maps": result.image_maps}

@@ -29,12 +29,14 @@ class ModelInfo(NamedTuple):
     source: str  # Hugging Face hub id (or a path inside the project)
     layers: int  # vision-encoder layers
     description: str
+    width: int = 0  # vision hidden size (0: read it from the config)
+    mlp_width: int = 0  # vision MLP hidden size (mlp.fc1's output)
 
 
 #: Short names a person can type. Layer counts let the UI set its slider without any download.
 MODEL_INFO: dict[str, ModelInfo] = {
-    "base": ModelInfo("openai/clip-vit-base-patch32", 12, "CLIP ViT-B/32, 7×7 patches"),
-    "large": ModelInfo("openai/clip-vit-large-patch14", 24, "CLIP ViT-L/14, 16×16 patches"),
+    "base": ModelInfo("openai/clip-vit-base-patch32", 12, "CLIP ViT-B/32, 7×7 patches", 768, 3072),
+    "large": ModelInfo("openai/clip-vit-large-patch14", 24, "CLIP ViT-L/14, 16×16 patches", 1024, 4096),
     "shapes": ModelInfo(str(SHAPES_MODEL_DIR), 4, "shapes world, offline, trained by clipcam"),
 }
 

@@ -28,7 +28,7 @@ from .cam import CAM_METHODS, DEFAULT_METHOD, cam_maps, normalize_maps, normaliz
 from .constants import DEFAULT_SUBLAYER, DEFAULT_TARGET, MAX_PROMPTS, TARGETS, check_choice
 from .geometry import CropGeometry, size_setting
 from .images import load_image
-from .layers import check_layer, check_sublayer, dead_reason, num_layers, target_module, token_grid
+from .layers import channels, check_layer, check_sublayer, dead_reason, num_layers, target_module, token_grid
 from .models import LoadedModel, load_model
 from .attention import attention_grads, attention_probs
 from .gradeclip import grad_eclip_maps, layer_terms
@@ -255,6 +255,10 @@ class Explainer:
     def default_layer(self) -> int:
         """The second-to-last layer, where the reference notebook looks first."""
         return max(1, self.num_layers - 1)
+
+    def masked_forwards(self, method: str, sublayer: str, layers: int = 1) -> int:
+        """How many masked forward passes a call runs: channels × layers for Score-CAM, else 0."""
+        return channels(self.model.config.vision_config, sublayer) * layers if check_method(method) in MASKING_METHODS else 0
 
     # ----------------------------------------------------------------- inputs
     def prepare_image(self, image: object) -> tuple[Image.Image, torch.Tensor, CropGeometry, list[str]]:

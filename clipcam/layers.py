@@ -54,6 +54,11 @@ def target_module(model: CLIPModel, layer: int, sublayer: str) -> torch.nn.Modul
     return block.get_submodule(sublayer)
 
 
+def channels(vision_config, sublayer: str) -> int:
+    """Width of a sublayer's output: the MLP's hidden size for mlp.fc1, the model width otherwise."""
+    return vision_config.intermediate_size if check_sublayer(sublayer) == "mlp.fc1" else vision_config.hidden_size
+
+
 def dead_reason(layer: int, n_layers: int, sublayer: str) -> str | None:
     """Why a (layer, sublayer) cannot influence the image embedding, or None when it can.
 

@@ -16,9 +16,10 @@ from typing import Sequence
 import numpy as np
 from PIL import Image
 
-from .cam import DEFAULT_METHOD
+from .cam import CAM_METHODS, DEFAULT_METHOD
 from .constants import DEFAULT_SUBLAYER, DEFAULT_TARGET, MODEL_INFO, check_choice
-from .explain import Explanation, Sweep
+from .explain import ATTENTION_METHODS, MASKING_METHODS, METHODS, Explanation, Sweep
+from .layers import channels
 from .render import COLORMAPS, caption, captions, display_size, explanation_images, sweep_grid
 
 #: The most prompts the app accepts at once (the library allows more).
@@ -27,6 +28,54 @@ MAX_APP_PROMPTS = 16
 DISPLAY_SIDE = 1024
 #: Up to this many pixels, the downloaded image_maps are at the photo's full resolution.
 FULL_RES_PIXELS = 4_000_000
+
+
+#: The most masked forward passes one app request may run (Score-CAM: one per channel and layer);
+#: app.py reads CLIPCAM_MAX_FORWARDS. 5000 covers one layer of any sublayer of base and large
+#: (ViT-L's mlp.fc1 has 4096 channels) and a sweep of the shapes model.
+MAX_FORWARDS = 5000
+
+#: What the method dropdown shows, and one sentence for each (with the paper).
+METHOD_LABELS: dict[str, str] = {
+    "gradcam": "Grad-CAM", "hirescam": "HiResCAM", "gradcam++": "Grad-CAM++", "xgradcam": "XGrad-CAM",
+    "layercam": "LayerCAM", "eigencam": "EigenCAM (prompt-independent)", "eigengradcam": "EigenGrad-CAM",
+    "gradcam-elementwise": "Grad-CAM element-wise", "scorecam": "Score-CAM (slow: masked forwards)",
+    "chefer": "Chefer relevance (attention)", "gradeclip": "Grad-ECLIP (attention)", "legrad": "LeGrad (attention)",
+}
+_ABOUT: dict[str, str] = {
+    "scorecam": "Score-CAM (Wang et al., CVPR-W 2020) uses no gradient: every channel of the sublayer masks "
+                "the image once and CLIP scores the masked images",
+    "chefer": "Chefer et al. (ICCV 2021): gradient-weighted attention, multiplied through the layers",
+    "gradeclip": "Grad-ECLIP (Zhao et al., ICML 2024): the class token's attention-output gradient times the "
+                 "values, weighted by query–key similarity; start at the last layer for the paper's setting",
+    "legrad": "LeGrad (Bousselham et al., 2024): each layer read as if it were the last, its score's gradient "
+              "on that layer's attention, summed over the layers",
+}
+
+
+def method_note(method: str, forwards: int = 0) -> str:
+    """One sentence about a method for the app: what it reads, its paper, and how slow it is."""
+    check_choice(method, METHODS, "method")
+    if method in CAM_METHODS:
+        about = f"{METHOD_LABELS[method].split(' (')[0]} ({CAM_METHODS[method][1]}) on the sublayer's output"
+    else:
+        about = _ABOUT[method]
+    if method in ATTENTION_METHODS:
+        return f"{about}. It reads attention, not a sublayer: the layer is where it starts."
+    if method in MASKING_METHODS:
+        count = f"{forwards} forward passes for this model and sublayer" if forwards else "one forward pass per channel"
+        return f"⏳ {about}: {count}, so it is slow (seconds to minutes on a CPU); a bar shows its progress."
+    return f"{about}; one forward and one batched backward for all prompts."
+
+
+def check_forwards(forwards: int, limit: int, layers: int, sublayer: str) -> None:
+    """Refuse a request whose masked forward passes exceed the server's limit, saying what to change."""
+    if forwards > limit:
+        where = f"{layers} layers × {forwards // layers}" if layers > 1 else f"{forwards}"
+        raise ValueError(
+            f"Score-CAM would run {forwards} forward passes here ({where} channels of {sublayer}), above this "
+            f"server's limit of {limit} (CLIPCAM_MAX_FORWARDS). Pick a narrower sublayer (mlp.fc1 is 4× wider), "
+            "one layer instead of a sweep, or a gradient method.")
 
 
 def parse_prompts(text: str | None, limit: int = MAX_APP_PROMPTS) -> tuple[list[str], list[str]]:
@@ -56,15 +105,37 @@ def check_view(colormap: str, alpha: float) -> tuple[str, float]:
     return colormap, alpha
 
 
-def model_layers(name: str) -> int:
-    """Number of vision layers of a model, without loading its weights (config only)."""
-    if name in MODEL_INFO:
-        return MODEL_INFO[name].layers
+def vision_config(name: str):
+    """A model's vision config, without loading its weights."""
     from transformers import CLIPConfig
 
     from .models import resolve_source
 
-    return CLIPConfig.from_pretrained(resolve_source(name)).vision_config.num_hidden_layers
+    return CLIPConfig.from_pretrained(resolve_source(name)).vision_config
+
+
+def model_layers(name: str) -> int:
+    """Number of vision layers of a model, without loading its weights (config only)."""
+    if name in MODEL_INFO:
+        return MODEL_INFO[name].layers
+    return vision_config(name).num_hidden_layers
+
+
+def method_note_for(name: str, method: str, sublayer: str) -> str:
+    """method_note with Score-CAM's forward count for a model (config only); never raises for a
+    known method, since the page shows it while a model may be unreachable."""
+    check_choice(method, METHODS, "method")
+    info = MODEL_INFO.get(name)
+    try:
+        if method not in MASKING_METHODS:
+            forwards = 0
+        elif info is not None and info.width:  # known without the hub
+            forwards = info.mlp_width if sublayer == "mlp.fc1" else info.width
+        else:
+            forwards = channels(vision_config(name), sublayer)
+    except Exception:  # noqa: BLE001 - no config (offline, not cached): say it without the count
+        forwards = 0
+    return method_note(method, forwards)
 
 
 #: Per-model starting settings (layers counted from the end, sublayer, target, method) where a

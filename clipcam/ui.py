@@ -20,8 +20,8 @@ from .explain import ATTENTION_METHODS, METHODS, Explainer, load_explainer
 from .images import MAX_PIXELS, load_image
 from .render import COLORMAPS, DEFAULT_ALPHA, DEFAULT_COLORMAP
 from .service import (
-    MAX_APP_PROMPTS, allowed_models, check_view, concentration_figure, explanation_outputs,
-    model_defaults, model_label, model_layers, parse_prompts, relative_layer, scores_dict, startup_model,
+    MAX_APP_PROMPTS, MAX_FORWARDS, METHOD_LABELS, allowed_models, check_forwards, check_view, concentration_figure, explanation_outputs,
+    method_note_for, model_defaults, model_label, model_layers, parse_prompts, relative_layer, scores_dict, startup_model,
     sweep_outputs, write_downloads,
 )
 
@@ -44,8 +44,9 @@ SHAPES_EXAMPLES: list[tuple[str, str]] = [
 
 INTRO = """# clipcam — where does CLIP look?
 Upload an image, type a few prompts (one per line), pick a model, a vision-encoder layer and a
-sublayer, and press **Run**: one heatmap per prompt (Grad-CAM and its family, or attention relevance), with CLIP's softmax score over the
-prompts. Layers are numbered from 1 (layer 11 of the base model is `encoder.layers[10]`).
+sublayer, and press **Run**: one heatmap per prompt, with CLIP's softmax score over the prompts.
+Methods: Grad-CAM and its family, Score-CAM, and the attention methods (Chefer relevance,
+Grad-ECLIP, LeGrad); targets: the logit, or what favours a prompt over the others. Layers are numbered from 1 (layer 11 of the base model is `encoder.layers[10]`).
 Areas CLIP never saw (outside its centre crop) are dimmed."""
 
 
@@ -82,10 +83,12 @@ def user_errors(fn: Callable) -> Callable:
 
 
 def build_demo(models: Sequence[str] | None = None, device: str = "auto", half: bool = False,
-               loader: Callable[..., Explainer] = load_explainer, max_pixels: int = MAX_PIXELS) -> gr.Blocks:
+               loader: Callable[..., Explainer] = load_explainer, max_pixels: int = MAX_PIXELS,
+               max_forwards: int = MAX_FORWARDS) -> gr.Blocks:
     """Build the UI. ``models`` is the allowlist offered in the browser and accepted through the
     API (default: CLIPCAM_MODELS, else base, large and shapes); ``loader`` makes an Explainer from
-    a name; images larger than ``max_pixels`` are refused before they are decoded."""
+    a name; images larger than ``max_pixels`` are refused before they are decoded; a Score-CAM
+    request that needs more than ``max_forwards`` masked forward passes is refused."""
     models = list(models or allowed_models())
 
     def read_inputs(image, prompts_text, sublayer, target, method, colormap, alpha):
@@ -115,12 +118,25 @@ def build_demo(models: Sequence[str] | None = None, device: str = "auto", half: 
         lines = ([f"⚠️ **Dead sublayer.** {dead}"] if dead else []) + [f"ℹ️ {n}" for n in notes]
         return "\n\n".join(lines)
 
+    def forwards_for(ex: Explainer, method: str, sublayer: str, layers: int = 1) -> int:
+        """Masked forwards of a request, refused above the server's limit."""
+        forwards = ex.masked_forwards(method, sublayer, layers)
+        check_forwards(forwards, max_forwards, layers, sublayer)
+        return forwards
+
+    def follow(progress, what: str):
+        """A progress(done, total) callback for the explainer that moves the page's bar."""
+        return lambda done, total: progress(done / total, desc=f"{what}: {done} of {total} masked images")
+
     @user_errors
-    def explain(image, prompts_text, model, layer, sublayer, target, method, colormap, alpha, shared):
+    def explain(image, prompts_text, model, layer, sublayer, target, method, colormap, alpha, shared,
+                progress=gr.Progress()):
         image, prompts, notes, colormap, alpha = read_inputs(image, prompts_text, sublayer, target, method,
                                                                 colormap, alpha)
         ex = explainer_for(model)
-        res = ex.explain(image, prompts, layer=layer, sublayer=sublayer, target=target, method=method)
+        forwards_for(ex, method, sublayer)
+        res = ex.explain(image, prompts, layer=layer, sublayer=sublayer, target=target, method=method,
+                         progress=follow(progress, METHOD_LABELS[method].split(" (")[0]))
         notes += list(res.notes)
         gallery, grid = explanation_outputs(res, colormap, alpha, bool(shared))
         settings = {"model": model, "layer": res.layer, "sublayer": sublayer, "target": target, "method": method,
@@ -139,8 +155,10 @@ def build_demo(models: Sequence[str] | None = None, device: str = "auto", half: 
                                                                 colormap, alpha)
         progress(0.05, desc="Loading the model")
         ex = explainer_for(model)
+        forwards_for(ex, method, sublayer, ex.num_layers)
         progress(0.25, desc=f"One pass through all {ex.num_layers} layers")
-        res = ex.sweep(image, prompts, sublayer=sublayer, target=target, method=method)
+        res = ex.sweep(image, prompts, sublayer=sublayer, target=target, method=method,
+                       progress=follow(progress, f"{METHOD_LABELS[method].split(' (')[0]}, all layers"))
         progress(0.7, desc="Drawing the grid")
         grid, conc = sweep_outputs(res, colormap, alpha, bool(shared))
         fig = concentration_figure(res.layers, res.prompts, conc, res.probs)
@@ -165,6 +183,7 @@ def build_demo(models: Sequence[str] | None = None, device: str = "auto", half: 
         outputs, lines = [], []
         for name in (left, right):
             ex = explainer_for(name)
+            forwards_for(ex, method, sublayer)
             layer = relative_layer(depth, ex.num_layers)
             res = ex.explain(image, prompts, layer=layer, sublayer=sublayer, target=target, method=method)
             gallery, _ = explanation_outputs(res, colormap, alpha, bool(shared))
@@ -174,19 +193,23 @@ def build_demo(models: Sequence[str] | None = None, device: str = "auto", half: 
         return (*outputs, "\n\n".join(lines + [f"ℹ️ {n}" for n in notes]))
 
     def layer_label(method_name: str) -> str:
-        return ("Start layer (relevance from here to the last)" if method_name in ATTENTION_METHODS
+        return ("Start layer (from here to the last)" if method_name in ATTENTION_METHODS
                 else "Layer (1 = closest to the pixels)")
 
-    def on_method(name):
+    def about(model_name, method_name, sublayer_name) -> str:
+        return method_note_for(model_name, method_name, sublayer_name) if method_name in METHODS else ""
+
+    def on_method(model_name, name, sublayer_name):
         attention = name in ATTENTION_METHODS  # these read attention: no sublayer, the layer is a start
-        return gr.update(interactive=not attention), gr.update(label=layer_label(name))
+        return (gr.update(interactive=not attention), gr.update(label=layer_label(name)),
+                about(model_name, name, sublayer_name))
 
     def on_model(name):
         n = layers_of(name)
         layer0, sublayer0, target0, method0 = model_defaults(name, n)  # each model starts at its best settings
         return (gr.update(maximum=n, value=layer0, label=layer_label(method0)),
                 gr.update(value=sublayer0, interactive=method0 not in ATTENTION_METHODS),
-                gr.update(value=target0), gr.update(value=method0))
+                gr.update(value=target0), gr.update(value=method0), about(name, method0, sublayer0))
 
     def on_load():
         """Start on the first model that can be loaded now (saying why when it is not the first
@@ -216,9 +239,9 @@ def build_demo(models: Sequence[str] | None = None, device: str = "auto", half: 
                 target = gr.Dropdown(list(TARGETS), value=target0, label="Target",
                                      info="logit: CLIP's score (as the reference); log_softmax / contrast: "
                                      "what favours this prompt over the others", elem_id="target")
-                method = gr.Dropdown(list(METHODS), value=method0, label="Method",
-                                     info="the Grad-CAM family on the sublayer, or chefer: gradient-weighted "
-                                     "attention from the layer to the last", elem_id="method")
+                method = gr.Dropdown([(METHOD_LABELS[m], m) for m in METHODS], value=method0, label="Method",
+                                     elem_id="method")
+                method_info = gr.Markdown(about(models[0], method0, sublayer0), elem_id="method-info")
                 with gr.Accordion("Display", open=False):
                     colormap = gr.Dropdown(list(COLORMAPS), value=DEFAULT_COLORMAP, label="Colour map")
                     alpha = gr.Slider(0, 1, value=DEFAULT_ALPHA, step=0.05, label="Heatmap opacity")
@@ -235,8 +258,9 @@ def build_demo(models: Sequence[str] | None = None, device: str = "auto", half: 
                         scores = gr.JSON(label="Scores and settings", visible=False)
                         files = gr.File(label="Downloads: grid.png, scores.json, heatmaps.npz", file_count="multiple")
                     with gr.Tab("Layer sweep"):
-                        gr.Markdown("Every layer × every prompt from one forward pass. Rows are layers "
-                                    "(1 at the top), columns are prompts.")
+                        gr.Markdown("Every layer × every prompt from one forward pass (Score-CAM adds its "
+                                    "masked forwards for every layer). Rows are layers (1 at the top; the "
+                                    "start layer for attention methods), columns are prompts.")
                         sweep_btn = gr.Button("Sweep all layers", variant="primary", elem_id="sweep")
                         sweep_notice = gr.Markdown()
                         sweep_img = gr.Image(type="pil", label="Layers × prompts", interactive=False)
@@ -263,9 +287,11 @@ def build_demo(models: Sequence[str] | None = None, device: str = "auto", half: 
             gr.Examples([[str(ASSETS / name), text] for name, text in SHAPES_EXAMPLES if (ASSETS / name).exists()],
                         inputs=[image, prompts], label="Shapes-world scenes (for the offline shapes model)")
 
-        model.change(on_model, model, [layer, sublayer, target, method], api_name=False)
-        demo.load(on_load, None, [model, startup_notice, layer, sublayer, target, method], api_name=False)
-        method.change(on_method, method, [sublayer, layer], api_name=False)
+        model.change(on_model, model, [layer, sublayer, target, method, method_info], api_name=False)
+        demo.load(on_load, None, [model, startup_notice, layer, sublayer, target, method, method_info],
+                  api_name=False)
+        method.change(on_method, [model, method, sublayer], [sublayer, layer, method_info], api_name=False)
+        sublayer.change(about, [model, method, sublayer], method_info, api_name=False)
         view = [colormap, alpha, shared]
         run.click(explain, [image, prompts, model, layer, sublayer, target, method, *view],
                   [gallery, label, scores, notice, files], api_name="explain")

@@ -57,8 +57,26 @@ def test_duplicates_are_dropped_with_a_notice(client, tiny_dir):
 def test_other_methods(client, tiny_dir):
     _, _, scores, _, files = call_explain(client, tiny_dir, method="gradcam++", target="log_softmax")
     assert (scores["method"], scores["target"]) == ("gradcam++", "log_softmax")
-    gallery, _, scores, _, _ = call_explain(client, tiny_dir, method="chefer", layer=1)
-    assert scores["method"] == "chefer" and len(gallery) == 3
+    for method in ("chefer", "gradeclip", "legrad", "scorecam"):
+        gallery, _, scores, _, _ = call_explain(client, tiny_dir, method=method, layer=1)
+        assert scores["method"] == method and len(gallery) == 3
+
+
+def test_masked_forward_limit(tiny_dir):
+    """Score-CAM requests above the server's forward limit are refused with what to change; those
+    below it run (the tiny model is 32 wide, its mlp.fc1 128)."""
+    with running_app([tiny_dir], max_forwards=40) as url:
+        client = Client(url, verbose=False)
+        _, _, scores, _, _ = call_explain(client, tiny_dir, method="scorecam", sublayer="self_attn.v_proj")
+        assert scores["method"] == "scorecam"
+        with pytest.raises(Exception) as err:
+            call_explain(client, tiny_dir, method="scorecam", sublayer="mlp.fc1")
+        assert ("Score-CAM would run 128 forward passes here (128 channels of mlp.fc1), above this server's limit "
+                "of 40 (CLIPCAM_MAX_FORWARDS).") in str(err.value)
+        with pytest.raises(Exception) as err:
+            client.predict(image=handle_file(CAT), prompts_text="a cat\na dog", model=str(tiny_dir),
+                           sublayer="self_attn.v_proj", target="logit", method="scorecam", **VIEW, api_name="/sweep")
+        assert "Score-CAM would run 64 forward passes here (2 layers × 32 channels of self_attn.v_proj)" in str(err.value)
 
 
 def test_dead_sublayer_notice(client, tiny_dir):
@@ -89,7 +107,7 @@ def test_sweep_and_compare(client, tiny_dir, tiny5_dir):
     (dict(sublayer="mlp.fc9"), "Value: mlp.fc9 is not in the list of choices: ['layer_norm1', 'self_attn.q_proj'"),
     (dict(colormap="rainbow"), "Value: rainbow is not in the list of choices: ['inferno', 'turbo'"),
     (dict(target="softmax"), "Value: softmax is not in the list of choices: ['logit', 'log_softmax', 'contrast']"),
-    (dict(method="scorecam"), "Value: scorecam is not in the list of choices: ['gradcam', 'hirescam'"),
+    (dict(method="saliency"), "Value: saliency is not in the list of choices: ['gradcam', 'hirescam'"),
     (dict(alpha=3), "Value 3 is greater than maximum value 1."),
     (dict(image=None), "No image: upload an image, paste one, or click an example."),
 ])

@@ -47,6 +47,18 @@ def drive(url: str, image: Path, prompts: list[str], screenshot: Path | None, sw
             if screenshot:
                 page.wait_for_timeout(800)
                 page.screenshot(path=str(screenshot), full_page=True)
+            # an attention method disables the sublayer and makes the layer a start layer
+            page.locator("#method input").click()
+            page.get_by_role("option", name="LeGrad (attention)").click()
+            page.wait_for_function("() => document.querySelector('#sublayer input').disabled", timeout=30_000)
+            page.wait_for_function("() => document.querySelector('#layer').innerText.includes('Start layer')",
+                                   timeout=30_000)
+            # Score-CAM says it is slow and how many forward passes it needs
+            page.locator("#method input").click()
+            page.get_by_role("option", name="Score-CAM (slow: masked forwards)").click()
+            page.wait_for_function("() => document.querySelector('#method-info').innerText.includes('forward passes')",
+                                   timeout=30_000)
+            assert not page.locator("#sublayer input").is_disabled()
             slider_max = None
             if switch_to:
                 page.locator("#model input").click()

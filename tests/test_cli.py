@@ -8,7 +8,10 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pytest
 from PIL import Image
+
+from clipcam.__main__ import main
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -65,6 +68,16 @@ def test_chefer_from_the_command_line(tiny_dir, tmp_path):
     assert proc.returncode == 0, proc.stderr
     scores = json.loads((out / "scores.json").read_text())
     assert (scores["method"], scores["layer"]) == ("chefer", 1)
+
+
+@pytest.mark.parametrize("method", ["gradeclip", "legrad", "scorecam"])
+def test_other_methods_from_the_command_line(tiny_dir, tmp_path, method):
+    out = tmp_path / method
+    assert main([str(ROOT / "assets" / "chelsea.png"), "-p", "a cat", "-p", "a dog", "-m", str(tiny_dir),
+                 "--method", method, "--layer", "2", "--sublayer", "self_attn.v_proj", "--out", str(out)]) == 0
+    scores = json.loads((out / "scores.json").read_text())
+    assert (scores["method"], scores["layer"]) == (method, 2)
+    assert np.load(out / "heatmaps.npz")["grid_maps"].shape == (2, 4, 4)
 
 
 def test_help_is_complete():

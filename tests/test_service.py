@@ -9,8 +9,8 @@ import pytest
 from conftest import PROMPTS, noise_image
 
 from clipcam.service import (
-    allowed_models, check_view, concentration, model_defaults, parse_prompts, relative_layer, startup_model,
-    write_downloads,
+    allowed_models, check_forwards, check_view, concentration, method_note, method_note_for, model_defaults,
+    parse_prompts, relative_layer, startup_model, write_downloads,
 )
 from clipcam.render import explanation_images
 
@@ -72,3 +72,26 @@ def test_downloads(explainer):
     assert saved["prompts"] == PROMPTS and saved["image_maps_size"] == [120, 80] and saved["notes"] == ["a note"]
     arrays = np.load(files.heatmaps_npz)
     assert arrays["grid_maps"].shape == (3, 4, 4) and arrays["image_maps"].shape == (3, 80, 120)
+
+
+def test_method_notes_say_what_each_method_reads_and_costs():
+    assert method_note_for("base", "scorecam", "mlp.fc1").startswith("⏳ Score-CAM (Wang et al., CVPR-W 2020)")
+    assert "3072 forward passes for this model and sublayer" in method_note_for("base", "scorecam", "mlp.fc1")
+    assert "1024 forward passes" in method_note_for("large", "scorecam", "block")
+    assert "128 forward passes" in method_note_for("shapes", "scorecam", "self_attn.v_proj")  # read from its config
+    assert "one forward pass per channel" in method_note_for("/nowhere/model", "scorecam", "block")
+    assert method_note("legrad").endswith("It reads attention, not a sublayer: the layer is where it starts.")
+    assert method_note("hirescam") == ("HiResCAM (Draelos & Carin, arXiv:2011.08891, 2020) on the sublayer's output; "
+                                       "one forward and one batched backward for all prompts.")
+    with pytest.raises(ValueError, match="^Unknown method 'occlusion': choose one of gradcam"):
+        method_note_for("base", "occlusion", "block")
+
+
+def test_check_forwards():
+    check_forwards(5000, 5000, 1, "mlp.fc1")
+    with pytest.raises(ValueError) as err:
+        check_forwards(36864, 5000, 12, "mlp.fc1")
+    assert str(err.value) == (
+        "Score-CAM would run 36864 forward passes here (12 layers × 3072 channels of mlp.fc1), above this server's "
+        "limit of 5000 (CLIPCAM_MAX_FORWARDS). Pick a narrower sublayer (mlp.fc1 is 4× wider), one layer instead "
+        "of a sweep, or a gradient method.")
