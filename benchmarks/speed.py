@@ -58,6 +58,11 @@ def image():
     return Image.open(ROOT / "assets" / "coffee.png").convert("RGB").resize((640, 480))
 
 
+#: Score-CAM runs one forward per channel: timed on v_proj (the model width: 768 / 1024 forwards),
+#: not mlp.fc1 (4× as many).
+METHOD_SUBLAYER = {"scorecam": "self_attn.v_proj"}
+
+
 def timed(fn, repeats: int) -> list[float]:
     times = []
     for _ in range(repeats):
@@ -75,8 +80,11 @@ def measure(arch: str, method: str, k: int, repeats: int, cache: Path) -> dict:
     from clipcam import load_explainer
     from clipcam.reference import reference_grad_cam
 
+    from clipcam.explain import MASKING_METHODS
+
     path = model_dir(arch, cache)
     img, prompts = image(), PROMPTS[:k]
+    warm = None
     if method in ("reference", "reference_all_layers", "floor"):
         model = CLIPModel.from_pretrained(path).eval()  # the notebook's model: weights require grad
         tok = AutoTokenizer.from_pretrained(path)
@@ -108,10 +116,13 @@ def measure(arch: str, method: str, k: int, repeats: int, cache: Path) -> dict:
             fn = lambda: ex.sweep(img, prompts, sublayer="mlp.fc1")  # noqa: E731
         elif method.startswith("method:"):  # one explanation method, second-to-last layer, warm text cache
             name = method.split(":", 1)[1]
-            fn = lambda: ex.explain(img, prompts, layer=n - 1, sublayer="mlp.fc1", method=name)  # noqa: E731
+            sublayer = METHOD_SUBLAYER.get(name, "mlp.fc1")
+            fn = lambda: ex.explain(img, prompts, layer=n - 1, sublayer=sublayer, method=name)  # noqa: E731
+            if name in MASKING_METHODS:  # minutes per call: warm up with a cheap call instead
+                warm = lambda: ex.explain(img, prompts, layer=n - 1, sublayer=sublayer)  # noqa: E731
         else:
             raise SystemExit(f"unknown method {method}")
-    fn()  # warm-up: first-call allocations, lazy imports, text cache for the warm rows
+    (warm if warm else fn)()  # warm-up: first-call allocations, lazy imports, text cache for the warm rows
     times = timed(fn, repeats)
     return {
         "arch": arch, "method": method, "k": k, "repeats": repeats,
@@ -180,7 +191,8 @@ def methods_table(results: list[dict]) -> str:
     for name in METHODS:
         cells = [f"{by[(a, 'method:' + name)]['median_s']:.3f} s" if (a, "method:" + name) in by else "–"
                  for a in ("base", "large")]
-        lines.append(f"| {name} | {cells[0]} | {cells[1]} |")
+        where = f" ({METHOD_SUBLAYER[name]}, one run)" if name in METHOD_SUBLAYER else ""
+        lines.append(f"| {name}{where} | {cells[0]} | {cells[1]} |")
     return "\n".join(lines)
 
 
@@ -196,6 +208,8 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=None)
     parser.add_argument("--methods", action="store_true",
                         help="time every explanation method at K = 8 instead (results in speed-methods-cpu.json)")
+    parser.add_argument("--only", default=None,
+                        help="with --methods: time only these (comma-separated) and update their rows in --out")
     args = parser.parse_args()
     args.out = args.out or RESULTS / ("speed-methods-cpu.json" if args.methods else "speed-cpu.json")
     import torch
@@ -205,12 +219,21 @@ def main() -> None:
         model_dir(arch, args.cache)
         from clipcam.explain import METHODS
 
-        rows = [(f"method:{m}", 8, 2 if args.quick else 5) for m in METHODS] if args.methods else plan(arch, args.quick)
+        from clipcam.explain import MASKING_METHODS
+
+        chosen = [m.strip() for m in args.only.split(",")] if args.only else list(METHODS)
+        rows = ([(f"method:{m}", 8, 1 if m in MASKING_METHODS else (2 if args.quick else 5)) for m in chosen]
+                if args.methods else plan(arch, args.quick))
         for method, k, repeats in rows:
             results.append(run_child(arch, method, k, repeats, args.cache))
     meta = {"machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores",
             "torch": torch.__version__, "threads": torch.get_num_threads(),
             "date": time.strftime("%Y-%m-%d"), "command": " ".join(["python"] + sys.argv)}
+    if args.only and args.out.exists():  # keep the other methods' rows, replace these
+        done = {(r["arch"], r["method"]) for r in results}
+        old = json.loads(args.out.read_text())
+        results = [r for r in old["results"] if (r["arch"], r["method"]) not in done] + results
+        meta = {**meta, "earlier": old["meta"]}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps({"meta": meta, "results": results}, indent=1) + "\n")
     print(methods_table(results) if args.methods else table(results))

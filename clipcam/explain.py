@@ -424,6 +424,9 @@ class Explainer:
             logits, (maps,) = self._grad_cam_pass(pixels, text, [target_module(self.model, layer, sublayer)],
                                                   target, method)
             reason = dead_reason(layer, self.num_layers, sublayer)
+        if method == "eigencam" and len(prompts) > 1:
+            notes.append("EigenCAM does not use the prompts (it is the activations' first principal component), "
+                         "so every prompt gets the same map; pick another method to compare prompts.")
         if len(prompts) == 1 and target != "logit":
             notes.append(f"With a single prompt the {target} target is constant, so its heatmap is empty; "
                          "add prompts to compare, or use the logit target.")

@@ -68,6 +68,13 @@ def method_note(method: str, forwards: int = 0) -> str:
     return f"{about}; one forward and one batched backward for all prompts."
 
 
+def controls(method: str) -> dict[str, bool]:
+    """Which settings apply to a method: attention methods have no sublayer; EigenCAM ignores the
+    prompts, so it has no target either."""
+    check_choice(method, METHODS, "method")
+    return {"sublayer": method not in ATTENTION_METHODS, "target": method != "eigencam"}
+
+
 def check_forwards(forwards: int, limit: int, layers: int, sublayer: str) -> None:
     """Refuse a request whose masked forward passes exceed the server's limit, saying what to change."""
     if forwards > limit:

@@ -20,7 +20,7 @@ from .explain import ATTENTION_METHODS, METHODS, Explainer, load_explainer
 from .images import MAX_PIXELS, load_image
 from .render import COLORMAPS, DEFAULT_ALPHA, DEFAULT_COLORMAP
 from .service import (
-    MAX_APP_PROMPTS, MAX_FORWARDS, METHOD_LABELS, allowed_models, check_forwards, check_view, concentration_figure, explanation_outputs,
+    MAX_APP_PROMPTS, MAX_FORWARDS, METHOD_LABELS, allowed_models, check_forwards, check_view, controls, concentration_figure, explanation_outputs,
     method_note_for, model_defaults, model_label, model_layers, parse_prompts, relative_layer, scores_dict, startup_model,
     sweep_outputs, write_downloads,
 )
@@ -200,16 +200,17 @@ def build_demo(models: Sequence[str] | None = None, device: str = "auto", half: 
         return method_note_for(model_name, method_name, sublayer_name) if method_name in METHODS else ""
 
     def on_method(model_name, name, sublayer_name):
-        attention = name in ATTENTION_METHODS  # these read attention: no sublayer, the layer is a start
-        return (gr.update(interactive=not attention), gr.update(label=layer_label(name)),
-                about(model_name, name, sublayer_name))
+        applies = controls(name)  # attention methods: no sublayer, the layer is a start; EigenCAM: no target
+        return (gr.update(interactive=applies["sublayer"]), gr.update(interactive=applies["target"]),
+                gr.update(label=layer_label(name)), about(model_name, name, sublayer_name))
 
     def on_model(name):
         n = layers_of(name)
         layer0, sublayer0, target0, method0 = model_defaults(name, n)  # each model starts at its best settings
         return (gr.update(maximum=n, value=layer0, label=layer_label(method0)),
-                gr.update(value=sublayer0, interactive=method0 not in ATTENTION_METHODS),
-                gr.update(value=target0), gr.update(value=method0), about(name, method0, sublayer0))
+                gr.update(value=sublayer0, interactive=controls(method0)["sublayer"]),
+                gr.update(value=target0, interactive=controls(method0)["target"]), gr.update(value=method0),
+                about(name, method0, sublayer0))
 
     def on_load():
         """Start on the first model that can be loaded now (saying why when it is not the first
@@ -234,11 +235,12 @@ def build_demo(models: Sequence[str] | None = None, device: str = "auto", half: 
                 deepest = max(layers_of(m) for m in models)
                 layer = gr.Slider(1, deepest, value=layer0, step=1, label=layer_label(method0), elem_id="layer")
                 sublayer = gr.Dropdown(list(SUBLAYERS), value=sublayer0, label="Sublayer",
-                                       interactive=method0 not in ATTENTION_METHODS,
+                                       interactive=controls(method0)["sublayer"],
                                        info="block = the whole layer's output", elem_id="sublayer")
                 target = gr.Dropdown(list(TARGETS), value=target0, label="Target",
                                      info="logit: CLIP's score (as the reference); log_softmax / contrast: "
-                                     "what favours this prompt over the others", elem_id="target")
+                                     "what favours this prompt over the others",
+                                     interactive=controls(method0)["target"], elem_id="target")
                 method = gr.Dropdown([(METHOD_LABELS[m], m) for m in METHODS], value=method0, label="Method",
                                      elem_id="method")
                 method_info = gr.Markdown(about(models[0], method0, sublayer0), elem_id="method-info")
@@ -290,7 +292,7 @@ def build_demo(models: Sequence[str] | None = None, device: str = "auto", half: 
         model.change(on_model, model, [layer, sublayer, target, method, method_info], api_name=False)
         demo.load(on_load, None, [model, startup_notice, layer, sublayer, target, method, method_info],
                   api_name=False)
-        method.change(on_method, [model, method, sublayer], [sublayer, layer, method_info], api_name=False)
+        method.change(on_method, [model, method, sublayer], [sublayer, target, layer, method_info], api_name=False)
         sublayer.change(about, [model, method, sublayer], method_info, api_name=False)
         view = [colormap, alpha, shared]
         run.click(explain, [image, prompts, model, layer, sublayer, target, method, *view],

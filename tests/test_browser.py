@@ -53,12 +53,17 @@ def drive(url: str, image: Path, prompts: list[str], screenshot: Path | None, sw
             page.wait_for_function("() => document.querySelector('#sublayer input').disabled", timeout=30_000)
             page.wait_for_function("() => document.querySelector('#layer').innerText.includes('Start layer')",
                                    timeout=30_000)
+            # EigenCAM ignores the prompts: no target to choose
+            page.locator("#method input").click()
+            page.get_by_role("option", name="EigenCAM (prompt-independent)").click()
+            page.wait_for_function("() => document.querySelector('#target input').disabled", timeout=30_000)
             # Score-CAM says it is slow and how many forward passes it needs
             page.locator("#method input").click()
             page.get_by_role("option", name="Score-CAM (slow: masked forwards)").click()
             page.wait_for_function("() => document.querySelector('#method-info').innerText.includes('forward passes')",
                                    timeout=30_000)
             assert not page.locator("#sublayer input").is_disabled()
+            assert not page.locator("#target input").is_disabled()
             slider_max = None
             if switch_to:
                 page.locator("#model input").click()

@@ -62,6 +62,8 @@ def test_cam_family_matches_pytorch_grad_cam(explainer5, wide_image, method):
         np.testing.assert_allclose(as_reference(res.grid_maps, 40), ref, atol=1e-4, rtol=0)
     if method != "eigencam":  # EigenCAM ignores the gradient, so it cannot depend on the prompt
         assert not np.allclose(res.grid_maps[0], res.grid_maps[1])
+    else:
+        assert any("EigenCAM does not use the prompts" in n for n in res.notes)
 
 
 @pytest.mark.parametrize("shape", [(3, 32, 5, 5), (2, 768, 7, 7), (2, 16, 8, 8), (1, 1024, 16, 16)])

@@ -9,7 +9,7 @@ import pytest
 from conftest import PROMPTS, noise_image
 
 from clipcam.service import (
-    allowed_models, check_forwards, check_view, concentration, method_note, method_note_for, model_defaults,
+    allowed_models, check_forwards, check_view, concentration, controls, method_note, method_note_for, model_defaults,
     parse_prompts, relative_layer, startup_model, write_downloads,
 )
 from clipcam.render import explanation_images
@@ -95,3 +95,10 @@ def test_check_forwards():
         "Score-CAM would run 36864 forward passes here (12 layers × 3072 channels of mlp.fc1), above this server's "
         "limit of 5000 (CLIPCAM_MAX_FORWARDS). Pick a narrower sublayer (mlp.fc1 is 4× wider), one layer instead "
         "of a sweep, or a gradient method.")
+
+
+def test_controls_that_do_not_apply_are_named():
+    assert controls("gradcam") == {"sublayer": True, "target": True}
+    assert controls("scorecam") == {"sublayer": True, "target": True}
+    assert controls("legrad") == {"sublayer": False, "target": True}
+    assert controls("eigencam") == {"sublayer": True, "target": False}
