@@ -183,6 +183,24 @@ def best(rows: list[dict], method: str = "grad_cam", target: str | None = None) 
     return max(pool, key=lambda r: (round(r["pointing"], 6), r["energy"]))
 
 
+def method_target_table(rows: list[dict]) -> str:
+    """Markdown: for each method × target, its best layer (and sublayer) by pointing game."""
+    lines = ["| method | target | best layer, sublayer | pointing ↑ | peak on other object ↓ | energy PG ↑ | "
+             "deletion AUC ↓ | insertion AUC ↑ |", "|---|---|---|---|---|---|---|---|"]
+    names = [m for m in ("grad_cam", *METHODS) if any(r["method"] == m for r in rows)]
+    ranked = sorted(names, key=lambda m: -best(rows, m)["pointing"])
+    for name in ranked:
+        for target in TARGETS:
+            if not any(r["method"] == name and r["target"] == target for r in rows):
+                continue
+            r = best(rows, name, target)
+            where = f"{r['layer']}" + ("" if r["sublayer"] == "self_attn" else f", {r['sublayer']}")
+            lines.append(f"| {name.replace('grad_cam', 'gradcam')} | {target} | {where} | {r['pointing']:.3f} | "
+                         f"{r['other_object']:.3f} | {r['energy']:.3f} | {r['deletion_auc']:.3f} | "
+                         f"{r['insertion_auc']:.3f} |")
+    return "\n".join(lines)
+
+
 def markdown(result: dict) -> str:
     rows = result["rows"]
     lines = [f"Scenes: {result['scenes']} (deletion/insertion on the first {result['curve_scenes']}, "
@@ -291,8 +309,12 @@ def main() -> None:
         methods_figure(result, args.out.with_suffix(".png"))
     elif "gradcam" in methods:
         figure(result, args.figure)
-    args.out.with_suffix(".md").write_text(markdown(result) + "\n")
-    print(markdown(result))
+    text = markdown(result)
+    if len(methods) > 1:
+        text = "Each method × target at its best setting:\n\n" + method_target_table(result["rows"]) + \
+            "\n\nEvery setting:\n\n" + text
+    args.out.with_suffix(".md").write_text(text + "\n")
+    print(text)
     for method in methods:
         b = best(result["rows"], "grad_cam" if method == "gradcam" else method)
         print(f"best {method}: layer {b['layer']} {b['sublayer']} target {b['target']}: pointing {b['pointing']:.3f}")
