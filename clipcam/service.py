@@ -16,7 +16,7 @@ from typing import Sequence
 import numpy as np
 from PIL import Image
 
-from .cam import CAM_METHODS, DEFAULT_METHOD
+from .cam import CAM_METHODS
 from .constants import DEFAULT_SUBLAYER, DEFAULT_TARGET, MODEL_INFO, check_choice
 from .explain import ATTENTION_METHODS, MASKING_METHODS, METHODS, Explanation, Sweep
 from .layers import channels
@@ -145,19 +145,24 @@ def method_note_for(name: str, method: str, sublayer: str) -> str:
     return method_note(method, forwards)
 
 
-#: Per-model starting settings (layers counted from the end, sublayer, target, method) where a
-#: benchmark measured better ones than the reference notebook's (second-to-last layer, mlp.fc1,
-#: logit, Grad-CAM). shapes, from benchmarks/quality.py on 300 scenes: Chefer et al.'s relevance
-#: from layer 3 points at the named object 0.997 of the time (energy 0.686); the best Grad-CAM,
-#: the last layer's v_proj, 0.851; the notebook's layer-3 mlp.fc1 Grad-CAM 0.309. The sublayer is
-#: Grad-CAM's best, for when a person switches to a CAM method.
-MODEL_DEFAULTS: dict[str, tuple[int, str, str, str]] = {"shapes": (1, "self_attn.v_proj", "logit", "chefer")}
+#: The method the app starts with: the best measured. benchmarks/quality.py --methods all (300
+#: shapes-world scenes, every method × target × layer): Chefer et al.'s relevance from the
+#: second-to-last layer points at the named object 0.997 of the time, never at another object,
+#: with the most energy inside it (0.686); Grad-ECLIP 0.982 (best deletion/insertion), LeGrad
+#: 0.981, HiResCAM 0.920, Grad-CAM 0.851, the notebook's mlp.fc1 Grad-CAM 0.309. The hub models'
+#: real weights cannot be measured here; the start layer (second-to-last: the last two layers)
+#: is also where LeGrad's authors start on CLIP.
+APP_METHOD = "chefer"
+
+#: Per-model starting settings (layers counted from the end, sublayer, target, method). The
+#: sublayer is what a CAM method starts on when a person switches to one: the notebook's mlp.fc1,
+#: or where Grad-CAM measured best (shapes: the last layer's self_attn.v_proj).
+MODEL_DEFAULTS: dict[str, tuple[int, str, str, str]] = {"shapes": (1, "self_attn.v_proj", "logit", APP_METHOD)}
 
 
 def model_defaults(name: str, n_layers: int) -> tuple[int, str, str, str]:
     """(layer, sublayer, target, method) a model starts with in the app."""
-    from_end, sublayer, target, method = MODEL_DEFAULTS.get(
-        name, (1, DEFAULT_SUBLAYER, DEFAULT_TARGET, DEFAULT_METHOD))
+    from_end, sublayer, target, method = MODEL_DEFAULTS.get(name, (1, DEFAULT_SUBLAYER, DEFAULT_TARGET, APP_METHOD))
     return max(1, n_layers - from_end), sublayer, target, method
 
 

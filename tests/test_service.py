@@ -41,7 +41,7 @@ def test_concentration():
 
 def test_relative_layer_and_defaults():
     assert relative_layer(0.9, 12) == 11 and relative_layer(0.9, 24) == 22 and relative_layer(0.01, 12) == 1
-    assert model_defaults("base", 12) == (11, "mlp.fc1", "logit", "gradcam")
+    assert model_defaults("base", 12) == (11, "mlp.fc1", "logit", "chefer")
     assert model_defaults("shapes", 4) == (3, "self_attn.v_proj", "logit", "chefer")
 
 

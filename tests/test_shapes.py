@@ -127,3 +127,14 @@ def test_heatmap_peak_lands_on_the_named_object_in_a_wide_and_a_tall_image(canva
         on_object = 0 <= y - y0 < 64 and 0 <= x - x0 < 64 and bool(dilate(mask)[y - y0, x - x0])
         hits += on_object
     assert hits == 3  # the app's default for shapes (Chefer from layer 3) points right 99.7 % of the time
+
+
+def test_attention_methods_point_at_the_named_object():
+    """The methods the benchmark ranks first do so on a small sample too: each at its best start layer
+    points at the named object far more often than a random object (0.41 on the full set) would."""
+    result = evaluate(n_scenes=24, n_curves=0, targets=("logit",), baselines=False,
+                      methods=("chefer", "gradeclip", "legrad"))
+    for method in ("chefer", "gradeclip", "legrad"):
+        top = best(result["rows"], method)
+        assert top["pointing"] >= 0.85, (method, top)
+        assert top["other_object"] <= 0.1, (method, top)
