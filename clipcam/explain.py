@@ -4,8 +4,10 @@ For prompt k the explained quantity is CLIP's ``logits_per_image[0, k]`` (as in 
 notebook), or its log-softmax or contrast over the prompts (``target``). The method is Grad-CAM or
 one of its family (clipcam.cam), Score-CAM (clipcam.scorecam, one masked forward per channel), or
 an attention method: Chefer et al.'s relevance, Grad-ECLIP or LeGrad (clipcam.relevance,
-.gradeclip, .legrad), whose layer is where they start. The image goes through the vision encoder once; the hooked activations are replaced by
-detached leaves that require grad, so the backward stops there and never fills a parameter's
+.gradeclip, .legrad), whose layer is where they start.
+
+The image goes through the vision encoder once; the hooked activations are replaced by detached
+leaves that require grad, so the backward stops there and never fills a parameter's
 ``.grad``; the K gradients come from one batched ``torch.autograd.grad`` call. Text embeddings
 are computed once per prompt list and cached. Hooks are registered per call, inside a ``with``
 block, act only in the thread that registered them, and are removed even when the call fails.
@@ -51,9 +53,9 @@ Progress = Callable[[int, int], None]
 
 @dataclass(frozen=True)
 class Explanation:
-    """Scores and Grad-CAM maps for K prompts at one layer and sublayer.
+    """Scores and one map per prompt for K prompts at one layer and sublayer (or start layer).
 
-    ``grid_maps`` (K, rows, cols) are raw Grad-CAM values on the token grid (≥ 0, not normalised,
+    ``grid_maps`` (K, rows, cols) are the method's raw values on the token grid (≥ 0, not normalised,
     comparable across prompts). ``image_maps`` (K, H, W) are the same maps each min-max scaled to
     [0, 1] and placed on the original image's pixel grid, NaN where the model saw nothing.
     """
@@ -95,9 +97,9 @@ class Explanation:
 
 @dataclass(frozen=True)
 class Sweep:
-    """Scores and Grad-CAM maps for K prompts at every chosen layer, from one forward pass.
+    """Scores and maps for K prompts at every chosen layer, from one forward pass.
 
-    ``grid_maps`` is (L, K, rows, cols) raw Grad-CAM; ``layers`` holds the 1-based layer numbers.
+    ``grid_maps`` is (L, K, rows, cols) raw maps; ``layers`` holds the 1-based layer numbers.
     """
 
     prompts: tuple[str, ...]
@@ -258,7 +260,9 @@ class Explainer:
 
     def masked_forwards(self, method: str, sublayer: str, layers: int = 1) -> int:
         """How many masked forward passes a call runs: channels × layers for Score-CAM, else 0."""
-        return channels(self.model.config.vision_config, sublayer) * layers if check_method(method) in MASKING_METHODS else 0
+        if check_method(method) not in MASKING_METHODS:
+            return 0
+        return channels(self.model.config.vision_config, sublayer) * layers
 
     # ----------------------------------------------------------------- inputs
     def prepare_image(self, image: object) -> tuple[Image.Image, torch.Tensor, CropGeometry, list[str]]:

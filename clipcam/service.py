@@ -53,11 +53,16 @@ _ABOUT: dict[str, str] = {
 }
 
 
+def short_name(method: str) -> str:
+    """A method's name for people, without the dropdown's remark: "Score-CAM", "LeGrad"."""
+    return METHOD_LABELS[method].split(" (")[0]
+
+
 def method_note(method: str, forwards: int = 0) -> str:
     """One sentence about a method for the app: what it reads, its paper, and how slow it is."""
     check_choice(method, METHODS, "method")
     if method in CAM_METHODS:
-        about = f"{METHOD_LABELS[method].split(' (')[0]} ({CAM_METHODS[method][1]}) on the sublayer's output"
+        about = f"{short_name(method)} ({CAM_METHODS[method][1]}) on the sublayer's output"
     else:
         about = _ABOUT[method]
     if method in ATTENTION_METHODS:

@@ -20,9 +20,9 @@ from .explain import ATTENTION_METHODS, METHODS, Explainer, load_explainer
 from .images import MAX_PIXELS, load_image
 from .render import COLORMAPS, DEFAULT_ALPHA, DEFAULT_COLORMAP
 from .service import (
-    MAX_APP_PROMPTS, MAX_FORWARDS, METHOD_LABELS, allowed_models, check_forwards, check_view, controls, concentration_figure, explanation_outputs,
-    method_note_for, model_defaults, model_label, model_layers, parse_prompts, relative_layer, scores_dict, startup_model,
-    sweep_outputs, write_downloads,
+    MAX_APP_PROMPTS, MAX_FORWARDS, METHOD_LABELS, allowed_models, check_forwards, check_view, concentration_figure,
+    controls, explanation_outputs, method_note_for, model_defaults, model_label, model_layers, parse_prompts,
+    relative_layer, scores_dict, short_name, startup_model, sweep_outputs, write_downloads,
 )
 
 log = logging.getLogger("clipcam.ui")
@@ -46,7 +46,8 @@ INTRO = """# clipcam — where does CLIP look?
 Upload an image, type a few prompts (one per line), pick a model, a vision-encoder layer and a
 sublayer, and press **Run**: one heatmap per prompt, with CLIP's softmax score over the prompts.
 Methods: Grad-CAM and its family, Score-CAM, and the attention methods (Chefer relevance,
-Grad-ECLIP, LeGrad); targets: the logit, or what favours a prompt over the others. Layers are numbered from 1 (layer 11 of the base model is `encoder.layers[10]`).
+Grad-ECLIP, LeGrad); targets: the logit, or what favours a prompt over the others. Layers are
+numbered from 1 (layer 11 of the base model is `encoder.layers[10]`).
 Areas CLIP never saw (outside its centre crop) are dimmed."""
 
 
@@ -118,11 +119,9 @@ def build_demo(models: Sequence[str] | None = None, device: str = "auto", half: 
         lines = ([f"⚠️ **Dead sublayer.** {dead}"] if dead else []) + [f"ℹ️ {n}" for n in notes]
         return "\n\n".join(lines)
 
-    def forwards_for(ex: Explainer, method: str, sublayer: str, layers: int = 1) -> int:
-        """Masked forwards of a request, refused above the server's limit."""
-        forwards = ex.masked_forwards(method, sublayer, layers)
-        check_forwards(forwards, max_forwards, layers, sublayer)
-        return forwards
+    def within_budget(ex: Explainer, method: str, sublayer: str, layers: int = 1) -> None:
+        """Refuse a request whose masked forwards exceed the server's limit."""
+        check_forwards(ex.masked_forwards(method, sublayer, layers), max_forwards, layers, sublayer)
 
     def follow(progress, what: str):
         """A progress(done, total) callback for the explainer that moves the page's bar."""
@@ -134,9 +133,9 @@ def build_demo(models: Sequence[str] | None = None, device: str = "auto", half: 
         image, prompts, notes, colormap, alpha = read_inputs(image, prompts_text, sublayer, target, method,
                                                                 colormap, alpha)
         ex = explainer_for(model)
-        forwards_for(ex, method, sublayer)
+        within_budget(ex, method, sublayer)
         res = ex.explain(image, prompts, layer=layer, sublayer=sublayer, target=target, method=method,
-                         progress=follow(progress, METHOD_LABELS[method].split(" (")[0]))
+                         progress=follow(progress, short_name(method)))
         notes += list(res.notes)
         gallery, grid = explanation_outputs(res, colormap, alpha, bool(shared))
         settings = {"model": model, "layer": res.layer, "sublayer": sublayer, "target": target, "method": method,
@@ -155,10 +154,10 @@ def build_demo(models: Sequence[str] | None = None, device: str = "auto", half: 
                                                                 colormap, alpha)
         progress(0.05, desc="Loading the model")
         ex = explainer_for(model)
-        forwards_for(ex, method, sublayer, ex.num_layers)
+        within_budget(ex, method, sublayer, ex.num_layers)
         progress(0.25, desc=f"One pass through all {ex.num_layers} layers")
         res = ex.sweep(image, prompts, sublayer=sublayer, target=target, method=method,
-                       progress=follow(progress, f"{METHOD_LABELS[method].split(' (')[0]}, all layers"))
+                       progress=follow(progress, f"{short_name(method)}, all layers"))
         progress(0.7, desc="Drawing the grid")
         grid, conc = sweep_outputs(res, colormap, alpha, bool(shared))
         fig = concentration_figure(res.layers, res.prompts, conc, res.probs)
@@ -183,7 +182,7 @@ def build_demo(models: Sequence[str] | None = None, device: str = "auto", half: 
         outputs, lines = [], []
         for name in (left, right):
             ex = explainer_for(name)
-            forwards_for(ex, method, sublayer)
+            within_budget(ex, method, sublayer)
             layer = relative_layer(depth, ex.num_layers)
             res = ex.explain(image, prompts, layer=layer, sublayer=sublayer, target=target, method=method)
             gallery, _ = explanation_outputs(res, colormap, alpha, bool(shared))
