@@ -69,7 +69,8 @@ def method_note(method: str, forwards: int = 0) -> str:
         return f"{about}. It reads attention, not a sublayer: the layer is where it starts."
     if method in MASKING_METHODS:
         count = f"{forwards} forward passes for this model and sublayer" if forwards else "one forward pass per channel"
-        return f"⏳ {about}: {count}, so it is slow (seconds to minutes on a CPU); a bar shows its progress."
+        return (f"⏳ {about}: {count}, so it is slow (on 2 CPU cores about 0.08 s per masked image for base, 1.2 s for large); "
+                "a bar shows its progress.")
     return f"{about}; one forward and one batched backward for all prompts."
 
 
