@@ -11,6 +11,7 @@ import os
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Sequence
 
 import numpy as np
@@ -142,10 +143,10 @@ def method_note_for(name: str, method: str, sublayer: str) -> str:
     try:
         if method not in MASKING_METHODS:
             forwards = 0
-        elif info is not None and info.width:  # known without the hub
-            forwards = info.mlp_width if sublayer == "mlp.fc1" else info.width
-        else:
-            forwards = channels(vision_config(name), sublayer)
+        else:  # the aliases' widths are known without the hub
+            config = (SimpleNamespace(hidden_size=info.width, intermediate_size=info.mlp_width)
+                      if info is not None and info.width else vision_config(name))
+            forwards = channels(config, sublayer)
     except Exception:  # noqa: BLE001 - no config (offline, not cached): say it without the count
         forwards = 0
     return method_note(method, forwards)
