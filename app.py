@@ -1,6 +1,6 @@
 """clipcam's web app: `python app.py [--host H] [--port P]`, or `make run`.
 
-Wiring only: read the settings, build the demo (clipcam.ui.build_demo), launch it.
+Wiring only: read the settings, build the demo (clipcam.app.ui.build_demo), launch it.
 Settings: --host/--port, else GRADIO_SERVER_NAME/GRADIO_SERVER_PORT (Spaces sets them), else
 127.0.0.1:7860; CLIPCAM_MODELS (comma-separated allowlist of models offered, default base,large);
 CLIPCAM_QUEUE_SIZE (waiting requests beyond which people are told to retry, default 32);
@@ -29,7 +29,7 @@ def main() -> None:
     parser.add_argument("--max-forwards", type=int, default=int(os.environ.get("CLIPCAM_MAX_FORWARDS", "5000")))
     args = parser.parse_args()
 
-    from clipcam.ui import build_demo
+    from clipcam.app.ui import build_demo
 
     demo = build_demo(device=args.device, max_pixels=args.max_pixels, max_forwards=args.max_forwards)
     demo.queue(max_size=args.queue_size, default_concurrency_limit=2)

@@ -11,7 +11,7 @@ pointing game, peak on another object, energy-based pointing game, and deletion 
 of the prompt's softmax score over the scene's prompts. Every layer × sublayer × target of
 Grad-CAM is measured (one sweep per sublayer and target gives all layers), with baselines: a
 random pixel, a random object, and class-agnostic attention rollout; --methods adds the other
-methods (clipcam.explain.METHODS), each at every target and layer.
+methods (clipcam.explainer.METHODS), each at every target and layer.
 """
 
 from __future__ import annotations
@@ -30,11 +30,11 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from clipcam import load_explainer  # noqa: E402
-from clipcam.cam import normalize_maps  # noqa: E402
+from clipcam.methods.cam import normalize_maps  # noqa: E402
 from clipcam.constants import DEFAULT_SUBLAYER, SUBLAYERS, TARGETS  # noqa: E402
-from clipcam.explain import ATTENTION_METHODS, MASKING_METHODS, METHODS  # noqa: E402
-from clipcam.metrics import DILATE, auc, dilate, energy_pointing, perturbation_series, pointing, saliency_order  # noqa: E402
-from clipcam.shapes import Scene, evaluation_set, object_prompt  # noqa: E402
+from clipcam.explainer import ATTENTION_METHODS, MASKING_METHODS, METHODS  # noqa: E402
+from clipcam.eval.metrics import DILATE, auc, dilate, energy_pointing, perturbation_series, pointing, saliency_order  # noqa: E402
+from clipcam.eval.shapes import Scene, evaluation_set, object_prompt  # noqa: E402
 
 SHAPES_MODEL = ROOT / "assets" / "shapes-clip"
 RESULTS = ROOT / "benchmarks" / "results"
@@ -149,7 +149,7 @@ def add_baselines(tallies, explainer, scene: Scene, curves: bool, steps: int, rn
     """Random pixel, random object, and attention rollout for one scene."""
     from transformers import CLIPModel
 
-    from clipcam.rollout import rollout_map
+    from clipcam.eval.rollout import rollout_map
 
     k_objects = len(scene.objects)
     h, w = scene.masks.shape[1:]

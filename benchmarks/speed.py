@@ -78,9 +78,9 @@ def measure(arch: str, method: str, k: int, repeats: int, cache: Path) -> dict:
     from transformers import AutoImageProcessor, AutoTokenizer, CLIPModel
 
     from clipcam import load_explainer
-    from clipcam.reference import reference_grad_cam
+    from clipcam.testing.reference import reference_grad_cam
 
-    from clipcam.explain import MASKING_METHODS
+    from clipcam.explainer import MASKING_METHODS
 
     path = model_dir(arch, cache)
     img, prompts = image(), PROMPTS[:k]
@@ -184,7 +184,7 @@ def table(results: list[dict]) -> str:
 
 def methods_table(results: list[dict]) -> str:
     """Markdown: median time per call for each method at K = 8, base and large side by side."""
-    from clipcam.explain import METHODS
+    from clipcam.explainer import METHODS
 
     by = {(r["arch"], r["method"]): r for r in results}
     lines = ["| method | base, K = 8 | large, K = 8 |", "|---|---|---|"]
@@ -217,9 +217,9 @@ def main() -> None:
     results = []
     for arch in args.arch or ["base", "large"]:
         model_dir(arch, args.cache)
-        from clipcam.explain import METHODS
+        from clipcam.explainer import METHODS
 
-        from clipcam.explain import MASKING_METHODS
+        from clipcam.explainer import MASKING_METHODS
 
         chosen = [m.strip() for m in args.only.split(",")] if args.only else list(METHODS)
         rows = ([(f"method:{m}", 8, 1 if m in MASKING_METHODS else (2 if args.quick else 5)) for m in chosen]

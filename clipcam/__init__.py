@@ -5,11 +5,11 @@
     res = ex.explain("cat.png", ["a photo of a cat.", "a photo of a dog."], layer=11, sublayer="mlp.fc1")
     res.probs, res.grid_maps, res.image_maps
 
-This module never imports gradio; the web UI lives in ``clipcam.ui``.
+This module never imports gradio; the web UI lives in ``clipcam.app.ui``.
 """
 
 from .constants import DEFAULT_SUBLAYER, MODEL_ALIASES, SUBLAYERS
-from .explain import Explainer, Explanation, Sweep, load_explainer
+from .explainer import Explainer, Explanation, Sweep, load_explainer
 from .geometry import CropGeometry
 from .images import load_image
 from .models import LoadedModel, load_model

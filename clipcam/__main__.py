@@ -16,9 +16,9 @@ from typing import Sequence
 
 import numpy as np
 
-from .cam import DEFAULT_METHOD
+from .methods.cam import DEFAULT_METHOD
 from .constants import DEFAULT_SUBLAYER, DEFAULT_TARGET, MODEL_ALIASES, SUBLAYERS, TARGETS
-from .explain import MASKING_METHODS, METHODS, load_explainer
+from .explainer import MASKING_METHODS, METHODS, load_explainer
 from .render import COLORMAPS, DEFAULT_ALPHA, DEFAULT_COLORMAP, explanation_images, sweep_grid
 
 

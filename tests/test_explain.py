@@ -8,9 +8,9 @@ import pytest
 import torch
 from conftest import PROMPTS, noise_image
 
-from clipcam.cam import eigen_projection, normalize_maps
+from clipcam.methods.cam import eigen_projection, normalize_maps
 from clipcam.constants import SUBLAYERS
-from clipcam.reference import reference_grad_cam
+from clipcam.testing.reference import reference_grad_cam
 from pytorch_grad_cam.utils.image import scale_cam_image
 from pytorch_grad_cam.utils.svd_on_activations import get_2d_projection
 

@@ -8,7 +8,7 @@ import pytest
 from conftest import PROMPTS
 from test_explain import as_reference
 
-from clipcam.reference import reference_grad_cam
+from clipcam.testing.reference import reference_grad_cam
 
 
 @pytest.mark.parametrize("layer,sublayer,target", [(1, "mlp.fc1", "logit"), (2, "self_attn.v_proj", "log_softmax"),

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from conftest import PROMPTS, noise_image
 
-from clipcam.service import (
+from clipcam.app.service import (
     allowed_models, check_forwards, check_view, concentration, controls, method_note, method_note_for, model_defaults,
     parse_prompts, relative_layer, startup_model, write_downloads,
 )

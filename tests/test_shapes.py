@@ -10,8 +10,8 @@ import pytest
 from benchmarks.quality import best, evaluate
 from clipcam import load_explainer
 from clipcam.constants import SHAPES_MODEL_DIR
-from clipcam.metrics import auc, energy_pointing, peak, perturbation_series, pointing
-from clipcam.shapes import COLOURS, SHAPES, ShapeObject, caption, evaluation_set, random_scene, render, swap_colours
+from clipcam.eval.metrics import auc, energy_pointing, peak, perturbation_series, pointing
+from clipcam.eval.shapes import COLOURS, SHAPES, ShapeObject, caption, evaluation_set, random_scene, render, swap_colours
 
 pytestmark = pytest.mark.skipif(not (SHAPES_MODEL_DIR / "model.safetensors").exists(),
                                 reason="the shapes model is not shipped in this checkout")
@@ -99,8 +99,8 @@ def test_heatmap_peak_lands_on_the_named_object_in_a_wide_and_a_tall_image(canva
     big image (the model itself hits at least 2 of the 3 here, as its 85 % pointing game suggests)."""
     from PIL import Image
 
-    from clipcam.metrics import dilate
-    from clipcam.service import MODEL_DEFAULTS, model_defaults
+    from clipcam.eval.metrics import dilate
+    from clipcam.app.service import MODEL_DEFAULTS, model_defaults
 
     ex = load_explainer("shapes", device="cpu")
     layer, sublayer, target, method = model_defaults("shapes", ex.num_layers)

@@ -17,7 +17,7 @@ from PIL import Image
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from clipcam.shapes import ShapeObject, render  # noqa: E402
+from clipcam.eval.shapes import ShapeObject, render  # noqa: E402
 
 SCENES = [
     (ShapeObject("circle", "red", (16, 18), 11), ShapeObject("square", "blue", (46, 20), 11),

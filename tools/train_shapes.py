@@ -3,7 +3,7 @@
     python tools/train_shapes.py                       # reproduces the shipped weights (seed 0)
     python tools/train_shapes.py --steps 200 --out /tmp/shapes-try   # a quick try
 
-Scenes come from clipcam.shapes. Captions name a random subset of a scene's objects in random
+Scenes come from clipcam.eval.shapes. Captions name a random subset of a scene's objects in random
 order ("a photo of a red circle and a blue square."), and about 30 % of each batch are copies of
 other scenes in it with the colours swapped between the shapes, captioned the same way — hard
 negatives that make the model bind colour to shape and look at the object it names instead of
@@ -27,7 +27,7 @@ from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from clipcam.shapes import (  # noqa: E402
+from clipcam.eval.shapes import (  # noqa: E402
     COLOURS, SHAPES, SIZE, VOCABULARY, ShapeObject, caption, object_prompt, random_scene, render, swap_colours,
 )
 from clipcam.testing import BOS, EOS, word_tokenizer  # noqa: E402

@@ -1,4 +1,4 @@
-"""Attention maths shared by the attention-based methods (clipcam.relevance, .gradeclip, .legrad).
+"""Attention maths shared by the attention-based methods (clipcam.methods.chefer, .gradeclip, .legrad).
 
 None of them needs the attention probabilities from the model, which would force transformers'
 slow "eager" attention: clipcam records q, k and v (the projections' outputs) and the gradient at

@@ -6,7 +6,7 @@ where A_h is head h's attention probabilities and S the explained score; the rel
 the identity and grows as R ← R + Ā_l·R. The CLS row of R over the patch tokens is the map.
 
 The attention probabilities and their gradient are rebuilt from q, k, v and the gradient at the
-output projection (clipcam.attention), so the model keeps its fast attention.
+output projection (clipcam.methods.attention), so the model keeps its fast attention.
 """
 
 from __future__ import annotations

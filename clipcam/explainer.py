@@ -2,8 +2,8 @@
 
 For prompt k the explained quantity is CLIP's ``logits_per_image[0, k]`` (as in the reference
 notebook), or its log-softmax or contrast over the prompts (``target``). The method is Grad-CAM or
-one of its family (clipcam.cam), Score-CAM (clipcam.scorecam, one masked forward per channel), or
-an attention method: Chefer et al.'s relevance, Grad-ECLIP or LeGrad (clipcam.relevance,
+one of its family (clipcam.methods.cam), Score-CAM (clipcam.methods.scorecam, one masked forward per channel), or
+an attention method: Chefer et al.'s relevance, Grad-ECLIP or LeGrad (clipcam.methods.chefer,
 .gradeclip, .legrad), whose layer is where they start.
 
 The image goes through the vision encoder once; the hooked activations are replaced by detached
@@ -26,17 +26,17 @@ import numpy as np
 import torch
 from PIL import Image
 
-from .cam import CAM_METHODS, DEFAULT_METHOD, cam_maps, normalize_maps, normalize_shared
+from .methods.cam import CAM_METHODS, DEFAULT_METHOD, cam_maps, normalize_maps, normalize_shared
 from .constants import DEFAULT_SUBLAYER, DEFAULT_TARGET, MAX_PROMPTS, TARGETS, check_choice
 from .geometry import CropGeometry, size_setting
 from .images import load_image
-from .layers import channels, check_layer, check_sublayer, dead_reason, num_layers, target_module, token_grid
+from .models.hf_clip import channels, check_layer, check_sublayer, dead_reason, num_layers, target_module, token_grid
 from .models import LoadedModel, load_model
-from .attention import attention_grads, attention_probs
-from .gradeclip import grad_eclip_maps, layer_terms
-from .legrad import layer_map, legrad_maps
-from .relevance import relevance_from, weighted_attention
-from .scorecam import score_cam_maps
+from .methods.attention import attention_grads, attention_probs
+from .methods.gradeclip import grad_eclip_maps, layer_terms
+from .methods.legrad import layer_map, legrad_maps
+from .methods.chefer import relevance_from, weighted_attention
+from .methods.scorecam import score_cam_maps
 
 #: Methods that read attention, not a sublayer: the layer is where they start (they run from it to
 #: the last layer). chefer: gradient-weighted attention relevance (Chefer et al., ICCV 2021);

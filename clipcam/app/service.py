@@ -1,6 +1,6 @@
 """What the web app does, without the web: parse its inputs, run the explainer, build its outputs.
 
-Everything here is plain Python (no gradio), so it is tested directly; ``clipcam.ui`` only wires
+Everything here is plain Python (no gradio), so it is tested directly; ``clipcam.app.ui`` only wires
 these functions to widgets and turns ValueError into ``gr.Error``.
 """
 
@@ -17,11 +17,11 @@ from typing import Sequence
 import numpy as np
 from PIL import Image
 
-from .cam import CAM_METHODS
-from .constants import DEFAULT_SUBLAYER, DEFAULT_TARGET, MODEL_INFO, check_choice
-from .explain import ATTENTION_METHODS, MASKING_METHODS, METHODS, Explanation, Sweep
-from .layers import channels
-from .render import COLORMAPS, caption, captions, display_size, explanation_images, sweep_grid
+from ..methods.cam import CAM_METHODS
+from ..constants import DEFAULT_SUBLAYER, DEFAULT_TARGET, MODEL_INFO, check_choice
+from ..explainer import ATTENTION_METHODS, MASKING_METHODS, METHODS, Explanation, Sweep
+from ..models.hf_clip import channels
+from ..render import COLORMAPS, caption, captions, display_size, explanation_images, sweep_grid
 
 #: The most prompts the app accepts at once (the library allows more).
 MAX_APP_PROMPTS = 16
@@ -123,7 +123,7 @@ def vision_config(name: str):
     """A model's vision config, without loading its weights."""
     from transformers import CLIPConfig
 
-    from .models import resolve_source
+    from ..models import resolve_source
 
     return CLIPConfig.from_pretrained(resolve_source(name)).vision_config
 
@@ -284,7 +284,7 @@ def allowed_models(env: str | None = None) -> list[str]:
 def startup_model(models: Sequence[str], reason_for=None) -> tuple[str, str]:
     """(model to show first, notice): the first allowed model, or the offline shapes model with a
     sentence saying why when the first one cannot be loaded now (no network, not cached)."""
-    from .models import unavailable_reason
+    from ..models import unavailable_reason
 
     first = models[0]
     if first == "shapes" or "shapes" not in models:

@@ -8,7 +8,7 @@ averaged over heads and over query tokens, at the patch-token columns; the maps 
 layers (from the start layer to the last) are summed.
 
 The gradient only has to cross layer l's attention → MLP tail, so clipcam takes it at the
-attention block's output and maps it onto the attention probabilities exactly (clipcam.attention),
+attention block's output and maps it onto the attention probabilities exactly (clipcam.methods.attention),
 one batched gradient per layer for all prompts, with the model's fast attention left on. The
 per-layer score is the chosen target applied to logit_scale·cos(text, layer embedding); for the
 raw logit this is the paper's cosine times a constant, which the display's scaling removes.

@@ -16,8 +16,8 @@ import numpy as np
 import pytorch_grad_cam as pgc
 import torch
 
-from .cam import CAM_METHODS
-from .layers import target_module, token_grid
+from ..methods.cam import CAM_METHODS
+from ..models.hf_clip import target_module, token_grid
 
 
 class LogitsPerImage(torch.nn.Module):

@@ -12,7 +12,7 @@ import numbers
 import torch
 from transformers import CLIPModel
 
-from .constants import SUBLAYERS, check_choice
+from ..constants import SUBLAYERS, check_choice
 
 
 def num_layers(model: CLIPModel) -> int:

@@ -21,7 +21,7 @@ import numpy as np
 import pytorch_grad_cam as pgc
 import torch
 
-from .constants import NORM_EPS, check_choice
+from ..constants import NORM_EPS, check_choice
 
 #: CAM methods by name → pytorch-grad-cam class whose weighting code is reused, and its paper.
 CAM_METHODS: dict[str, tuple[type, str]] = {

@@ -17,8 +17,8 @@ from pathlib import Path
 import torch
 from transformers import AutoImageProcessor, AutoTokenizer, CLIPModel
 
-from .cache import LockedLRU
-from .constants import MODEL_ALIASES
+from ..cache import LockedLRU
+from ..constants import MODEL_ALIASES
 
 #: How many loaded models the cache keeps before dropping the least recently used.
 MODEL_CACHE_SIZE = 3

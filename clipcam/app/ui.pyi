@@ -1,7 +1,7 @@
 """The Gradio web UI: ``build_demo()`` returns the Blocks; ``app.py`` launches it.
 
 The only module that imports gradio. It adds no maths: each event reads its inputs, calls
-``clipcam.service`` and the explainer, and turns a ValueError into a ``gr.Error`` sentence, so bad
+``clipcam.app.service`` and the explainer, and turns a ValueError into a ``gr.Error`` sentence, so bad
 input never crashes the app and never clears the user's other inputs. Models load lazily, on
 the first request that needs them, through the same cached loader the library uses.
 """
@@ -15,18 +15,18 @@ from typing import Callable, Sequence
 
 import gradio as gr
 
-from .constants import SUBLAYERS, TARGETS, check_choice
-from .explain import ATTENTION_METHODS, METHODS, Explainer, load_explainer
-from .images import MAX_PIXELS, load_image
-from .render import COLORMAPS, DEFAULT_ALPHA, DEFAULT_COLORMAP
+from ..constants import SUBLAYERS, TARGETS, check_choice
+from ..explainer import ATTENTION_METHODS, METHODS, Explainer, load_explainer
+from ..images import MAX_PIXELS, load_image
+from ..render import COLORMAPS, DEFAULT_ALPHA, DEFAULT_COLORMAP
 from .service import (
     MAX_APP_PROMPTS, MAX_FORWARDS, METHOD_LABELS, allowed_models, check_forwards, check_view, concentration_figure,
     controls, explanation_outputs, method_note_for, model_defaults, model_label, model_layers, parse_prompts,
     relative_layer, scores_dict, short_name, startup_model, sweep_outputs, write_downloads,
 )
 
-log = logging.getLogger("clipcam.ui")
-ASSETS = Path(__file__).resolve().parents[1] / "assets"
+log = logging.getLogger("clipcam.app.ui")
+ASSETS = Path(__file__).resolve().parents[2] / "assets"
 
 #: Example images shipped in assets/ with prompt sets that fit them.
 EXAMPLES: list[tuple[str, str]] = [
@@ -50,6 +50,7 @@ Grad-ECLIP, LeGrad); targets: the logit, or what favours a prompt over the other
 numbered from 1 (layer 11 of the base model is `encoder.layers[10]`).
 Areas CLIP never saw (outside its centre crop) are dimmed."""
 
+from gradio.events import Dependency
 
 class ImageInput(gr.Image):
     """gr.Image that hands over the uploaded file's path even when gradio cannot read it, so that
@@ -62,6 +63,11 @@ class ImageInput(gr.Image):
             return super().preprocess(payload)
         except Exception:  # noqa: BLE001 - clipcam.images.load_image explains the problem
             return None if payload is None or payload.path is None else str(payload.path)
+    from typing import Callable, Literal, Sequence, Any, TYPE_CHECKING
+    from gradio.blocks import Block
+    if TYPE_CHECKING:
+        from gradio.components import Timer
+        from gradio.components.base import Component
 
 
 def user_errors(fn: Callable) -> Callable:

@@ -12,7 +12,7 @@ last layers of the text encoder, so "start at the last layer" is the paper's set
 
 One difference from the authors' code: it recomputes the explained layer's attention as a single
 head, which changes the model's output; clipcam reads the model's own multi-head attention
-(q, k, v and the gradient at the output projection, as in clipcam.attention), unchanged.
+(q, k, v and the gradient at the output projection, as in clipcam.methods.attention), unchanged.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ import numpy as np
 import torch
 
 from .attention import suffix_sums
-from .constants import NORM_EPS
+from ..constants import NORM_EPS
 
 
 def loosened_attention(q: torch.Tensor, k: torch.Tensor) -> torch.Tensor:

@@ -1,0 +1,303 @@
+"""The Gradio web UI: ``build_demo()`` returns the Blocks; ``app.py`` launches it.
+
+The only module that imports gradio. It adds no maths: each event reads its inputs, calls
+``clipcam.app.service`` and the explainer, and turns a ValueError into a ``gr.Error`` sentence, so bad
+input never crashes the app and never clears the user's other inputs. Models load lazily, on
+the first request that needs them, through the same cached loader the library uses.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+from pathlib import Path
+from typing import Callable, Sequence
+
+import gradio as gr
+
+from ..constants import SUBLAYERS, TARGETS, check_choice
+from ..explainer import ATTENTION_METHODS, METHODS, Explainer, load_explainer
+from ..images import MAX_PIXELS, load_image
+from ..render import COLORMAPS, DEFAULT_ALPHA, DEFAULT_COLORMAP
+from .service import (
+    MAX_APP_PROMPTS, MAX_FORWARDS, METHOD_LABELS, allowed_models, check_forwards, check_view, concentration_figure,
+    controls, explanation_outputs, method_note_for, model_defaults, model_label, model_layers, parse_prompts,
+    relative_layer, scores_dict, short_name, startup_model, sweep_outputs, write_downloads,
+)
+
+log = logging.getLogger("clipcam.app.ui")
+ASSETS = Path(__file__).resolve().parents[2] / "assets"
+
+#: Example images shipped in assets/ with prompt sets that fit them.
+EXAMPLES: list[tuple[str, str]] = [
+    ("chelsea.png", "a photo of a cat.\na photo of a dog.\na photo of a dog and a cat."),
+    ("astronaut.png", "a photo of an astronaut.\na photo of a flag.\na photo of a space shuttle.\na photo of a helmet."),
+    ("coffee.png", "a cup of coffee.\na spoon.\na wooden table."),
+    ("rocket.jpg", "a photo of a rocket.\na photo of a cloud.\na photo of a tree."),
+]
+#: Shapes-world scenes for the offline model, with prompts naming their objects.
+SHAPES_EXAMPLES: list[tuple[str, str]] = [
+    ("shapes/scene-1.png", "a photo of a red circle.\na photo of a blue square.\na photo of a green triangle."),
+    ("shapes/scene-2.png", "a photo of a yellow square.\na photo of a red triangle.\na photo of a blue circle."),
+    ("shapes/scene-3.png", "a photo of a green circle.\na photo of a yellow triangle."),
+]
+
+INTRO = """# clipcam — where does CLIP look?
+Upload an image, type a few prompts (one per line), pick a model, a vision-encoder layer and a
+sublayer, and press **Run**: one heatmap per prompt, with CLIP's softmax score over the prompts.
+Methods: Grad-CAM and its family, Score-CAM, and the attention methods (Chefer relevance,
+Grad-ECLIP, LeGrad); targets: the logit, or what favours a prompt over the others. Layers are
+numbered from 1 (layer 11 of the base model is `encoder.layers[10]`).
+Areas CLIP never saw (outside its centre crop) are dimmed."""
+
+
+class ImageInput(gr.Image):
+    """gr.Image that hands over the uploaded file's path even when gradio cannot read it, so that
+    clipcam's own reader answers with a sentence saying what is wrong and what is accepted."""
+
+    is_template = True  # the browser draws it as a plain Image
+
+    def preprocess(self, payload):
+        try:
+            return super().preprocess(payload)
+        except Exception:  # noqa: BLE001 - clipcam.images.load_image explains the problem
+            return None if payload is None or payload.path is None else str(payload.path)
+
+
+def user_errors(fn: Callable) -> Callable:
+    """Turn expected errors into a gr.Error sentence; log and report anything unexpected."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except gr.Error:
+            raise
+        except ValueError as err:
+            raise gr.Error(str(err)) from None
+        except Exception as err:  # noqa: BLE001 - a server must answer, not die
+            log.exception("unexpected error in %s", fn.__name__)
+            raise gr.Error(f"Something went wrong ({type(err).__name__}: {err}). Your inputs are kept; "
+                           "please try again or pick other settings.") from None
+
+    return wrapper
+
+
+def build_demo(models: Sequence[str] | None = None, device: str = "auto", half: bool = False,
+               loader: Callable[..., Explainer] = load_explainer, max_pixels: int = MAX_PIXELS,
+               max_forwards: int = MAX_FORWARDS) -> gr.Blocks:
+    """Build the UI. ``models`` is the allowlist offered in the browser and accepted through the
+    API (default: CLIPCAM_MODELS, else base, large and shapes); ``loader`` makes an Explainer from
+    a name; images larger than ``max_pixels`` are refused before they are decoded; a Score-CAM
+    request that needs more than ``max_forwards`` masked forward passes is refused."""
+    models = list(models or allowed_models())
+
+    def read_inputs(image, prompts_text, sublayer, target, method, colormap, alpha):
+        """Check what every event shares (the HTTP API bypasses the widgets): (image, prompts, notes, colormap, alpha)."""
+        if image is None:
+            raise ValueError("No image: upload an image, paste one, or click an example.")
+        image, notes = load_image(image, max_pixels=max_pixels)
+        prompts, prompt_notes = parse_prompts(prompts_text)
+        check_choice(sublayer, SUBLAYERS, "sublayer")
+        check_choice(target, TARGETS, "target")
+        check_choice(method, list(METHODS), "method")
+        colormap, alpha = check_view(colormap, alpha)
+        return image, prompts, notes + prompt_notes, colormap, alpha
+    model_choices = [(model_label(m), m) for m in models]
+
+    def explainer_for(name: str) -> Explainer:
+        check_choice(name, models, "model")
+        return loader(name, device=device, half=half)
+
+    def layers_of(name: str) -> int:
+        try:
+            return model_layers(name)
+        except Exception:  # noqa: BLE001 - an unreachable config must not break the page
+            return 12
+
+    def notice_text(notes: Sequence[str], dead: str | None = None) -> str:
+        lines = ([f"⚠️ **Dead sublayer.** {dead}"] if dead else []) + [f"ℹ️ {n}" for n in notes]
+        return "\n\n".join(lines)
+
+    def within_budget(ex: Explainer, method: str, sublayer: str, layers: int = 1) -> None:
+        """Refuse a request whose masked forwards exceed the server's limit."""
+        check_forwards(ex.masked_forwards(method, sublayer, layers), max_forwards, layers, sublayer)
+
+    def follow(progress, what: str):
+        """A progress(done, total) callback for the explainer that moves the page's bar."""
+        return lambda done, total: progress(done / total, desc=f"{what}: {done} of {total} masked images")
+
+    @user_errors
+    def explain(image, prompts_text, model, layer, sublayer, target, method, colormap, alpha, shared,
+                progress=gr.Progress()):
+        image, prompts, notes, colormap, alpha = read_inputs(image, prompts_text, sublayer, target, method,
+                                                                colormap, alpha)
+        ex = explainer_for(model)
+        within_budget(ex, method, sublayer)
+        res = ex.explain(image, prompts, layer=layer, sublayer=sublayer, target=target, method=method,
+                         progress=follow(progress, short_name(method)))
+        notes += list(res.notes)
+        gallery, grid = explanation_outputs(res, colormap, alpha, bool(shared))
+        settings = {"model": model, "layer": res.layer, "sublayer": sublayer, "target": target, "method": method,
+                    "dead": res.dead_reason}
+        files = write_downloads(res, grid, settings, notes)
+        for note in ([res.dead_reason] if res.dead else []) + notes:
+            gr.Warning(note)
+        scores = {"prompts": list(res.prompts), "probs": [float(p) for p in res.probs],
+                  "logits": [float(x) for x in res.logits], **settings, "seconds": round(res.seconds, 3)}
+        return gallery, scores_dict(res), scores, notice_text(notes, res.dead_reason), files.paths
+
+    @user_errors
+    def sweep(image, prompts_text, model, sublayer, target, method, colormap, alpha, shared,
+              progress=gr.Progress()):
+        image, prompts, notes, colormap, alpha = read_inputs(image, prompts_text, sublayer, target, method,
+                                                                colormap, alpha)
+        progress(0.05, desc="Loading the model")
+        ex = explainer_for(model)
+        within_budget(ex, method, sublayer, ex.num_layers)
+        progress(0.25, desc=f"One pass through all {ex.num_layers} layers")
+        res = ex.sweep(image, prompts, sublayer=sublayer, target=target, method=method,
+                       progress=follow(progress, f"{short_name(method)}, all layers"))
+        progress(0.7, desc="Drawing the grid")
+        grid, conc = sweep_outputs(res, colormap, alpha, bool(shared))
+        fig = concentration_figure(res.layers, res.prompts, conc, res.probs)
+        notes += list(res.notes)
+        dead = [layer for layer, reason in zip(res.layers, res.dead_reasons) if reason]
+        if dead:
+            notes.append(f"Layer {', '.join(map(str, dead))}: {sublayer} cannot influence the score there "
+                         "(its patch tokens never reach the CLS token), so its row is blank.")
+        settings = {"model": model, "layers": list(res.layers), "sublayer": sublayer, "target": target,
+                    "method": method}
+        files = write_downloads(res, grid, settings, notes)
+        progress(1.0, desc="Done")
+        return grid, fig, notice_text(notes), files.paths
+
+    @user_errors
+    def compare(image, prompts_text, left, right, depth, sublayer, target, method, colormap, alpha, shared):
+        image, prompts, notes, colormap, alpha = read_inputs(image, prompts_text, sublayer, target, method,
+                                                                colormap, alpha)
+        depth = float(depth)
+        if not 0.0 < depth <= 1.0:
+            raise ValueError(f"Relative depth must be above 0 and at most 1; got {depth}.")
+        outputs, lines = [], []
+        for name in (left, right):
+            ex = explainer_for(name)
+            within_budget(ex, method, sublayer)
+            layer = relative_layer(depth, ex.num_layers)
+            res = ex.explain(image, prompts, layer=layer, sublayer=sublayer, target=target, method=method)
+            gallery, _ = explanation_outputs(res, colormap, alpha, bool(shared))
+            outputs += [gallery, scores_dict(res)]
+            lines.append(f"**{name}**: layer {layer} of {ex.num_layers}, {res.seconds:.2f} s"
+                         + (f" — ⚠️ {res.dead_reason}" if res.dead else ""))
+        return (*outputs, "\n\n".join(lines + [f"ℹ️ {n}" for n in notes]))
+
+    def layer_label(method_name: str) -> str:
+        return ("Start layer (from here to the last)" if method_name in ATTENTION_METHODS
+                else "Layer (1 = closest to the pixels)")
+
+    def about(model_name, method_name, sublayer_name) -> str:
+        return method_note_for(model_name, method_name, sublayer_name) if method_name in METHODS else ""
+
+    def on_method(model_name, name, sublayer_name):
+        applies = controls(name)  # attention methods: no sublayer, the layer is a start; EigenCAM: no target
+        return (gr.update(interactive=applies["sublayer"]), gr.update(interactive=applies["target"]),
+                gr.update(label=layer_label(name)), about(model_name, name, sublayer_name))
+
+    def on_model(name):
+        n = layers_of(name)
+        layer0, sublayer0, target0, method0 = model_defaults(name, n)  # each model starts at its best settings
+        return (gr.update(maximum=n, value=layer0, label=layer_label(method0)),
+                gr.update(value=sublayer0, interactive=controls(method0)["sublayer"]),
+                gr.update(value=target0, interactive=controls(method0)["target"]), gr.update(value=method0),
+                about(name, method0, sublayer0))
+
+    def on_load():
+        """Start on the first model that can be loaded now (saying why when it is not the first
+        choice), with the slider narrowed to that model and its own starting settings."""
+        name, notice = startup_model(models)
+        return (gr.update(value=name), notice, *on_model(name))
+
+    with gr.Blocks(title="clipcam — where does CLIP look?", analytics_enabled=False) as demo:
+        gr.Markdown(INTRO)
+        startup_notice = gr.Markdown(elem_id="startup-notice")
+        with gr.Row():
+            with gr.Column(scale=2, min_width=320):
+                image = ImageInput(type="filepath", label="Image", sources=["upload", "clipboard", "webcam"],
+                                 height=300, elem_id="image")
+                prompts = gr.Textbox(value=EXAMPLES[0][1], lines=4, max_lines=MAX_APP_PROMPTS + 2,
+                                     label=f"Prompts — one per line, up to {MAX_APP_PROMPTS}", elem_id="prompts")
+                model = gr.Dropdown(model_choices, value=models[0], label="Model", elem_id="model")
+                n0 = layers_of(models[0])
+                layer0, sublayer0, target0, method0 = model_defaults(models[0], n0)
+                # The server checks a slider against the maximum it was built with, whatever the page shows:
+                # build it for the deepest model, let the page narrow it, and let the explainer check the rest.
+                deepest = max(layers_of(m) for m in models)
+                layer = gr.Slider(1, deepest, value=layer0, step=1, label=layer_label(method0), elem_id="layer")
+                sublayer = gr.Dropdown(list(SUBLAYERS), value=sublayer0, label="Sublayer",
+                                       interactive=controls(method0)["sublayer"],
+                                       info="block = the whole layer's output", elem_id="sublayer")
+                target = gr.Dropdown(list(TARGETS), value=target0, label="Target",
+                                     info="logit: CLIP's score (as the reference); log_softmax / contrast: "
+                                     "what favours this prompt over the others",
+                                     interactive=controls(method0)["target"], elem_id="target")
+                method = gr.Dropdown([(METHOD_LABELS[m], m) for m in METHODS], value=method0, label="Method",
+                                     elem_id="method")
+                method_info = gr.Markdown(about(models[0], method0, sublayer0), elem_id="method-info")
+                with gr.Accordion("Display", open=False):
+                    colormap = gr.Dropdown(list(COLORMAPS), value=DEFAULT_COLORMAP, label="Colour map")
+                    alpha = gr.Slider(0, 1, value=DEFAULT_ALPHA, step=0.05, label="Heatmap opacity")
+                    shared = gr.Checkbox(False, label="One colour scale for all prompts (compare strengths)")
+            with gr.Column(scale=3):
+                with gr.Tabs():
+                    with gr.Tab("Explain"):
+                        run = gr.Button("Run", variant="primary", elem_id="run")
+                        notice = gr.Markdown(elem_id="notice")
+                        gallery = gr.Gallery(label="Heatmaps, one per prompt", columns=3, height="auto",
+                                             object_fit="contain", elem_id="gallery")
+                        label = gr.Label(label="CLIP's softmax over the prompts", num_top_classes=MAX_APP_PROMPTS,
+                                         elem_id="scores")
+                        scores = gr.JSON(label="Scores and settings", visible=False)
+                        files = gr.File(label="Downloads: grid.png, scores.json, heatmaps.npz", file_count="multiple")
+                    with gr.Tab("Layer sweep"):
+                        gr.Markdown("Every layer × every prompt from one forward pass (Score-CAM adds its "
+                                    "masked forwards for every layer). Rows are layers (1 at the top; the "
+                                    "start layer for attention methods), columns are prompts.")
+                        sweep_btn = gr.Button("Sweep all layers", variant="primary", elem_id="sweep")
+                        sweep_notice = gr.Markdown()
+                        sweep_img = gr.Image(type="pil", label="Layers × prompts", interactive=False)
+                        sweep_plot = gr.Plot(label="Concentration per layer")
+                        sweep_files = gr.File(label="Downloads", file_count="multiple")
+                    with gr.Tab("Compare models"):
+                        with gr.Row():
+                            left = gr.Dropdown(model_choices, value=models[0], label="Left model")
+                            right = gr.Dropdown(model_choices, value=models[-1], label="Right model")
+                        depth = gr.Slider(0.05, 1.0, value=0.9, step=0.05,
+                                          label="Relative depth (0.9 = layer 11 of 12, layer 22 of 24)")
+                        compare_btn = gr.Button("Compare", variant="primary")
+                        compare_notice = gr.Markdown()
+                        with gr.Row():
+                            with gr.Column():
+                                left_gallery = gr.Gallery(label="Left", columns=2, height="auto")
+                                left_label = gr.Label(label="Left scores")
+                            with gr.Column():
+                                right_gallery = gr.Gallery(label="Right", columns=2, height="auto")
+                                right_label = gr.Label(label="Right scores")
+        gr.Examples([[str(ASSETS / name), text] for name, text in EXAMPLES if (ASSETS / name).exists()],
+                    inputs=[image, prompts], label="Photos (public domain / CC0, see assets/ATTRIBUTION.md)")
+        if "shapes" in models:
+            gr.Examples([[str(ASSETS / name), text] for name, text in SHAPES_EXAMPLES if (ASSETS / name).exists()],
+                        inputs=[image, prompts], label="Shapes-world scenes (for the offline shapes model)")
+
+        model.change(on_model, model, [layer, sublayer, target, method, method_info], api_name=False)
+        demo.load(on_load, None, [model, startup_notice, layer, sublayer, target, method, method_info],
+                  api_name=False)
+        method.change(on_method, [model, method, sublayer], [sublayer, target, layer, method_info], api_name=False)
+        sublayer.change(about, [model, method, sublayer], method_info, api_name=False)
+        view = [colormap, alpha, shared]
+        run.click(explain, [image, prompts, model, layer, sublayer, target, method, *view],
+                  [gallery, label, scores, notice, files], api_name="explain")
+        sweep_btn.click(sweep, [image, prompts, model, sublayer, target, method, *view],
+                        [sweep_img, sweep_plot, sweep_notice, sweep_files], api_name="sweep")
+        compare_btn.click(compare, [image, prompts, left, right, depth, sublayer, target, method, *view],
+                          [left_gallery, left_label, right_gallery, right_label, compare_notice], api_name="compare")
+    return demo

@@ -1,0 +1,1 @@
+"""Explanation methods: the Grad-CAM family, Score-CAM and the attention methods, one module each."""
