@@ -68,5 +68,9 @@ DEFAULT_TARGET = "logit"
 #: The most prompts one call may explain: every prompt costs one gradient per hooked layer.
 MAX_PROMPTS = 64
 
+#: The longest prompt, in characters, checked before anything tokenises it. CLIP reads at most 77
+#: tokens (about 300 characters of English); a longer text only costs time and memory.
+MAX_PROMPT_CHARS = 300
+
 #: The reference pipeline's normalisation adds this to the denominator of a min-max scaling.
 NORM_EPS = 1e-7
