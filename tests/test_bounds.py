@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
+import numpy as np
 import pytest
+from conftest import noise_image as noise
 
 from clipcam.constants import MAX_PROMPT_CHARS
 from clipcam.explainer import clean_prompts
@@ -14,3 +18,152 @@ def test_library_caps_a_prompt_in_characters():
         clean_prompts(["a cat", "y" * 1_000_000])
     assert str(err.value) == (f"Prompt 2 is 1000000 characters long; clipcam accepts at most {MAX_PROMPT_CHARS} "
                               "per prompt (CLIP reads only 77 tokens). Shorten it.")
+
+
+# ----------------------------------------------------------------- prompts in the app
+def test_app_refuses_a_huge_prompt_text_by_its_length_first():
+    """1 MB of prompt text is refused from its length alone, before it is split (the benchmark
+    benchmarks/latency.py --bounds times it and measures its memory)."""
+    from clipcam.app.service import MAX_APP_PROMPTS, parse_prompts
+
+    most = MAX_APP_PROMPTS * (MAX_PROMPT_CHARS + 2)
+    with pytest.raises(ValueError) as err:
+        parse_prompts("a" * 1_000_000)
+    assert str(err.value) == (f"The prompts are 1000000 characters long; the app accepts at most {most} in all "
+                              f"({MAX_APP_PROMPTS} prompts of up to {MAX_PROMPT_CHARS} characters, one per line).")
+    with pytest.raises(ValueError) as err:
+        parse_prompts("a cat\n" + "b" * (MAX_PROMPT_CHARS + 1))
+    assert str(err.value) == (f"Prompt 2 is {MAX_PROMPT_CHARS + 1} characters long; the app accepts at most "
+                              f"{MAX_PROMPT_CHARS} per prompt (CLIP reads only 77 tokens). Shorten it.")
+    full = "\n".join(f"{i:03d}" + "c" * (MAX_PROMPT_CHARS - 3) for i in range(MAX_APP_PROMPTS))
+    assert len(parse_prompts(full)[0]) == MAX_APP_PROMPTS  # the most the app accepts still passes
+
+
+def test_long_prompts_are_shortened_in_labels(explainer):
+    from clipcam.app.service import scores_dict
+
+    long = ["a photo of " + "a very " * 20 + f"long {word}." for word in ("cat", "dog")]
+    res = explainer.explain(noise(40, 40), long, layer=1)
+    labels = list(scores_dict(res))
+    assert all(len(label) <= 64 for label in labels) and labels[0].startswith("1. a photo of a very")
+    assert labels[0] != labels[1]
+
+
+# ----------------------------------------------------------------- time limit and cancellation
+def test_deadline_stops_at_the_time_limit_and_when_the_client_goes():
+    from clipcam.app.service import Deadline, Stopped
+
+    now = [0.0]
+    deadline = Deadline(5, clock=lambda: now[0])
+    seen = []
+    report = deadline.progress(lambda done, total: seen.append(done))
+    report(1, 10)
+    now[0] = 5.5
+    with pytest.raises(Stopped) as err:
+        report(2, 10)
+    assert str(err.value) == ("This request ran past the server's time limit of 5 s (CLIPCAM_TIME_LIMIT), so it was "
+                              "stopped. Pick a narrower sublayer, fewer layers or a gradient method.")
+    assert seen == [1]
+    here = [True]
+    gone = Deadline(60, alive=lambda: here[0])
+    gone.check()
+    here[0] = False
+    with pytest.raises(Stopped, match="^The page that asked for this result was closed, so the work was stopped.$"):
+        gone.check()
+
+
+def test_score_cam_stops_at_its_next_progress_point(explainer):
+    """The explainer's progress callback may raise: Score-CAM stops there and leaves no hook behind."""
+    from clipcam.app.service import Deadline, Stopped
+
+    calls = []
+    deadline = Deadline(60, alive=lambda: len(calls) < 2)
+    with pytest.raises(Stopped):
+        explainer.explain(noise(40, 40), ["a cat", "a dog"], layer=1, sublayer="mlp.fc1", method="scorecam",
+                          progress=deadline.progress(lambda done, total: calls.append(done)))
+    assert len(calls) == 2 and calls[-1] < 128  # 128 channels: it stopped before the end
+    assert not any(m._forward_hooks for m in explainer.model.modules())
+
+
+def test_compare_budget_counts_both_models():
+    from clipcam.app.service import check_forwards
+
+    check_forwards(2 * 2500, 5000, 1, "mlp.fc1", models=2)
+    with pytest.raises(ValueError) as err:
+        check_forwards(3072 + 4096, 5000, 1, "mlp.fc1", models=2)
+    assert str(err.value) == (
+        "Score-CAM would run 7168 forward passes here (2 models together), above this server's limit of 5000 "
+        "(CLIPCAM_MAX_FORWARDS). Pick a narrower sublayer (mlp.fc1 is 4× wider), one layer instead of a sweep, "
+        "or a gradient method.")
+
+
+# ----------------------------------------------------------------- what the server keeps, and its files
+def test_sessions_are_bounded_and_their_folders_deleted(explainer, tmp_path):
+    from clipcam.app.service import Sessions, keep
+
+    res = explainer.explain(noise(60, 40), ["a cat", "a dog"], layer=1)
+    kept = keep(res, {"model": "tiny"}, [])
+    store = Sessions(2, root=tmp_path / "root")
+    for name in ("one", "two"):
+        store.put(name, "explain", kept)
+        store.downloads(name, "explain", "inferno", 0.5, False)
+    first = store.folder("one")
+    assert (first / "explain" / "heatmaps.npz").exists()
+    store.put("three", "explain", kept)  # the least recently used session goes, with its files
+    assert len(store) == 2 and store.get("one", "explain") is None and not first.exists()
+    again = store.downloads("two", "explain", "jet", 0.5, False)  # a new download replaces the last
+    assert sorted(p.name for p in store.folder("two").rglob("*") if p.is_file()) == \
+        ["grid.png", "heatmaps.npz", "scores.json"] and all(map(lambda p: Path(p).exists(), again))
+    store.drop("two")
+    assert not store.folder("two").exists()
+    with pytest.raises(ValueError, match="^Nothing to download yet: run an explanation first"):
+        store.downloads("two", "explain", "jet", 0.5, False)
+    store.close()
+    assert not (tmp_path / "root").exists()
+
+
+def test_a_kept_result_holds_the_display_image_not_the_photo(explainer):
+    from clipcam.app.service import DISPLAY_SIDE, keep
+
+    res = explainer.explain(noise(3000, 2000), ["a cat"], layer=1)
+    kept = keep(res, {}, [])
+    assert kept.display.size == (DISPLAY_SIDE, 683) and kept.image_size == (3000, 2000)
+
+
+def test_sweep_download_is_bounded(explainer):
+    """A sweep's image_maps are float16 and scaled to fit DOWNLOAD_MAP_BYTES; the grid maps stay raw."""
+    from clipcam.app.service import DOWNLOAD_MAP_BYTES, download_size, keep, write_downloads
+
+    prompts = [f"prompt {i}" for i in range(16)]
+    sweep = explainer.sweep(noise(2000, 2000), prompts)
+    kept = keep(sweep, {}, [])
+    # the same bound for large's 24 layers × 16 prompts, from the shapes alone
+    big = keep(sweep, {}, [])
+    object.__setattr__(big, "grid_maps", np.zeros((24, 16, 16, 16), np.float32))
+    width, height = download_size(big)
+    assert 24 * 16 * width * height * 2 <= DOWNLOAD_MAP_BYTES and width == height
+    import tempfile
+
+    folder = Path(tempfile.mkdtemp())
+    npz = np.load(write_downloads(kept, "inferno", 0.5, False, folder)[2])
+    w, h = download_size(kept)
+    assert npz["image_maps"].dtype == np.float16 and npz["image_maps"].shape == (2, 16, h, w)
+    assert npz["image_maps"].nbytes <= DOWNLOAD_MAP_BYTES
+    np.testing.assert_array_equal(npz["grid_maps"], sweep.grid_maps)
+
+
+# ----------------------------------------------------------------- GPU on Spaces
+def test_gpu_work_is_wrapped_in_spaces_gpu_when_spaces_imports(monkeypatch):
+    import sys
+    import types
+
+    from clipcam.app import service
+
+    assert service.spaces_gpu() is None  # not installed here: everything runs unchanged
+    wrapped = []
+    fake = types.ModuleType("spaces")
+    fake.GPU = lambda duration: (lambda fn: wrapped.append((duration, fn)) or fn)
+    monkeypatch.setitem(sys.modules, "spaces", fake)
+    assert service.spaces_gpu() is service.gpu_task
+    assert wrapped == [(service.gpu_duration, service.gpu_task)]
+    assert service.gpu_duration(service.gpu_seconds(3072), "base") == 30 + int(0.02 * 3072)

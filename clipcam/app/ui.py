@@ -18,11 +18,12 @@ import gradio as gr
 from ..constants import SUBLAYERS, TARGETS, check_choice
 from ..explainer import ATTENTION_METHODS, METHODS, Explainer, load_explainer
 from ..images import MAX_PIXELS, load_image
-from ..render import COLORMAPS, DEFAULT_ALPHA, DEFAULT_COLORMAP
+from ..render import COLORMAPS, DEFAULT_ALPHA, DEFAULT_COLORMAP, shorten
 from .service import (
-    MAX_APP_PROMPTS, MAX_FORWARDS, METHOD_LABELS, allowed_models, check_forwards, check_view, concentration_figure,
-    controls, explanation_outputs, method_note_for, model_defaults, model_label, model_layers, parse_prompts,
-    relative_layer, scores_dict, short_name, startup_model, sweep_outputs, write_downloads,
+    CACHE_SECONDS, MAX_APP_PROMPTS, MAX_FORWARDS, METHOD_LABELS, TIME_LIMIT, Deadline, Sessions, Stopped,
+    allowed_models, check_forwards, check_view, concentration, concentration_figure, controls, gallery_items,
+    gpu_seconds, keep, method_note_for, model_defaults, model_label, model_layers, parse_prompts, relative_layer,
+    scores_dict, short_name, spaces_gpu, startup_model, sweep_picture,
 )
 
 log = logging.getLogger("clipcam.app.ui")
@@ -57,6 +58,9 @@ class ImageInput(gr.Image):
 
     is_template = True  # the browser draws it as a plain Image
 
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, image_mode=None, **kwargs)  # no re-encoding: clipcam.images reads every mode
+
     def preprocess(self, payload):
         try:
             return super().preprocess(payload)
@@ -65,7 +69,8 @@ class ImageInput(gr.Image):
 
 
 def user_errors(fn: Callable) -> Callable:
-    """Turn expected errors into a gr.Error sentence; log and report anything unexpected."""
+    """Turn expected errors into a gr.Error sentence (logged as one line); log and report anything
+    unexpected with its traceback."""
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
@@ -73,35 +78,71 @@ def user_errors(fn: Callable) -> Callable:
             return fn(*args, **kwargs)
         except gr.Error:
             raise
-        except ValueError as err:
+        except (ValueError, Stopped) as err:
+            log.info("%s refused: %s", fn.__name__, shorten(str(err), 300))
             raise gr.Error(str(err)) from None
         except Exception as err:  # noqa: BLE001 - a server must answer, not die
             log.exception("unexpected error in %s", fn.__name__)
-            raise gr.Error(f"Something went wrong ({type(err).__name__}: {err}). Your inputs are kept; "
-                           "please try again or pick other settings.") from None
+            raise gr.Error(f"Something went wrong ({type(err).__name__}: {shorten(str(err), 200)}). Your inputs "
+                           "are kept; please try again or pick other settings.") from None
 
     return wrapper
 
 
+def client_alive() -> Callable[[], bool]:
+    """Whether the client of the event running in this thread is still there. In gradio 6.31 a page
+    that closes its event stream gets its events marked dead (``Queue.clean_events`` sets
+    ``Event.alive = False``), and a cancelled event leaves the queue's active jobs; either way the
+    function itself keeps running, so the request checks this at its progress points. Outside a
+    queued event it always answers True."""
+    from gradio.context import LocalContext
+
+    blocks, event_id = LocalContext.blocks.get(None), LocalContext.event_id.get(None)
+    queue = getattr(blocks, "_queue", None)
+    if queue is None or event_id is None:
+        return lambda: True
+
+    def alive() -> bool:
+        for job in list(queue.active_jobs):
+            for event in job or ():
+                if event._id == event_id:
+                    return event.alive
+        return False  # no longer an active job: gradio cancelled it
+
+    return alive
+
+
+def session_of(request: gr.Request | None) -> str:
+    """The key under which a request's results are kept: its page's (or API client's) session."""
+    return (request.session_hash if request is not None else None) or "no-session"
+
+
 def build_demo(models: Sequence[str] | None = None, device: str = "auto", half: bool = False,
                loader: Callable[..., Explainer] = load_explainer, max_pixels: int = MAX_PIXELS,
-               max_forwards: int = MAX_FORWARDS) -> gr.Blocks:
+               max_forwards: int = MAX_FORWARDS, time_limit: float = TIME_LIMIT, sessions: int = 32,
+               cache_seconds: int = CACHE_SECONDS) -> gr.Blocks:
     """Build the UI. ``models`` is the allowlist offered in the browser and accepted through the
     API (default: CLIPCAM_MODELS, else base, large and shapes); ``loader`` makes an Explainer from
     a name; images larger than ``max_pixels`` are refused before they are decoded; a Score-CAM
-    request that needs more than ``max_forwards`` masked forward passes is refused."""
+    request that needs more than ``max_forwards`` masked forward passes is refused; a request
+    stops after ``time_limit`` seconds or when its page goes away. Results are kept for the
+    ``sessions`` most recent sessions; gradio's cached files are deleted ``cache_seconds`` after
+    they were made."""
     models = list(models or allowed_models())
+    store = Sessions(sessions)
+    gpu = spaces_gpu()  # None unless the spaces package (Hugging Face Spaces) is importable
 
     def read_inputs(image, prompts_text, sublayer, target, method, colormap, alpha):
-        """Check what every event shares (the HTTP API bypasses the widgets): (image, prompts, notes, colormap, alpha)."""
+        """Check what every event shares (the HTTP API bypasses the widgets): (image, prompts, notes, colormap, alpha).
+        The prompts are checked first: their length is bounded before anything else reads them."""
+        prompts, prompt_notes = parse_prompts(prompts_text)
         if image is None:
             raise ValueError("No image: upload an image, paste one, or click an example.")
-        image, notes = load_image(image, max_pixels=max_pixels)
-        prompts, prompt_notes = parse_prompts(prompts_text)
         check_choice(sublayer, SUBLAYERS, "sublayer")
         check_choice(target, TARGETS, "target")
         check_choice(method, list(METHODS), "method")
         colormap, alpha = check_view(colormap, alpha)
+        image, notes = load_image(image, max_pixels=max_pixels)
         return image, prompts, notes + prompt_notes, colormap, alpha
     model_choices = [(model_label(m), m) for m in models]
 
@@ -119,48 +160,61 @@ def build_demo(models: Sequence[str] | None = None, device: str = "auto", half: 
         lines = ([f"⚠️ **Dead sublayer.** {dead}"] if dead else []) + [f"ℹ️ {n}" for n in notes]
         return "\n\n".join(lines)
 
-    def within_budget(ex: Explainer, method: str, sublayer: str, layers: int = 1) -> None:
-        """Refuse a request whose masked forwards exceed the server's limit."""
-        check_forwards(ex.masked_forwards(method, sublayer, layers), max_forwards, layers, sublayer)
-
     def follow(progress, what: str):
         """A progress(done, total) callback for the explainer that moves the page's bar."""
         return lambda done, total: progress(done / total, desc=f"{what}: {done} of {total} masked images")
 
+    def run_core(ex: Explainer, name: str, kind: str, image, prompts, deadline: Deadline, progress,
+                 forwards: int, **options):
+        """ex.explain or ex.sweep, checked against the deadline at every progress point; inside
+        spaces.GPU on Hugging Face ZeroGPU (there the worker is a forked process, so the progress
+        callbacks stay behind and ZeroGPU's duration bounds the time)."""
+        deadline.check()
+        if gpu is not None:
+            result = gpu(gpu_seconds(forwards), name, device, half, kind, image, prompts, options)
+        else:
+            result = getattr(ex, kind)(image, prompts, progress=deadline.progress(progress), **options)
+        deadline.check()
+        return result
+
     @user_errors
     def explain(image, prompts_text, model, layer, sublayer, target, method, colormap, alpha, shared,
-                progress=gr.Progress()):
+                request: gr.Request, progress=gr.Progress()):
+        deadline = Deadline(time_limit, client_alive())
         image, prompts, notes, colormap, alpha = read_inputs(image, prompts_text, sublayer, target, method,
                                                                 colormap, alpha)
         ex = explainer_for(model)
-        within_budget(ex, method, sublayer)
-        res = ex.explain(image, prompts, layer=layer, sublayer=sublayer, target=target, method=method,
-                         progress=follow(progress, short_name(method)))
+        forwards = ex.masked_forwards(method, sublayer)
+        check_forwards(forwards, max_forwards, 1, sublayer)
+        res = run_core(ex, model, "explain", image, prompts, deadline, follow(progress, short_name(method)), forwards,
+                       layer=layer, sublayer=sublayer, target=target, method=method)
         notes += list(res.notes)
-        gallery, grid = explanation_outputs(res, colormap, alpha, bool(shared))
         settings = {"model": model, "layer": res.layer, "sublayer": sublayer, "target": target, "method": method,
                     "dead": res.dead_reason}
-        files = write_downloads(res, grid, settings, notes)
+        kept = keep(res, settings, notes)
+        store.put(session_of(request), "explain", kept)
+        gallery = gallery_items(kept, colormap, alpha, bool(shared))
         for note in ([res.dead_reason] if res.dead else []) + notes:
             gr.Warning(note)
         scores = {"prompts": list(res.prompts), "probs": [float(p) for p in res.probs],
                   "logits": [float(x) for x in res.logits], **settings, "seconds": round(res.seconds, 3)}
-        return gallery, scores_dict(res), scores, notice_text(notes, res.dead_reason), files.paths
+        return gallery, scores_dict(res), scores, notice_text(notes, res.dead_reason), None
 
     @user_errors
     def sweep(image, prompts_text, model, sublayer, target, method, colormap, alpha, shared,
-              progress=gr.Progress()):
+              request: gr.Request, progress=gr.Progress()):
+        deadline = Deadline(time_limit, client_alive())
         image, prompts, notes, colormap, alpha = read_inputs(image, prompts_text, sublayer, target, method,
                                                                 colormap, alpha)
         progress(0.05, desc="Loading the model")
         ex = explainer_for(model)
-        within_budget(ex, method, sublayer, ex.num_layers)
+        forwards = ex.masked_forwards(method, sublayer, ex.num_layers)
+        check_forwards(forwards, max_forwards, ex.num_layers, sublayer)
         progress(0.25, desc=f"One pass through all {ex.num_layers} layers")
-        res = ex.sweep(image, prompts, sublayer=sublayer, target=target, method=method,
-                       progress=follow(progress, f"{short_name(method)}, all layers"))
+        res = run_core(ex, model, "sweep", image, prompts, deadline,
+                       follow(progress, f"{short_name(method)}, all layers"), forwards,
+                       sublayer=sublayer, target=target, method=method)
         progress(0.7, desc="Drawing the grid")
-        grid, conc = sweep_outputs(res, colormap, alpha, bool(shared))
-        fig = concentration_figure(res.layers, res.prompts, conc, res.probs)
         notes += list(res.notes)
         dead = [layer for layer, reason in zip(res.layers, res.dead_reasons) if reason]
         if dead:
@@ -168,28 +222,64 @@ def build_demo(models: Sequence[str] | None = None, device: str = "auto", half: 
                          "(its patch tokens never reach the CLS token), so its row is blank.")
         settings = {"model": model, "layers": list(res.layers), "sublayer": sublayer, "target": target,
                     "method": method}
-        files = write_downloads(res, grid, settings, notes)
+        kept = keep(res, settings, notes)
+        store.put(session_of(request), "sweep", kept)
+        fig = concentration_figure(res.layers, res.prompts, concentration(res.grid_maps), res.probs)
         progress(1.0, desc="Done")
-        return grid, fig, notice_text(notes), files.paths
+        return sweep_picture(kept, colormap, alpha, bool(shared)), fig, notice_text(notes), None
 
     @user_errors
-    def compare(image, prompts_text, left, right, depth, sublayer, target, method, colormap, alpha, shared):
+    def compare(image, prompts_text, left, right, depth, sublayer, target, method, colormap, alpha, shared,
+                request: gr.Request):
+        deadline = Deadline(time_limit, client_alive())
         image, prompts, notes, colormap, alpha = read_inputs(image, prompts_text, sublayer, target, method,
                                                                 colormap, alpha)
         depth = float(depth)
         if not 0.0 < depth <= 1.0:
             raise ValueError(f"Relative depth must be above 0 and at most 1; got {depth}.")
+        explainers = [explainer_for(name) for name in (left, right)]
+        forwards = sum(ex.masked_forwards(method, sublayer) for ex in explainers)  # both models count
+        check_forwards(forwards, max_forwards, 1, sublayer, models=2)
         outputs, lines = [], []
-        for name in (left, right):
-            ex = explainer_for(name)
-            within_budget(ex, method, sublayer)
+        for side, name, ex in zip(("left", "right"), (left, right), explainers):
             layer = relative_layer(depth, ex.num_layers)
-            res = ex.explain(image, prompts, layer=layer, sublayer=sublayer, target=target, method=method)
-            gallery, _ = explanation_outputs(res, colormap, alpha, bool(shared))
-            outputs += [gallery, scores_dict(res)]
+            res = run_core(ex, name, "explain", image, prompts, deadline, None, ex.masked_forwards(method, sublayer),
+                           layer=layer, sublayer=sublayer, target=target, method=method)
+            kept = keep(res, {"model": name, "layer": layer, "sublayer": sublayer, "target": target,
+                              "method": method}, notes)
+            store.put(session_of(request), side, kept)
+            outputs += [gallery_items(kept, colormap, alpha, bool(shared)), scores_dict(res)]
             lines.append(f"**{name}**: layer {layer} of {ex.num_layers}, {res.seconds:.2f} s"
                          + (f" — ⚠️ {res.dead_reason}" if res.dead else ""))
         return (*outputs, "\n\n".join(lines + [f"ℹ️ {n}" for n in notes]))
+
+    @user_errors
+    def restyle(colormap, alpha, shared, request: gr.Request):
+        """Re-draw every kept result of this session with new display settings, without the model."""
+        colormap, alpha = check_view(colormap, alpha)
+        session = session_of(request)
+        out = []
+        for tab in ("explain", "sweep", "left", "right"):
+            kept = store.get(session, tab)
+            if kept is None:
+                out.append(gr.update())
+            elif tab == "sweep":
+                out.append(sweep_picture(kept, colormap, alpha, bool(shared)))
+            else:
+                out.append(gallery_items(kept, colormap, alpha, bool(shared)))
+        return tuple(out)
+
+    def downloads_of(tab: str):
+        @user_errors
+        def downloads(colormap, alpha, shared, request: gr.Request):
+            colormap, alpha = check_view(colormap, alpha)
+            return store.downloads(session_of(request), tab, colormap, alpha, bool(shared))
+        downloads.__name__ = f"{tab}_downloads"
+        return downloads
+
+    def forget(request: gr.Request):
+        """The page was closed: drop its kept results and files."""
+        store.drop(session_of(request))
 
     def layer_label(method_name: str) -> str:
         return ("Start layer (from here to the last)" if method_name in ATTENTION_METHODS
@@ -217,7 +307,8 @@ def build_demo(models: Sequence[str] | None = None, device: str = "auto", half: 
         name, notice = startup_model(models)
         return (gr.update(value=name), notice, *on_model(name))
 
-    with gr.Blocks(title="clipcam — where does CLIP look?", analytics_enabled=False) as demo:
+    with gr.Blocks(title="clipcam — where does CLIP look?", analytics_enabled=False,
+                   delete_cache=(max(1, cache_seconds // 2), cache_seconds)) as demo:
         gr.Markdown(INTRO)
         startup_notice = gr.Markdown(elem_id="startup-notice")
         with gr.Row():
@@ -247,17 +338,20 @@ def build_demo(models: Sequence[str] | None = None, device: str = "auto", half: 
                     colormap = gr.Dropdown(list(COLORMAPS), value=DEFAULT_COLORMAP, label="Colour map")
                     alpha = gr.Slider(0, 1, value=DEFAULT_ALPHA, step=0.05, label="Heatmap opacity")
                     shared = gr.Checkbox(False, label="One colour scale for all prompts (compare strengths)")
+                    gr.Markdown("These redraw the results on the page at once, without running the model again.")
             with gr.Column(scale=3):
                 with gr.Tabs():
                     with gr.Tab("Explain"):
                         run = gr.Button("Run", variant="primary", elem_id="run")
                         notice = gr.Markdown(elem_id="notice")
                         gallery = gr.Gallery(label="Heatmaps, one per prompt", columns=3, height="auto",
-                                             object_fit="contain", elem_id="gallery")
+                                             object_fit="contain", format="jpeg", elem_id="gallery")
                         label = gr.Label(label="CLIP's softmax over the prompts", num_top_classes=MAX_APP_PROMPTS,
                                          elem_id="scores")
                         scores = gr.JSON(label="Scores and settings", visible=False)
-                        files = gr.File(label="Downloads: grid.png, scores.json, heatmaps.npz", file_count="multiple")
+                        files_btn = gr.Button("Prepare downloads: grid.png, scores.json, heatmaps.npz", size="sm",
+                                              elem_id="downloads")
+                        files = gr.File(label="Downloads", file_count="multiple")
                     with gr.Tab("Layer sweep"):
                         gr.Markdown("Every layer × every prompt from one forward pass (Score-CAM adds its "
                                     "masked forwards for every layer). Rows are layers (1 at the top; the "
@@ -266,6 +360,7 @@ def build_demo(models: Sequence[str] | None = None, device: str = "auto", half: 
                         sweep_notice = gr.Markdown()
                         sweep_img = gr.Image(type="pil", label="Layers × prompts", interactive=False)
                         sweep_plot = gr.Plot(label="Concentration per layer")
+                        sweep_files_btn = gr.Button("Prepare downloads", size="sm")
                         sweep_files = gr.File(label="Downloads", file_count="multiple")
                     with gr.Tab("Compare models"):
                         with gr.Row():
@@ -277,10 +372,10 @@ def build_demo(models: Sequence[str] | None = None, device: str = "auto", half: 
                         compare_notice = gr.Markdown()
                         with gr.Row():
                             with gr.Column():
-                                left_gallery = gr.Gallery(label="Left", columns=2, height="auto")
+                                left_gallery = gr.Gallery(label="Left", columns=2, height="auto", format="jpeg")
                                 left_label = gr.Label(label="Left scores")
                             with gr.Column():
-                                right_gallery = gr.Gallery(label="Right", columns=2, height="auto")
+                                right_gallery = gr.Gallery(label="Right", columns=2, height="auto", format="jpeg")
                                 right_label = gr.Label(label="Right scores")
         gr.Examples([[str(ASSETS / name), text] for name, text in EXAMPLES if (ASSETS / name).exists()],
                     inputs=[image, prompts], label="Photos (public domain / CC0, see assets/ATTRIBUTION.md)")
@@ -300,4 +395,11 @@ def build_demo(models: Sequence[str] | None = None, device: str = "auto", half: 
                         [sweep_img, sweep_plot, sweep_notice, sweep_files], api_name="sweep")
         compare_btn.click(compare, [image, prompts, left, right, depth, sublayer, target, method, *view],
                           [left_gallery, left_label, right_gallery, right_label, compare_notice], api_name="compare")
+        shown = [gallery, sweep_img, left_gallery, right_gallery]
+        colormap.change(restyle, view, shown, api_name="restyle", show_progress="hidden", trigger_mode="always_last")
+        alpha.release(restyle, view, shown, api_name=False, show_progress="hidden", trigger_mode="always_last")
+        shared.change(restyle, view, shown, api_name=False, show_progress="hidden", trigger_mode="always_last")
+        files_btn.click(downloads_of("explain"), view, files, api_name="downloads")
+        sweep_files_btn.click(downloads_of("sweep"), view, sweep_files, api_name="sweep_downloads")
+        demo.unload(forget)
     return demo
