@@ -29,26 +29,29 @@ UNSEEN_DIM = 0.35
 
 
 def _lookup_table(code: int) -> np.ndarray:
-    """(256, 3) uint8 RGB colours of an OpenCV colour map, one per level."""
-    bgr = cv2.applyColorMap(np.arange(256, dtype=np.uint8)[:, None], code)[:, 0]
-    table = np.ascontiguousarray(bgr[:, ::-1])
+    """(256, 1, 3) uint8 RGB colours of an OpenCV colour map, one per level."""
+    bgr = cv2.applyColorMap(np.arange(256, dtype=np.uint8)[:, None], code)
+    table = np.ascontiguousarray(bgr[:, :, ::-1])
     table.setflags(write=False)
     return table
 
 
-#: Each colour map as a lookup table, built once: colouring a map is then one indexing step.
+#: Each colour map as an RGB lookup table, built once: colouring a map is then one table look-up.
 LUTS: dict[str, np.ndarray] = {name: _lookup_table(code) for name, code in COLORMAPS.items()}
 
 
 def levels(heatmap: np.ndarray) -> np.ndarray:
-    """(..., H, W) map in [0, 1] (NaN allowed) → uint8 levels 0..255; NaN becomes 0."""
-    return np.round(255 * np.nan_to_num(np.clip(heatmap, 0.0, 1.0), nan=0.0)).astype(np.uint8)
+    """(..., H, W) map in [0, 1] (NaN allowed) → uint8 levels round(255 · value), clipped; NaN becomes 0."""
+    values = np.nan_to_num(np.asarray(heatmap, dtype=np.float32), nan=0.0)  # a copy
+    np.maximum(values, 0.0, out=values)
+    shape = values.shape
+    return cv2.convertScaleAbs(values.reshape(-1, shape[-1]), alpha=255.0).reshape(shape)  # rounds, saturates
 
 
 def colorize(heatmap: np.ndarray, colormap: str = DEFAULT_COLORMAP) -> np.ndarray:
     """(H, W) map in [0, 1] (NaN allowed) → (H, W, 3) uint8 RGB; NaN becomes black."""
     check_choice(colormap, COLORMAPS, "colour map")
-    return LUTS[colormap][levels(heatmap)]
+    return cv2.applyColorMap(levels(heatmap), LUTS[colormap])  # a user colour map keeps the table's RGB order
 
 
 def dimmed(rgb: np.ndarray) -> np.ndarray:
@@ -59,8 +62,27 @@ def dimmed(rgb: np.ndarray) -> np.ndarray:
 
 def _blend(rgb: np.ndarray, dim: np.ndarray, heatmap: np.ndarray, colormap: str, alpha: float) -> Image.Image:
     """One overlay from a uint8 image, its dimmed copy and a map of the same size (NaN: unseen)."""
+    unseen = np.isnan(heatmap)
+    if not unseen.any():
+        return Image.fromarray(cv2.addWeighted(rgb, 1.0 - alpha, colorize(heatmap, colormap), alpha, 0.0))
+    rows, cols = np.flatnonzero(~unseen.all(axis=1)), np.flatnonzero(~unseen.all(axis=0))
+    if len(rows) and unseen.sum() == unseen.size - len(rows) * len(cols) == unseen.size - (rows[-1] - rows[0] + 1) * (
+            cols[-1] - cols[0] + 1):  # the seen part is a rectangle (CLIP's crop): blend only there
+        seen = (slice(rows[0], rows[-1] + 1), slice(cols[0], cols[-1] + 1))
+        out = dim.copy()
+        out[seen] = cv2.addWeighted(rgb[seen], 1.0 - alpha, colorize(heatmap[seen], colormap), alpha, 0.0)
+        return Image.fromarray(out)
     out = cv2.addWeighted(rgb, 1.0 - alpha, colorize(heatmap, colormap), alpha, 0.0)  # rounds and saturates
-    np.copyto(out, dim, where=np.isnan(heatmap)[..., None])
+    np.copyto(out, dim, where=unseen[..., None])
+    return Image.fromarray(out)
+
+
+def tint(rgb: np.ndarray, dim: np.ndarray, level: np.ndarray, seen: tuple[slice, slice], colormap: str,
+         alpha: float) -> Image.Image:
+    """One overlay from uint8 parts of one size: the image (H, W, 3), its dimmed copy, the map's
+    colour levels (H, W) and the (rows, columns) the model saw; outside them the dimmed image."""
+    out = dim.copy()
+    out[seen] = cv2.addWeighted(rgb[seen], 1.0 - alpha, cv2.applyColorMap(level[seen], LUTS[colormap]), alpha, 0.0)
     return Image.fromarray(out)
 
 
@@ -77,6 +99,11 @@ def overlay(image: Image.Image, heatmap: np.ndarray, colormap: str = DEFAULT_COL
     if heatmap.shape != rgb.shape[:2]:
         raise ValueError(f"Heatmap {heatmap.shape} and image {rgb.shape[:2]} differ in size.")
     return _blend(rgb, dimmed(rgb), heatmap, colormap, alpha)
+
+
+def to_size(image: Image.Image, size: tuple[int, int]) -> Image.Image:
+    """``image`` resized to (W, H) for display: box-reduced by a whole factor first, then bilinear."""
+    return image if image.size == tuple(size) else image.resize(size, Image.BILINEAR, reducing_gap=1.0)
 
 
 def display_size(size: tuple[int, int], max_side: int | None) -> tuple[int, int]:
@@ -162,7 +189,7 @@ def overlays(image: Image.Image, maps: np.ndarray, colormap: str = DEFAULT_COLOR
     if not 0.0 <= alpha <= 1.0:
         raise ValueError(f"Overlay opacity must be between 0 and 1; got {alpha}.")
     target = (maps.shape[2], maps.shape[1])
-    base = image if image.size == target else image.resize(target, Image.BILINEAR, reducing_gap=3.0)
+    base = image if image.size == target else to_size(image, target)
     rgb = np.asarray(base.convert("RGB"))
     dim = dimmed(rgb)  # once for all prompts
     return [_blend(rgb, dim, m, colormap, alpha) for m in maps]
@@ -191,7 +218,7 @@ def layer_grid(image: Image.Image, maps: np.ndarray, layers: Sequence[int], prom
     """Maps (L, K, h, w) in [0, 1] (NaN unseen) drawn on ``image`` as one sheet: rows are layers,
     columns are prompts, captions under the last row."""
     size = (maps.shape[3], maps.shape[2])
-    base = image.resize(size, Image.BILINEAR, reducing_gap=3.0)
+    base = to_size(image, size)
     tiles, texts = [], []
     for layer, layer_maps in zip(layers, maps):
         tiles += overlays(base, layer_maps, colormap, alpha)

@@ -121,3 +121,24 @@ def test_controls_that_do_not_apply_are_named():
     assert controls("scorecam") == {"sublayer": True, "target": True}
     assert controls("legrad") == {"sublayer": False, "target": True}
     assert controls("eigencam") == {"sublayer": True, "target": False}
+
+
+@pytest.mark.parametrize("shared", [False, True])
+def test_display_levels_equal_the_geometry_s_maps(explainer, shared):
+    """The screen's uint8 levels equal levels(geometry.grid_to_image(...)) inside the crop up to
+    OpenCV's fixed-point interpolation weights (1/32: 8 of 255 levels where neighbouring cells
+    differ most), and the crop rows and columns are exactly the non-NaN ones."""
+    from clipcam.render import levels
+
+    for result in (explainer.explain(noise_image(333, 120), PROMPTS, layer=1),
+                   explainer.sweep(noise_image(90, 200), PROMPTS)):
+        kept = keep(result, {}, [])
+        for size in [(333, 120), (90, 200), (50, 31), (31, 50)]:
+            fast, (rows, cols) = kept.display_levels(size, shared)
+            slow = kept.maps_at(size, shared)
+            assert fast.shape == slow.shape
+            seen = np.zeros(slow.shape[-2:], bool)
+            seen[rows, cols] = True
+            np.testing.assert_array_equal(~np.isnan(slow[(0,) * (slow.ndim - 2)]), seen)
+            diff = np.abs(fast[..., rows, cols].astype(int) - levels(slow)[..., rows, cols].astype(int))
+            assert diff.max() <= 8 and diff.mean() < 1
