@@ -167,3 +167,19 @@ def test_gpu_work_is_wrapped_in_spaces_gpu_when_spaces_imports(monkeypatch):
     assert service.spaces_gpu() is service.gpu_task
     assert wrapped == [(service.gpu_duration, service.gpu_task)]
     assert service.gpu_duration(service.gpu_seconds(3072), "base") == 30 + int(0.02 * 3072)
+
+
+def test_image_file_size_is_checked_from_its_header(tmp_path):
+    from PIL import Image
+
+    from clipcam.images import check_file_size
+
+    big = tmp_path / "big.png"
+    Image.new("RGB", (3000, 2000)).save(big)
+    check_file_size(big, 6_000_000)
+    with pytest.raises(ValueError) as err:
+        check_file_size(big, 1_000_000)
+    assert str(err.value) == ("The image is 3000×2000 = 6 megapixels; the limit is 1 megapixels. "
+                              "Please downscale it first.")
+    (tmp_path / "notes.png").write_text("not an image")
+    check_file_size(tmp_path / "notes.png", 1)  # left to load_image, which names the problem

@@ -17,7 +17,7 @@ import gradio as gr
 
 from ..constants import SUBLAYERS, TARGETS, check_choice
 from ..explainer import ATTENTION_METHODS, METHODS, Explainer, load_explainer
-from ..images import MAX_PIXELS, load_image
+from ..images import MAX_PIXELS, check_file_size, load_image
 from ..render import COLORMAPS, DEFAULT_ALPHA, DEFAULT_COLORMAP, shorten
 from .service import (
     CACHE_SECONDS, MAX_APP_PROMPTS, MAX_FORWARDS, METHOD_LABELS, TIME_LIMIT, Deadline, Sessions, Stopped,
@@ -132,9 +132,11 @@ def build_demo(models: Sequence[str] | None = None, device: str = "auto", half: 
     store = Sessions(sessions)
     gpu = spaces_gpu()  # None unless the spaces package (Hugging Face Spaces) is importable
 
-    def read_inputs(image, prompts_text, sublayer, target, method, colormap, alpha):
+    def read_inputs(image, prompts_text, sublayer, target, method, colormap, alpha, decode: bool = True):
         """Check what every event shares (the HTTP API bypasses the widgets): (image, prompts, notes, colormap, alpha).
-        The prompts are checked first: their length is bounded before anything else reads them."""
+        The prompts are checked first: their length is bounded before anything else reads them.
+        decode=False checks the image file's size from its header and hands the path on, so that the
+        explainer decodes it once (its notes then come back on the result)."""
         prompts, prompt_notes = parse_prompts(prompts_text)
         if image is None:
             raise ValueError("No image: upload an image, paste one, or click an example.")
@@ -142,6 +144,9 @@ def build_demo(models: Sequence[str] | None = None, device: str = "auto", half: 
         check_choice(target, TARGETS, "target")
         check_choice(method, list(METHODS), "method")
         colormap, alpha = check_view(colormap, alpha)
+        if not decode:
+            check_file_size(image, max_pixels)
+            return image, prompts, prompt_notes, colormap, alpha
         image, notes = load_image(image, max_pixels=max_pixels)
         return image, prompts, notes + prompt_notes, colormap, alpha
     model_choices = [(model_label(m), m) for m in models]
@@ -182,7 +187,7 @@ def build_demo(models: Sequence[str] | None = None, device: str = "auto", half: 
                 request: gr.Request, progress=gr.Progress()):
         deadline = Deadline(time_limit, client_alive())
         image, prompts, notes, colormap, alpha = read_inputs(image, prompts_text, sublayer, target, method,
-                                                                colormap, alpha)
+                                                                colormap, alpha, decode=False)
         ex = explainer_for(model)
         forwards = ex.masked_forwards(method, sublayer)
         check_forwards(forwards, max_forwards, 1, sublayer)
@@ -205,7 +210,7 @@ def build_demo(models: Sequence[str] | None = None, device: str = "auto", half: 
               request: gr.Request, progress=gr.Progress()):
         deadline = Deadline(time_limit, client_alive())
         image, prompts, notes, colormap, alpha = read_inputs(image, prompts_text, sublayer, target, method,
-                                                                colormap, alpha)
+                                                                colormap, alpha, decode=False)
         progress(0.05, desc="Loading the model")
         ex = explainer_for(model)
         forwards = ex.masked_forwards(method, sublayer, ex.num_layers)
