@@ -183,3 +183,23 @@ def test_image_file_size_is_checked_from_its_header(tmp_path):
                               "Please downscale it first.")
     (tmp_path / "notes.png").write_text("not an image")
     check_file_size(tmp_path / "notes.png", 1)  # left to load_image, which names the problem
+
+
+def test_janitor_removes_the_empty_folders_gradio_leaves(tmp_path):
+    import os
+
+    from clipcam.app.service import Janitor
+
+    now = [1000.0]
+    old, fresh, full = tmp_path / "aa" / "bb", tmp_path / "cc", tmp_path / "dd"
+    for folder in (old, fresh, full):
+        folder.mkdir(parents=True)
+    (full / "image.jpeg").write_bytes(b"x")
+    for folder in (old, tmp_path / "aa", full):
+        os.utime(folder, (100, 100))
+    janitor = Janitor(tmp_path, age=60, clock=lambda: now[0])
+    assert janitor.tidy() == 0  # not yet time (every age / 2)
+    now[0] += 31
+    os.utime(fresh, (now[0], now[0]))
+    assert janitor.tidy() == 1  # "aa/bb" is old and empty; "aa" just changed, "cc" is fresh, "dd" holds a file
+    assert not old.exists() and fresh.exists() and (full / "image.jpeg").exists()

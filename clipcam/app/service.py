@@ -436,6 +436,34 @@ class Sessions:
         shutil.rmtree(self.root, ignore_errors=True)
 
 
+class Janitor:
+    """Removes the empty folders that gradio's cache deletion (``delete_cache``) leaves behind (it
+    deletes files, not the one folder it makes per file), at most once every ``every`` seconds."""
+
+    def __init__(self, root: Path | str, age: float, every: float | None = None,
+                 clock: Callable[[], float] = time.time) -> None:
+        self.root, self.age, self.every, self.clock = Path(root), age, every or age / 2, clock
+        self._last = clock()
+        self._lock = threading.Lock()
+
+    def tidy(self) -> int:
+        """Remove empty folders under the root older than ``age`` (if it is time); return how many."""
+        with self._lock:
+            now = self.clock()
+            if now - self._last < self.every:
+                return 0
+            self._last = now
+        removed = 0
+        for folder in sorted((p for p in self.root.glob("**/") if p != self.root), key=lambda p: -len(p.parts)):
+            try:
+                if now - folder.stat().st_mtime > self.age and not any(folder.iterdir()):
+                    folder.rmdir()
+                    removed += 1
+            except OSError:  # gone already, or filled meanwhile
+                continue
+        return removed
+
+
 # ----------------------------------------------------------------- time limit and cancellation
 class Stopped(Exception):
     """Raised from the explainer's progress callback (or between steps) to stop a request early;

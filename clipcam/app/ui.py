@@ -14,13 +14,14 @@ from pathlib import Path
 from typing import Callable, Sequence
 
 import gradio as gr
+from gradio.utils import get_upload_folder
 
 from ..constants import SUBLAYERS, TARGETS, check_choice
 from ..explainer import ATTENTION_METHODS, METHODS, Explainer, load_explainer
 from ..images import MAX_PIXELS, check_file_size, load_image
 from ..render import COLORMAPS, DEFAULT_ALPHA, DEFAULT_COLORMAP, shorten
 from .service import (
-    CACHE_SECONDS, MAX_APP_PROMPTS, MAX_FORWARDS, METHOD_LABELS, TIME_LIMIT, Deadline, Sessions, Stopped,
+    CACHE_SECONDS, MAX_APP_PROMPTS, MAX_FORWARDS, METHOD_LABELS, TIME_LIMIT, Deadline, Janitor, Sessions, Stopped,
     allowed_models, check_forwards, check_view, concentration, concentration_figure, controls, gallery_items,
     gpu_seconds, keep, method_note_for, model_defaults, model_label, model_layers, parse_prompts, relative_layer,
     scores_dict, short_name, spaces_gpu, startup_model, sweep_picture,
@@ -130,6 +131,7 @@ def build_demo(models: Sequence[str] | None = None, device: str = "auto", half: 
     they were made."""
     models = list(models or allowed_models())
     store = Sessions(sessions)
+    janitor = Janitor(get_upload_folder(), cache_seconds)
     gpu = spaces_gpu()  # None unless the spaces package (Hugging Face Spaces) is importable
 
     def read_inputs(image, prompts_text, sublayer, target, method, colormap, alpha, decode: bool = True):
@@ -152,6 +154,7 @@ def build_demo(models: Sequence[str] | None = None, device: str = "auto", half: 
     model_choices = [(model_label(m), m) for m in models]
 
     def explainer_for(name: str) -> Explainer:
+        janitor.tidy()  # every request may sweep gradio's emptied cache folders (at most every cache_seconds / 2)
         check_choice(name, models, "model")
         return loader(name, device=device, half=half)
 
