@@ -133,18 +133,16 @@ def test_dead_sublayers_are_exactly_the_zero_gradient_ones(family, request):
     pixels, (text, _) = ex.adapter.preprocess(image), ex.adapter.text_embeddings(PROMPTS)
     for sublayer in ex.sublayers:
         module = ex.adapter.module(last, sublayer)
-        caught = []
-        hook = module.register_forward_hook(
-            lambda m, a, out: caught.append((out[0] if isinstance(out, tuple) else out).detach().requires_grad_(True)))
+        acts: list[torch.Tensor] = []
+
+        def replace(m, a, out, acts=acts):
+            leaf = (out[0] if isinstance(out, tuple) else out).detach().requires_grad_(True)
+            acts.append(leaf)
+            return (leaf, *out[1:]) if isinstance(out, tuple) else leaf
+
+        hook = module.register_forward_hook(replace)
         try:
             with torch.enable_grad():
-                acts = []
-                def replace(m, a, out):
-                    leaf = (out[0] if isinstance(out, tuple) else out).detach().requires_grad_(True)
-                    acts.append(leaf)
-                    return (leaf, *out[1:]) if isinstance(out, tuple) else leaf
-                hook.remove()
-                hook = module.register_forward_hook(replace)
                 logits = ex.adapter.logits(ex.adapter.image_features(pixels), text)[0]
                 (grad,) = torch.autograd.grad(logits.sum(), acts[0], allow_unused=True)
         finally:
