@@ -63,7 +63,8 @@ class ModelAdapter:
     lock-guarded.
     """
 
-    #: Short family id ("hf-clip", "siglip", "open_clip-vit", "open_clip-resnet", "open_clip-timm").
+    #: Short family id ("hf-clip", "siglip", "open_clip-vit", "open_clip-resnet", "open_clip-timm-vit",
+    #: "open_clip-convnext").
     family: ClassVar[str] = ""
     #: The family for people: "CLIP (Hugging Face)".
     family_label: ClassVar[str] = ""
@@ -74,6 +75,10 @@ class ModelAdapter:
     prob_kind: ClassVar[str] = "softmax"
     #: What a person calls one step of the slider: "layer" (a transformer block) or "stage".
     layer_noun: ClassVar[str] = "layer"
+    #: The named sublayers of one layer that can be explained, in forward order, in the family's names.
+    sublayers: ClassVar[tuple[str, ...]] = ()
+    #: Where the Grad-CAM family starts: the MLP's first projection (the reference notebook's fc1).
+    default_sublayer: ClassVar[str] = ""
 
     def __init__(self, name: str, source: str, model: torch.nn.Module, device: torch.device,
                  dtype: torch.dtype) -> None:
@@ -89,15 +94,6 @@ class ModelAdapter:
     @property
     def num_layers(self) -> int:
         """How many layers (blocks or stages) the slider offers, numbered 1..num_layers."""
-        raise NotImplementedError
-
-    @property
-    def sublayers(self) -> tuple[str, ...]:
-        """The named sublayers of one layer that can be explained, in forward order."""
-        raise NotImplementedError
-
-    @property
-    def default_sublayer(self) -> str:
         raise NotImplementedError
 
     @property

@@ -35,6 +35,8 @@ class HFClipAdapter(ModelAdapter):
     family = "hf-clip"
     family_label = "CLIP (Hugging Face)"
     capabilities = frozenset({"sublayer", "attention", "class_token", "layer_readout"})
+    sublayers = SUBLAYERS
+    default_sublayer = "mlp.fc1"
 
     def __init__(self, name, source, model, device, dtype, tokenizer, image_processor) -> None:
         super().__init__(name, source, model, device, dtype)
@@ -55,14 +57,6 @@ class HFClipAdapter(ModelAdapter):
     @property
     def num_layers(self) -> int:
         return len(self._blocks)
-
-    @property
-    def sublayers(self) -> tuple[str, ...]:
-        return SUBLAYERS
-
-    @property
-    def default_sublayer(self) -> str:
-        return "mlp.fc1"
 
     @property
     def grid(self) -> tuple[int, int]:
