@@ -152,3 +152,48 @@ def test_siglip_legrad_reads_the_pooling_heads_attention(siglip, start, target):
         want.append(total.reshape(side, side).numpy())
     np.testing.assert_allclose(res.grid_maps, np.stack(want), rtol=1e-4, atol=1e-7)
     assert res.grid_maps.any()
+
+
+def authors_grad_eclip(ex, image, prompts):
+    """A port of the authors' clip_encode_dense + grad_eclip (Cyang-Zhao/Grad-Eclip, generate_emap.py)
+    onto open_clip's batch-first ViT: the last block recomputed with their attention_layer(q, k, v, 1)."""
+    visual = ex.model.visual
+    pixels = ex.adapter.transform(image)[None]
+    text = text_of(ex, prompts)
+    side = visual.grid_size[0]
+    maps = []
+    for kk in range(len(prompts)):
+        with torch.enable_grad():
+            x = visual._embeds(pixels.clone().requires_grad_(True))
+            x_in = torch.nn.Sequential(*visual.transformer.resblocks[:-1])(x)
+            last = visual.transformer.resblocks[-1]
+            q, k, v = F.linear(last.ln_1(x_in), last.attn.in_proj_weight, last.attn.in_proj_bias).chunk(3, dim=-1)
+            scaling = float(q.shape[-1]) ** -0.5  # their attention_layer with num_heads=1
+            weights = torch.softmax(torch.bmm(q * scaling, k.transpose(1, 2)), dim=-1)
+            att_output = torch.bmm(weights, v)  # (1, T, D)
+            x = F.linear(att_output, last.attn.out_proj.weight, last.attn.out_proj.bias) + x_in
+            x = x + last.mlp(last.ln_2(x))
+            pooled = visual.ln_post(x[:, 0]) @ visual.proj
+            c = (F.normalize(pooled, dim=-1) @ text.T)[0, kk]
+            grad = torch.autograd.grad(c, att_output, retain_graph=True)[0].detach()
+        with torch.no_grad():
+            q_out = F.linear(q, last.attn.out_proj.weight, last.attn.out_proj.bias)
+            k_out = F.linear(k, last.attn.out_proj.weight, last.attn.out_proj.bias)
+            q_cls, k_patch = F.normalize(q_out[0, :1], dim=-1), F.normalize(k_out[0, 1:], dim=-1)
+            cosine_qk = (q_cls * k_patch).sum(-1)
+            cosine_qk = (cosine_qk - cosine_qk.min()) / (cosine_qk.max() - cosine_qk.min())
+            emap = F.relu((grad[0, :1] * v[0, 1:] * cosine_qk[:, None]).sum(-1))
+        maps.append(emap.reshape(side, side).numpy())
+    return np.stack(maps)
+
+
+def test_grad_eclip_authors_variant_equals_their_code(oc_vit):
+    """The named variant is the authors' formulation: equal to a port of their code, raw values
+    included (their score is the cosine, clipcam's the logit = logit_scale × cosine)."""
+    image = noise_image(64, 40, seed=9)
+    res = oc_vit.explain(image, PROMPTS, method="gradeclip-authors", layer=1)
+    want = authors_grad_eclip(oc_vit, image, PROMPTS) * float(oc_vit.model.logit_scale.exp())
+    np.testing.assert_allclose(res.grid_maps, want, rtol=1e-4, atol=1e-7)
+    own = oc_vit.explain(image, PROMPTS, method="gradeclip", layer=oc_vit.num_layers)
+    np.testing.assert_allclose(res.logits, own.logits, rtol=1e-6)  # the scores shown are the model's own
+    assert not np.allclose(res.grid_maps, own.grid_maps)  # the model's heads give other maps
