@@ -19,7 +19,10 @@ import numpy as np
 from .methods import DEFAULT_METHOD
 from .constants import DEFAULT_TARGET, MODEL_ALIASES, TARGETS
 from .explainer import MASKING_METHODS, METHODS, load_explainer
-from .render import COLORMAPS, DEFAULT_ALPHA, DEFAULT_COLORMAP, explanation_images, sweep_grid
+from .record import scores_record
+from .render import (
+    COLORMAPS, DEFAULT_ALPHA, DEFAULT_COLORMAP, explanation_images, legend_lines, settings_text, sweep_grid, with_legend,
+)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -104,38 +107,21 @@ def run(args: argparse.Namespace) -> dict:
         args.out.mkdir(parents=True, exist_ok=True)
         sweep_grid(result, args.colormap, args.alpha).save(args.out / "sweep.png")
         shown = result.at(result.layers[-2] if len(result.layers) > 1 else result.layers[0])
-        layer_info = {"layers": list(result.layers)}
-        dead = {str(layer): reason for layer, reason in zip(result.layers, result.dead_reasons) if reason}
         arrays = {"grid_maps": result.grid_maps, "image_maps": result.image_maps, "layers": np.array(result.layers)}
     else:
         result = shown = explainer.explain(args.image, args.prompt, layer=args.layer, sublayer=args.sublayer,
                                            target=args.target, method=args.method, progress=progress)
-        layer_info = {"layer": result.layer}
-        dead = {str(result.layer): result.dead_reason} if result.dead else {}
         arrays = {"grid_maps": result.grid_maps, "image_maps": result.image_maps}
     args.out.mkdir(parents=True, exist_ok=True)
     tiles, grid = explanation_images(shown, args.colormap, args.alpha)
     for i, (prompt, tile) in enumerate(zip(shown.prompts, tiles)):
         tile.save(args.out / f"{slug(prompt, i)}.png")
-    grid.save(args.out / "grid.png")
     np.savez_compressed(args.out / "heatmaps.npz", **arrays)
-    scores = {
-        "prompts": list(result.prompts),
-        "logits": [float(x) for x in result.logits],
-        "probs": [float(x) for x in result.probs],
-        "prob_kind": result.prob_kind,
-        "family": result.family,
-        "model": args.model,
-        "source": explainer.adapter.source,
-        **layer_info,
-        "sublayer": result.sublayer,
-        "target": result.target,
-        "method": result.method,
-        "dead": dead,
-        "notes": list(result.notes),
-        "seconds": round(time.perf_counter() - start, 3),
-        "explain_seconds": round(result.seconds, 3),
-    }
+    scores = scores_record(result, args.model, source=explainer.adapter.source,
+                           seconds=round(time.perf_counter() - start, 3), explain_seconds=round(result.seconds, 3))
+    legend = legend_lines(False, result.prob_kind) + [settings_text({**scores, "layers": None, "layer": shown.layer},
+                                                                    args.colormap, args.alpha, False)]
+    with_legend(grid, args.colormap, legend).save(args.out / "grid.png")
     (args.out / "scores.json").write_text(json.dumps(scores, indent=2, ensure_ascii=False) + "\n")
     return scores
 

@@ -72,7 +72,7 @@ def _shrink(image: Image.Image, work_pixels: int, notes: list[str]) -> Image.Ima
     factor = math.ceil(math.sqrt(width * height / work_pixels))
     small = image.reduce(factor)
     notes.append(f"The {width}×{height} image was scaled down to {small.width}×{small.height} to bound memory; "
-                 "CLIP sees 224×224 pixels of it either way.")
+                 "the model reads a much smaller version of it either way.")
     return small
 
 
@@ -91,7 +91,7 @@ def _open_path(path: Path, max_pixels: int, work_pixels: int, notes: list[str]) 
             image.draft("RGB", (max(1, int(width * scale)), max(1, int(height * scale))))
             if image.size != (width, height):
                 notes.append(f"The {width}×{height} JPEG was decoded at {image.size[0]}×{image.size[1]} to bound "
-                             "memory; CLIP sees 224×224 pixels of it either way.")
+                             "memory; the model reads a much smaller version of it either way.")
         image.load()
     except Image.DecompressionBombError as err:
         raise ValueError(f"Image {path.name!r} is too large to process safely ({err}).") from err

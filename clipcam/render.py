@@ -7,6 +7,7 @@ not coloured, so a heatmap is never stretched over parts of the photo outside CL
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Sequence
 
 import cv2
@@ -26,6 +27,10 @@ DEFAULT_COLORMAP = "inferno"
 DEFAULT_ALPHA = 0.5
 #: How much of the original brightness is kept where the model saw nothing.
 UNSEEN_DIM = 0.35
+#: Where the model saw nothing, every HATCH_PERIOD-th diagonal band of HATCH_WIDTH pixels is drawn
+#: in HATCH_GREY, so the unseen part reads as "not measured" on every colour map (a plain dark
+#: grey looks like a low value on inferno).
+HATCH_PERIOD, HATCH_WIDTH, HATCH_GREY = 12, 3, 150
 
 
 def _lookup_table(code: int) -> np.ndarray:
@@ -54,10 +59,19 @@ def colorize(heatmap: np.ndarray, colormap: str = DEFAULT_COLORMAP) -> np.ndarra
     return cv2.applyColorMap(levels(heatmap), LUTS[colormap])  # a user colour map keeps the table's RGB order
 
 
+def hatch(height: int, width: int) -> np.ndarray:
+    """(H, W) bool: the diagonal bands drawn over the parts of an image the model never saw."""
+    y, x = np.ogrid[:height, :width]
+    return (x + y) % HATCH_PERIOD < HATCH_WIDTH
+
+
 def dimmed(rgb: np.ndarray) -> np.ndarray:
-    """(H, W, 3) uint8 → how it looks where the model saw nothing: grey, darkened towards 40."""
+    """(H, W, 3) uint8 → how it looks where the model saw nothing: grey, darkened towards 40, with
+    light diagonal hatching (see HATCH_PERIOD)."""
     grey = rgb.mean(axis=2, keepdims=True, dtype=np.float32)
-    return np.uint8(np.round(UNSEEN_DIM * grey + (1 - UNSEEN_DIM) * 40.0)).repeat(3, axis=2)
+    out = np.uint8(np.round(UNSEEN_DIM * grey + (1 - UNSEEN_DIM) * 40.0)).repeat(3, axis=2)
+    out[hatch(*rgb.shape[:2])] = HATCH_GREY
+    return out
 
 
 def _blend(rgb: np.ndarray, dim: np.ndarray, heatmap: np.ndarray, colormap: str, alpha: float) -> Image.Image:
@@ -124,9 +138,35 @@ def shorten(text: str, limit: int = CAPTION_CHARS) -> str:
     return text if len(text) <= limit else text[: limit - 1].rstrip() + "…"
 
 
+def format_score(prob: float) -> str:
+    """A probability as a percentage precise enough to tell 0.4 % from 0 %: one decimal from 1 %,
+    two below, "< 0.01 %" for what is not exactly zero below that, and never 100.0 % short of 1."""
+    pct = 100.0 * float(prob)
+    if pct == 0.0:
+        return "0 %"
+    if pct < 0.01:
+        return "< 0.01 %"
+    if pct < 1.0:
+        return f"{pct:.2f} %"
+    if pct < 100.0 and f"{pct:.1f}" == "100.0":
+        return "> 99.9 %"
+    return f"{pct:.1f} %"
+
+
 def caption(prompt: str, prob: float) -> str:
-    """The text under a heatmap: the prompt (shortened) and its softmax score."""
-    return f"{shorten(prompt)} — {100 * prob:.1f} %"
+    """The text under a heatmap: the prompt (shortened) and its score (softmax or sigmoid)."""
+    return f"{shorten(prompt)} — {format_score(prob)}"
+
+
+def legend_lines(shared: bool, prob_kind: str = "softmax") -> list[str]:
+    """What the colours and scores of a result mean, in sentences (the page's legend and grid.png's)."""
+    scale = ("Shared scale (raw values): one maximum for all prompts, so a weak prompt's map looks weak."
+             if shared else
+             "Per-prompt scale: each map is stretched to its own maximum, so colours do not compare across prompts.")
+    scores = ("Scores: SigLIP's sigmoid per prompt, each on its own (they need not add up to 100 %)."
+              if prob_kind == "sigmoid" else "Scores: CLIP's softmax over the prompts (they add up to 100 %).")
+    return ["Low colour: the patch adds little or nothing to the prompt's score; high: it adds the most.",
+            scale, "Hatched grey: outside the model's crop; it never saw those pixels.", scores]
 
 
 def captions(result) -> list[str]:
@@ -134,7 +174,25 @@ def captions(result) -> list[str]:
     return [caption(p, float(q)) for p, q in zip(result.prompts, result.probs)]
 
 
+def settings_text(record: dict, colormap: str, alpha: float, shared: bool) -> str:
+    """One line recording how a picture was made: model, layer(s), sublayer, method, target and the
+    display settings (a record from clipcam.record.scores_record)."""
+    layers = record.get("layers")
+    where = (f"layers {layers[0]}–{layers[-1]}" if layers else f"layer {record.get('layer')}")
+    sublayer = record.get("sublayer") or "none (attention)"
+    return (f"Model {record.get('model')} · {where} · sublayer {sublayer} · method {record.get('method')} · "
+            f"target {record.get('target')} · colours {colormap}, opacity {alpha:g}, "
+            f"{'shared' if shared else 'per-prompt'} scale")
+
+
 def _font(size: int) -> ImageFont.ImageFont:
+    """DejaVu Sans (matplotlib ships it; it has the em dash, ×, … and accents), else Pillow's default."""
+    try:
+        import matplotlib
+
+        return ImageFont.truetype(str(Path(matplotlib.get_data_path()) / "fonts" / "ttf" / "DejaVuSans.ttf"), size)
+    except (ImportError, OSError):
+        pass
     try:
         return ImageFont.load_default(size=size)
     except TypeError:  # Pillow without FreeType sizes
@@ -154,8 +212,10 @@ def _wrap(draw: ImageDraw.ImageDraw, text: str, font, width: int) -> list[str]:
 
 
 def grid_image(tiles: Sequence[Image.Image], captions: Sequence[str], columns: int | None = None,
-               row_labels: Sequence[str] | None = None, tile_side: int = 320) -> Image.Image:
-    """Lay out tiles (all one size) in a grid with a caption under each and optional row labels."""
+               row_labels: Sequence[str] | None = None, tile_side: int = 320,
+               column_labels: Sequence[str] | None = None) -> Image.Image:
+    """Lay out tiles (all one size) in a grid with a caption under each, optional row labels, and
+    optional column labels above the first row (a sweep names its prompts at the top)."""
     if not tiles:
         raise ValueError("Nothing to draw: no heatmaps.")
     columns = columns or len(tiles)
@@ -164,22 +224,57 @@ def grid_image(tiles: Sequence[Image.Image], captions: Sequence[str], columns: i
     probe = ImageDraw.Draw(Image.new("RGB", (1, 1)))
     wrapped = [_wrap(probe, c, font, w - 8) for c in captions]
     line_h = int(font.size * 1.3) if hasattr(font, "size") else 14
-    cap_h = line_h * max(len(lines) for lines in wrapped) + 8
+    cap_lines = max(len(lines) for lines in wrapped)
+    cap_h = line_h * cap_lines + 8 if cap_lines else 0
+    head = [_wrap(probe, c, font, w - 8) for c in column_labels or ()]
+    head_h = line_h * max(len(lines) for lines in head) + 8 if head else 0
     label_w = 0
     if row_labels:
         label_w = int(max(probe.textlength(label, font=font) for label in row_labels)) + 16
     rows = -(-len(tiles) // columns)
-    sheet = Image.new("RGB", (label_w + columns * (w + 8) + 8, rows * (h + cap_h + 8) + 8), "white")
+    sheet = Image.new("RGB", (label_w + columns * (w + 8) + 8, head_h + rows * (h + cap_h + 8) + 8), "white")
     draw = ImageDraw.Draw(sheet)
+    for c, lines in enumerate(head):
+        for j, line in enumerate(lines):
+            draw.text((label_w + 8 + c * (w + 8) + 2, 6 + j * line_h), line, fill="black", font=font)
     for i, (tile, lines) in enumerate(zip(tiles, wrapped)):
         r, c = divmod(i, columns)
-        x, y = label_w + 8 + c * (w + 8), 8 + r * (h + cap_h + 8)
+        x, y = label_w + 8 + c * (w + 8), head_h + 8 + r * (h + cap_h + 8)
         sheet.paste(tile.resize((w, h), Image.BILINEAR), (x, y))
         for j, line in enumerate(lines):
             draw.text((x + 2, y + h + 4 + j * line_h), line, fill="black", font=font)
     for r, label in enumerate(row_labels or ()):
-        draw.text((8, 8 + r * (h + cap_h + 8) + h // 2), label, fill="black", font=font)
+        draw.text((8, head_h + 8 + r * (h + cap_h + 8) + h // 2), label, fill="black", font=font)
     return sheet
+
+
+def colour_bar(colormap: str, width: int, height: int = 14) -> Image.Image:
+    """The colour map from low (left) to high (right) as a (width, height) strip."""
+    check_choice(colormap, COLORMAPS, "colour map")
+    row = LUTS[colormap][np.linspace(0, 255, max(2, width)).round().astype(int), 0]  # (width, 3)
+    return Image.fromarray(np.repeat(row[None], height, axis=0))
+
+
+def with_legend(sheet: Image.Image, colormap: str, lines: Sequence[str]) -> Image.Image:
+    """``sheet`` with a legend under it: the colour bar marked low and high, then ``lines`` of text
+    (what the colours mean, the scale, the settings), wrapped to the sheet's width."""
+    width = max(sheet.width, 480)
+    font = _font(13)
+    probe = ImageDraw.Draw(Image.new("RGB", (1, 1)))
+    line_h = 18
+    low_w, high_w = probe.textlength("low", font=font), probe.textlength("high", font=font)
+    bar_w = int(min(width - 16 - low_w - high_w - 16, 360))
+    wrapped = [part for text in lines for part in _wrap(probe, text, font, width - 16)]
+    out = Image.new("RGB", (width, sheet.height + 30 + line_h * len(wrapped) + 10), "white")
+    out.paste(sheet, (0, 0))
+    draw = ImageDraw.Draw(out)
+    y = sheet.height + 6
+    draw.text((8, y), "low", fill="black", font=font)
+    out.paste(colour_bar(colormap, bar_w, 14), (int(8 + low_w + 8), y + 2))
+    draw.text((int(8 + low_w + 16 + bar_w), y), "high", fill="black", font=font)
+    for j, text in enumerate(wrapped):
+        draw.text((8, y + 24 + j * line_h), text, fill="black", font=font)
+    return out
 
 
 def overlays(image: Image.Image, maps: np.ndarray, colormap: str = DEFAULT_COLORMAP,
@@ -216,12 +311,13 @@ def layer_grid(image: Image.Image, maps: np.ndarray, layers: Sequence[int], prom
                probs: Sequence[float], colormap: str = DEFAULT_COLORMAP, alpha: float = DEFAULT_ALPHA,
                tile_side: int = 160) -> Image.Image:
     """Maps (L, K, h, w) in [0, 1] (NaN unseen) drawn on ``image`` as one sheet: rows are layers,
-    columns are prompts, captions under the last row."""
+    columns are prompts, named with their scores above the first row."""
     size = (maps.shape[3], maps.shape[2])
     base = to_size(image, size)
-    tiles, texts = [], []
-    for layer, layer_maps in zip(layers, maps):
+    tiles = []
+    for layer_maps in maps:
         tiles += overlays(base, layer_maps, colormap, alpha)
-        texts += [caption(p, float(q)) if layer == layers[-1] else "" for p, q in zip(prompts, probs)]
     labels = [f"layer {layer}" for layer in layers]
-    return grid_image(tiles, texts, columns=len(prompts), row_labels=labels, tile_side=tile_side)
+    heads = [f"{i + 1}. {caption(p, float(q))}" for i, (p, q) in enumerate(zip(prompts, probs))]
+    return grid_image(tiles, [""] * len(tiles), columns=len(prompts), row_labels=labels, tile_side=tile_side,
+                      column_labels=heads)

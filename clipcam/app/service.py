@@ -7,8 +7,10 @@ these functions to widgets and turns ValueError into ``gr.Error``.
 from __future__ import annotations
 
 import hashlib
+import html
 import json
 import os
+import re
 import shutil
 import tempfile
 import threading
@@ -22,14 +24,16 @@ import cv2
 import numpy as np
 from PIL import Image
 
-from ..constants import DEFAULT_TARGET, MAX_PROMPT_CHARS, MODEL_INFO, check_choice
+from ..constants import DEFAULT_TARGET, MAX_PROMPT_CHARS, MODEL_INFO, TARGETS, check_choice
 from ..explainer import MASKING_METHODS, METHODS, Explanation, Sweep
 from ..geometry import CropGeometry
 from ..methods import DEFAULT_METHOD, REGISTRY, get_method, supported_methods
 from ..methods.cam import normalize_maps, normalize_shared
 from ..render import (
-    COLORMAPS, caption, dimmed, display_size, grid_image, layer_grid, levels, shorten, tint, to_size,
+    COLORMAPS, LUTS, caption, dimmed, display_size, format_score, grid_image, layer_grid, legend_lines, levels,
+    settings_text, shorten, tint, to_size, with_legend,
 )
+from ..record import scores_record
 
 #: The most prompts the app accepts at once (the library allows more).
 MAX_APP_PROMPTS = 16
@@ -272,7 +276,8 @@ def concentration(grid_maps: np.ndarray, top: float = 0.1) -> np.ndarray:
 @dataclass(frozen=True)
 class Kept:
     """What the server keeps of one result, to re-draw it with other display settings and to build
-    its downloads on request: scores, raw grid maps, the geometry and the image at display size.
+    its downloads on request: scores, raw grid maps, the geometry, the image at display size and
+    ``settings``, the result's record (clipcam.record.scores_record: scores and what made them).
 
     Never the full photo: a kept result costs about ``DISPLAY_SIDE``² × 3 bytes (3 MB) plus the
     grid maps. ``layers`` is empty for a single explanation, the sweep's layers otherwise (then
@@ -289,6 +294,7 @@ class Kept:
     notes: tuple[str, ...] = ()
     seconds: float = 0.0
     layers: tuple[int, ...] = ()
+    prob_kind: str = "softmax"
 
     @property
     def image_size(self) -> tuple[int, int]:
@@ -333,25 +339,38 @@ class Kept:
         return out.reshape(*scaled.shape[:2], *out.shape[1:])
 
 
-def keep(result: Explanation | Sweep, settings: dict, notes: Sequence[str]) -> Kept:
-    """The part of a result the server keeps (see Kept); the full-size image is dropped here."""
+def keep(result: Explanation | Sweep, model: str, notes: Sequence[str]) -> Kept:
+    """The part of a result the server keeps (see Kept), with its record made by the one builder
+    (scores_record: attention methods record no sublayer); the full-size image is dropped here."""
     size = display_size(result.image.size, DISPLAY_SIDE)
     display = to_size(result.image, size)
+    settings = scores_record(result, model)
+    settings["notes"] = list(notes)
     return Kept(prompts=tuple(result.prompts), logits=np.asarray(result.logits), probs=np.asarray(result.probs),
-                grid_maps=result.grid_maps, geometry=result.geometry, display=display, settings=dict(settings),
+                grid_maps=result.grid_maps, geometry=result.geometry, display=display, settings=settings,
                 notes=tuple(notes), seconds=result.seconds,
-                layers=tuple(result.layers) if isinstance(result, Sweep) else ())
+                layers=tuple(result.layers) if isinstance(result, Sweep) else (), prob_kind=result.prob_kind)
 
 
-def gallery_items(kept: Kept, colormap: str, alpha: float, shared: bool = False) -> list[tuple[Image.Image, str]]:
-    """(overlay, caption) per prompt at display size, drawn from the kept maps: what the Explain tab
-    shows, and all a change of colour map, opacity or scale has to redo."""
+def tile_caption(index: int, prompt: str, prob: float) -> str:
+    """A tile's caption: its number, then the score (so a cut-off caption still shows it), then the prompt."""
+    return f"{index + 1} · {format_score(prob)} · {shorten(prompt, 40)}"
+
+
+def overlay_tiles(kept: Kept, colormap: str, alpha: float, shared: bool = False) -> list[Image.Image]:
+    """One overlay per prompt at display size, drawn from the kept maps: all a change of colour map,
+    opacity or scale has to redo."""
     check_view(colormap, alpha)
     maps, seen = kept.display_levels(kept.display.size, shared)  # (K, H, W) uint8
     rgb = np.asarray(kept.display)
     dim = dimmed(rgb)
-    return [(tint(rgb, dim, m, seen, colormap, alpha), caption(p, float(q)))
-            for m, p, q in zip(maps, kept.prompts, kept.probs)]
+    return [tint(rgb, dim, m, seen, colormap, alpha) for m in maps]
+
+
+def gallery_items(kept: Kept, colormap: str, alpha: float, shared: bool = False) -> list[tuple[Image.Image, str]]:
+    """(overlay, caption) per prompt, in the prompts' order: what the Explain tab's gallery shows."""
+    tiles = overlay_tiles(kept, colormap, alpha, shared)
+    return [(tile, tile_caption(i, p, float(q))) for i, (tile, p, q) in enumerate(zip(tiles, kept.prompts, kept.probs))]
 
 
 def sweep_picture(kept: Kept, colormap: str, alpha: float, shared: bool = False, tile_side: int = 160) -> Image.Image:
@@ -378,25 +397,25 @@ def download_size(kept: Kept) -> tuple[int, int]:
 
 
 def write_downloads(kept: Kept, colormap: str, alpha: float, shared: bool, folder: Path) -> list[str]:
-    """grid.png (as shown), scores.json (scores and settings) and heatmaps.npz (raw grid maps,
+    """grid.png (as shown, with the colour legend and a line recording the settings), scores.json
+    (the kept record plus the display settings and sizes) and heatmaps.npz (raw grid maps,
     image_maps as float16 at download_size) for a kept result, written into ``folder``."""
     folder.mkdir(parents=True, exist_ok=True)
     grid_png, scores_json, npz = folder / "grid.png", folder / "scores.json", folder / "heatmaps.npz"
     if kept.layers:
-        sweep_picture(kept, colormap, alpha, shared).save(grid_png)
+        sheet = sweep_picture(kept, colormap, alpha, shared)
     else:
-        tiles, texts = zip(*gallery_items(kept, colormap, alpha, shared))
-        grid_image(tiles, texts).save(grid_png)
+        tiles = overlay_tiles(kept, colormap, alpha, shared)
+        sheet = grid_image(tiles, [f"{i + 1}. {caption(p, float(q))}" for i, (p, q) in
+                                   enumerate(zip(kept.prompts, kept.probs))])
+    legend = legend_lines(shared, kept.prob_kind) + [settings_text(kept.settings, colormap, alpha, shared)]
+    with_legend(sheet, colormap, legend).save(grid_png)
     size = download_size(kept)
     payload = {
-        "prompts": list(kept.prompts),
-        "logits": [float(x) for x in kept.logits],
-        "probs": [float(x) for x in kept.probs],
         **kept.settings,
+        "display": {"colormap": colormap, "alpha": alpha, "shared": shared},
         "image_size": list(kept.image_size),
         "image_maps_size": list(size),
-        "notes": list(kept.notes),
-        "seconds": round(kept.seconds, 3),
     }
     scores_json.write_text(json.dumps(payload, indent=2, ensure_ascii=False) + "\n")
     arrays = {"grid_maps": kept.grid_maps, "image_maps": kept.maps_at(size).astype(np.float16)}
@@ -620,3 +639,331 @@ def startup_model(models: Sequence[str], reason_for=None) -> tuple[str, str]:
         return first, ""
     return "shapes", (f"ℹ️ Showing the offline **shapes** model because {reason} "
                       f"Pick {first} again once the hub can be reached.")
+
+
+# ----------------------------------------------------------------- what a person reads next to the maps
+def scores_html(prompts: Sequence[str], probs: Sequence[float], prob_kind: str = "softmax",
+                shared: bool = False) -> str:
+    """The scores in the tiles' order, one block per prompt: its number (as on its tile), the whole
+    prompt, the score as a number precise enough to tell 0.4 % from 0 % (format_score) and a bar.
+    Each block ends in an empty ``div.tile-extra`` where later per-prompt rows go."""
+    rows = []
+    for i, (prompt, prob) in enumerate(zip(prompts, probs)):
+        prob = float(prob)
+        hint = ""
+        if not shared and len(prompts) > 1 and prob < 0.01:
+            hint = ("<div class='score-hint'>Scored near zero: its map is still stretched to the full colour range "
+                    "(tick the shared scale to compare strengths).</div>")
+        rows.append(
+            f"<div class='score-row' data-index='{i + 1}'><span class='score-index'>{i + 1}</span>"
+            f"<span class='score-prompt'>{html.escape(prompt)}</span>"
+            f"<span class='score-value'>{format_score(prob)}</span>"
+            f"<span class='score-bar'><span style='width:{100 * min(max(prob, 0.0), 1.0):.1f}%'></span></span>"
+            f"{hint}<div class='tile-extra' data-index='{i + 1}'></div></div>")
+    return (f"<div class='scores' data-kind='{prob_kind}'><div class='scores-title'>"
+            f"{html.escape(score_label(prob_kind))}</div>{''.join(rows)}</div>")
+
+
+def legend_html(colormap: str, shared: bool = False, prob_kind: str = "softmax") -> str:
+    """The colour legend on the page: the colour map's bar from low to high and what it means
+    (legend_lines, the same sentences grid.png carries)."""
+    check_view(colormap, 0.0)
+    table = LUTS[colormap][:, 0]  # (256, 3) RGB
+    stops = ", ".join(f"rgb({r},{g},{b}) {100 * i / 255:.0f}%" for i, (r, g, b) in
+                      ((i, table[i]) for i in range(0, 256, 32)))
+    stops += f", rgb({table[255][0]},{table[255][1]},{table[255][2]}) 100%"
+    lines = "".join(f"<li>{html.escape(line)}</li>" for line in legend_lines(shared, prob_kind))
+    return (f"<div class='legend' data-colormap='{colormap}' data-scale='{'shared' if shared else 'per-prompt'}'>"
+            f"<div class='legend-bar'><span>low</span><span class='legend-ramp' "
+            f"style='background: linear-gradient(to right, {stops})'></span><span>high</span>"
+            f"<span class='legend-hatch' title='outside the model's crop'></span><span>never seen</span></div>"
+            f"<ul>{lines}</ul></div>")
+
+
+#: How to read the maps, one click away on the page.
+HOW_TO_READ = (
+    "Each map shows, for one prompt, which parts of the image raise the model's score for that prompt: the "
+    "brighter the colour, the more that patch adds (hatched parts lie outside the square the model saw). "
+    "A map says where the model looks for the prompt, not that the object is there: read it together with the "
+    "score, and tick the shared scale to see which prompt's evidence is strongest.")
+
+
+def single_prompt_note(prompts: Sequence[str], prob_kind: str) -> str | None:
+    """Why one prompt scores 100 %: CLIP's softmax shares 100 % among the prompts, so one gets it all."""
+    if len(prompts) == 1 and prob_kind == "softmax":
+        return ("With one prompt the score is 100 % by definition (CLIP's softmax shares 100 % among the prompts); "
+                "add a second prompt, such as 'a photo of a dog.', to compare.")
+    return None
+
+
+def crop_note(geometry: CropGeometry) -> str | None:
+    """A sentence when the model's centre crop cut part of the image off (it never saw that part)."""
+    width, height = geometry.image_size
+    left, top, right, bottom = geometry.crop_box()
+    seen_w, seen_h = min(right, width) - max(left, 0), min(bottom, height) - max(top, 0)
+    if seen_w >= width - 1 and seen_h >= height - 1:
+        return None
+    return (f"The model saw only the centre {seen_w:.0f}×{seen_h:.0f} pixels of this {width}×{height} image; "
+            "the hatched parts were cut off, so it cannot find anything there, whatever its score.")
+
+
+def word_pieces(tokenizer: object) -> Callable[[str], list] | None:
+    """A function word → its tokens for a model's tokenizer (Hugging Face ``tokenize``, open_clip's
+    ``encode``), or None when the tokenizer offers neither."""
+    for name in ("tokenize", "encode"):
+        fn = getattr(tokenizer, name, None)
+        if callable(fn):
+            return lambda word, fn=fn: list(fn(word))
+    inner = getattr(tokenizer, "tokenizer", None)  # open_clip's HFTokenizer wraps a Hugging Face one
+    return word_pieces(inner) if inner is not None and inner is not tokenizer else None
+
+
+def unknown_words(prompt: str, pieces: Callable[[str], list]) -> list[str]:
+    """The words of ``prompt`` (three letters or more) that the tokenizer spells letter by letter,
+    one token per letter: the model's vocabulary has no piece for them, so their meaning is lost."""
+    out = []
+    for word in dict.fromkeys(w.lower() for w in re.findall(r"[^\W\d_]{3,}", prompt)):
+        tokens = [t for t in pieces(word) if not isinstance(t, str) or t.replace("</w>", "").strip("▁Ġ ")]
+        if len(tokens) >= len(word):
+            out.append(word)
+    return out
+
+
+def unknown_words_note(prompts: Sequence[str], pieces: Callable[[str], list] | None) -> str | None:
+    """One sentence naming the words the model's vocabulary lacks (see unknown_words), or None."""
+    if pieces is None:
+        return None
+    found = []
+    for i, prompt in enumerate(prompts):
+        found += [f"'{w}' (prompt {i + 1})" for w in unknown_words(prompt, pieces)]
+    if not found:
+        return None
+    listed = ", ".join(found[:8]) + (f" and {len(found) - 8} more" if len(found) > 8 else "")
+    return (f"This model's vocabulary does not know {listed}: its tokenizer spells such words letter by letter, so "
+            "their meaning is lost and the scores and maps for them mean little. Use words the model was trained on.")
+
+
+# ----------------------------------------------------------------- examples, grouped by the model they suit
+ASSETS = Path(__file__).resolve().parents[2] / "assets"
+
+
+@dataclass(frozen=True)
+class Example:
+    """An example on the page: an image in assets/, prompts that fit it, and the kind of model it
+    suits ("photo": a CLIP-family model trained on photos; "shapes": the offline shapes model)."""
+
+    key: str
+    image: str
+    prompts: str
+    label: str
+    kind: str
+
+    @property
+    def path(self) -> Path:
+        return ASSETS / self.image
+
+
+EXAMPLES: tuple[Example, ...] = (
+    Example("shapes-1", "shapes/scene-1.png", "a photo of a red circle.\na photo of a blue square.\n"
+            "a photo of a green triangle.", "Red circle, blue square, green triangle", "shapes"),
+    Example("shapes-2", "shapes/scene-2.png", "a photo of a yellow square.\na photo of a red triangle.\n"
+            "a photo of a blue circle.", "Yellow square, red triangle, blue circle", "shapes"),
+    Example("shapes-3", "shapes/scene-3.png", "a photo of a green circle.\na photo of a yellow triangle.",
+            "Green circle, yellow triangle", "shapes"),
+    Example("cat", "chelsea.png", "a photo of a cat.\na photo of a dog.\na photo of a dog and a cat.",
+            "Cat (cat, dog, both)", "photo"),
+    Example("astronaut", "astronaut.png", "a photo of an astronaut.\na photo of a flag.\n"
+            "a photo of a space shuttle.\na photo of a helmet.", "Astronaut, flag, shuttle, helmet", "photo"),
+    Example("coffee", "coffee.png", "a cup of coffee.\na spoon.\na wooden table.", "Coffee, spoon, table", "photo"),
+    Example("rocket", "rocket.jpg", "a photo of a rocket.\na photo of a cloud.\na photo of a tree.",
+            "Rocket, cloud, tree", "photo"),
+)
+EXAMPLE_KINDS: dict[str, str] = {"shapes": "Shapes-world scenes (for the offline shapes model)",
+                                 "photo": "Photos (for CLIP models trained on photos)"}
+
+
+def get_example(key: str) -> Example:
+    """The example called ``key``; ValueError naming the known ones otherwise."""
+    for example in EXAMPLES:
+        if example.key == key:
+            return example
+    check_choice(key, [e.key for e in EXAMPLES], "example")
+    raise AssertionError  # check_choice raised
+
+
+def model_kind(name: str) -> str:
+    """Which examples a model suits: "shapes" for the shapes model, "photo" for every other."""
+    return "shapes" if name == "shapes" else "photo"
+
+
+def example_order(current: str) -> list[str]:
+    """The example kinds in the order the page shows them: the current model's kind first."""
+    first = model_kind(current)
+    return [first] + [k for k in EXAMPLE_KINDS if k != first]
+
+
+def example_model(example: Example, current: str, models: Sequence[str],
+                  reason_for: Callable[[str], str | None] | None = None) -> tuple[str, str]:
+    """(model to use, notice) when a person picks ``example`` while on ``current``: the current
+    model when it suits the example, else the first offered model that suits it and can be loaded
+    now, else the current one with a sentence saying why none fits."""
+    if model_kind(current) == example.kind:
+        return current, ""
+    if example.kind == "shapes":
+        if "shapes" in models:
+            return "shapes", "Switched to the **shapes** model: this scene comes from its shapes world."
+        return current, (f"This scene is made for the shapes model, which this server does not offer; {current} "
+                         "will run on it, but it was not trained on such scenes.")
+    from ..models import unavailable_reason
+
+    reason_for = reason_for or unavailable_reason
+    reasons = []
+    for name in models:
+        if model_kind(name) != "photo":
+            continue
+        reason = reason_for(name)
+        if reason is None:
+            return name, (f"Switched to **{name}**: the shapes model knows only coloured shapes and a few words, so "
+                          "its scores on a photo would mean nothing.")
+        reasons.append(reason)
+    why = f"none can be loaded now ({reasons[0]})" if reasons else "this server offers none"
+    return current, (f"⚠️ This photo needs a model trained on photos, and {why}. The shapes model knows only coloured "
+                     "shapes and a few words, so its scores on this photo mean nothing.")
+
+
+def method_layer(name: str, method: str, n_layers: int) -> int:
+    """The layer a method starts on for a model when a person switches to it: the attention methods
+    from the second-to-last layer (model_defaults), the sublayer methods where they measured best
+    (shapes: Grad-CAM on the last layer, benchmarks/quality.py; elsewhere the model's default)."""
+    layer = model_defaults(name, n_layers)[0]
+    if get_method(method).reads != "attention" and name in CAM_LAST_LAYER:
+        return n_layers
+    return layer
+
+
+#: Models whose sublayer methods start on the last layer: on shapes Grad-CAM points at the named
+#: object most often from layer 4 of 4 (benchmarks/quality.py --methods all).
+CAM_LAST_LAYER: frozenset[str] = frozenset({"shapes"})
+
+
+def model_problem(name: str, reason_for: Callable[[str], str | None] | None = None) -> str:
+    """A sentence for the page when a model cannot be loaded now ("" when it can)."""
+    from ..models import unavailable_reason
+
+    reason = (reason_for or unavailable_reason)(name)
+    if reason is None:
+        return ""
+    alternative = " Pick **shapes**, which works offline." if name != "shapes" else ""
+    return f"⚠️ **{name}** cannot be loaded now: {reason}{alternative}"
+
+
+# ----------------------------------------------------------------- share links
+#: The settings a share link carries, in its query string (the image only as an example's key:
+#: an upload stays on this server).
+SHARE_KEYS = ("example", "model", "layer", "sublayer", "target", "method", "colormap", "alpha", "shared")
+
+
+def share_query(settings: dict) -> str:
+    """The query string of a link that restores ``settings`` (keys of SHARE_KEYS; others ignored)."""
+    from urllib.parse import urlencode
+
+    return urlencode({k: settings[k] for k in SHARE_KEYS if settings.get(k) not in (None, "")})
+
+
+def read_share(query: dict, models: Sequence[str]) -> dict:
+    """The settings of a share link's query, checked: unknown keys and bad values are dropped, never
+    raised (a link is not the person's own input). Returns only the keys that were valid."""
+    out: dict = {}
+    example = query.get("example")
+    if example in {e.key for e in EXAMPLES}:
+        out["example"] = example
+    if query.get("model") in models:
+        out["model"] = query["model"]
+    try:
+        layer = int(query.get("layer", ""))
+        if 1 <= layer <= 1000:
+            out["layer"] = layer
+    except ValueError:
+        pass
+    if query.get("sublayer") in family_sublayers():
+        out["sublayer"] = query["sublayer"]
+    if query.get("target") in TARGETS:
+        out["target"] = query["target"]
+    if query.get("method") in METHODS:
+        out["method"] = query["method"]
+    if query.get("colormap") in COLORMAPS:
+        out["colormap"] = query["colormap"]
+    try:
+        alpha = float(query.get("alpha", ""))
+        if 0.0 <= alpha <= 1.0:
+            out["alpha"] = alpha
+    except ValueError:
+        pass
+    if query.get("shared") in ("True", "False", "true", "false", "1", "0"):
+        out["shared"] = query["shared"] in ("True", "true", "1")
+    return out
+
+
+# ----------------------------------------------------------------- the boundary: every input checked once
+@dataclass(frozen=True)
+class Inputs:
+    """A request's inputs after check_request: the image (a path when not decoded yet), the prompts,
+    notices about them, and the display settings."""
+
+    image: object
+    prompts: list[str]
+    notes: list[str]
+    colormap: str
+    alpha: float
+    shared: bool
+
+
+def check_request(image: object, prompts_text: object, sublayer: str, target: str, method: str, colormap: str,
+                  alpha: object, shared: object, max_pixels: int, decode: bool = True) -> Inputs:
+    """Check what every event shares, once, where it enters (the HTTP API bypasses the widgets).
+
+    The prompts first (their length is bounded before anything else reads them), then the image, the
+    sublayer (any family's name: the explainer checks it against the model), target, method and
+    display settings. decode=False checks the image file's size from its header only and hands the
+    path on, so that the explainer decodes it once; raises ValueError with one sentence.
+    """
+    from ..images import check_file_size, load_image
+
+    prompts, notes = parse_prompts(prompts_text)
+    if image is None:
+        raise ValueError("No image: upload an image, paste one, or click an example.")
+    check_choice(sublayer, family_sublayers(), "sublayer")
+    check_choice(target, TARGETS, "target")
+    check_choice(method, list(METHODS), "method")
+    colormap, alpha = check_view(colormap, alpha)
+    if decode:
+        image, image_notes = load_image(image, max_pixels=max_pixels)
+        notes = image_notes + notes
+    else:
+        check_file_size(image, max_pixels)
+    return Inputs(image, prompts, notes, colormap, alpha, bool(shared))
+
+
+def check_depth(depth: object) -> float:
+    """Compare's relative depth, in (0, 1]."""
+    try:
+        value = float(depth)
+    except (TypeError, ValueError):
+        raise ValueError(f"Relative depth must be a number above 0 and at most 1; got {depth!r}.") from None
+    if not 0.0 < value <= 1.0:
+        raise ValueError(f"Relative depth must be above 0 and at most 1; got {value}.")
+    return value
+
+
+def notice_text(notes: Sequence[str], dead: str | None = None) -> str:
+    """The notice under the Run button: a dead sublayer first, then one line per note."""
+    lines = ([f"⚠️ **Dead sublayer.** {dead}"] if dead else []) + [f"ℹ️ {n}" for n in notes]
+    return "\n\n".join(dict.fromkeys(lines))
+
+
+def result_notes(result: Explanation | Sweep, pieces: Callable[[str], list] | None) -> list[str]:
+    """What a person should know about a result beyond the library's notes: one prompt's trivial
+    100 %, the parts of the image the model never saw, and prompt words the model does not know."""
+    notes = [single_prompt_note(result.prompts, result.prob_kind), crop_note(result.geometry),
+             unknown_words_note(result.prompts, pieces)]
+    return [n for n in notes if n]

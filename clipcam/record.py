@@ -1,0 +1,39 @@
+"""The record of a result: its scores and the settings that made it, as one JSON-ready dict.
+
+One builder for every place that writes it: the CLI's scores.json, the app's scores.json download
+and the app's JSON output. Attention methods read no sublayer, so theirs is recorded as None.
+"""
+
+from __future__ import annotations
+
+from .methods import get_method
+from .results import Explanation, Sweep
+
+
+def scores_record(result: Explanation | Sweep, model: str | None = None, **extra: object) -> dict:
+    """Prompts, logits and probabilities (``prob_kind``: "softmax" over the prompts, or "sigmoid"
+    per prompt), then model, family, layer (or a sweep's layers), sublayer, target, method, the dead
+    layers with their reasons, notes and the explanation's seconds; ``extra`` keys are added last."""
+    attention = get_method(result.method).reads == "attention"
+    if isinstance(result, Sweep):
+        where: dict = {"layers": list(result.layers)}
+        dead = {str(layer): reason for layer, reason in zip(result.layers, result.dead_reasons) if reason}
+    else:
+        where = {"layer": result.layer}
+        dead = {str(result.layer): result.dead_reason} if result.dead else {}
+    return {
+        "prompts": list(result.prompts),
+        "logits": [float(x) for x in result.logits],
+        "probs": [float(x) for x in result.probs],
+        "prob_kind": result.prob_kind,
+        "model": model or result.model,
+        "family": result.family,
+        **where,
+        "sublayer": None if attention else result.sublayer,
+        "target": result.target,
+        "method": result.method,
+        "dead": dead,
+        "notes": list(result.notes),
+        "seconds": round(result.seconds, 3),
+        **extra,
+    }
