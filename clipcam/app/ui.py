@@ -59,9 +59,6 @@ class ImageInput(gr.Image):
 
     is_template = True  # the browser draws it as a plain Image
 
-    def __init__(self, *args, **kwargs):
-        super().__init__(*args, image_mode=None, **kwargs)  # no re-encoding: clipcam.images reads every mode
-
     def preprocess(self, payload):
         try:
             return super().preprocess(payload)
@@ -321,8 +318,9 @@ def build_demo(models: Sequence[str] | None = None, device: str = "auto", half: 
         startup_notice = gr.Markdown(elem_id="startup-notice")
         with gr.Row():
             with gr.Column(scale=2, min_width=320):
-                image = ImageInput(type="filepath", label="Image", sources=["upload", "clipboard", "webcam"],
-                                 height=300, elem_id="image")
+                # image_mode=None: gradio hands over the upload as it is, clipcam.images reads every mode
+                image = ImageInput(type="filepath", image_mode=None, label="Image",
+                                   sources=["upload", "clipboard", "webcam"], height=300, elem_id="image")
                 prompts = gr.Textbox(value=EXAMPLES[0][1], lines=4, max_lines=MAX_APP_PROMPTS + 2,
                                      label=f"Prompts — one per line, up to {MAX_APP_PROMPTS}", elem_id="prompts")
                 model = gr.Dropdown(model_choices, value=models[0], label="Model", elem_id="model")
@@ -343,7 +341,7 @@ def build_demo(models: Sequence[str] | None = None, device: str = "auto", half: 
                                      elem_id="method")
                 method_info = gr.Markdown(about(models[0], method0, sublayer0), elem_id="method-info")
                 with gr.Accordion("Display", open=False):
-                    colormap = gr.Dropdown(list(COLORMAPS), value=DEFAULT_COLORMAP, label="Colour map")
+                    colormap = gr.Dropdown(list(COLORMAPS), value=DEFAULT_COLORMAP, label="Colour map", elem_id="colormap")
                     alpha = gr.Slider(0, 1, value=DEFAULT_ALPHA, step=0.05, label="Heatmap opacity")
                     shared = gr.Checkbox(False, label="One colour scale for all prompts (compare strengths)")
                     gr.Markdown("These redraw the results on the page at once, without running the model again.")
@@ -359,7 +357,7 @@ def build_demo(models: Sequence[str] | None = None, device: str = "auto", half: 
                         scores = gr.JSON(label="Scores and settings", visible=False)
                         files_btn = gr.Button("Prepare downloads: grid.png, scores.json, heatmaps.npz", size="sm",
                                               elem_id="downloads")
-                        files = gr.File(label="Downloads", file_count="multiple")
+                        files = gr.File(label="Downloads", file_count="multiple", elem_id="files")
                     with gr.Tab("Layer sweep"):
                         gr.Markdown("Every layer × every prompt from one forward pass (Score-CAM adds its "
                                     "masked forwards for every layer). Rows are layers (1 at the top; the "
