@@ -66,6 +66,21 @@ class ImageInput(gr.Image):
             return None if payload is None or payload.path is None else str(payload.path)
 
 
+class Choice(gr.Dropdown):
+    """gr.Dropdown whose refusal of a value outside its choices echoes the value shortened (the
+    HTTP API can send megabytes) and prints no traceback; otherwise gradio's own check."""
+
+    is_template = True  # the browser draws it as a plain Dropdown
+
+    def preprocess(self, payload):
+        allowed = [value for _, value in self.choices]
+        if not self.multiselect and payload is not None and payload not in allowed:
+            log.info("refused a value outside the %s choices: %s", self.label, shorten(str(payload), 80))
+            raise gr.Error(f"Value: {shorten(str(payload), 80)} is not in the list of choices: {allowed}",
+                           print_exception=False)
+        return super().preprocess(payload)
+
+
 def user_errors(fn: Callable) -> Callable:
     """Turn expected errors into a gr.Error sentence (logged as one line); log and report anything
     unexpected with its traceback."""
@@ -78,7 +93,7 @@ def user_errors(fn: Callable) -> Callable:
             raise
         except (ValueError, Stopped) as err:
             log.info("%s refused: %s", fn.__name__, shorten(str(err), 300))
-            raise gr.Error(str(err)) from None
+            raise gr.Error(str(err), print_exception=False) from None
         except Exception as err:  # noqa: BLE001 - a server must answer, not die
             log.exception("unexpected error in %s", fn.__name__)
             raise gr.Error(f"Something went wrong ({type(err).__name__}: {shorten(str(err), 200)}). Your inputs "
@@ -323,25 +338,25 @@ def build_demo(models: Sequence[str] | None = None, device: str = "auto", half: 
                                    sources=["upload", "clipboard", "webcam"], height=300, elem_id="image")
                 prompts = gr.Textbox(value=EXAMPLES[0][1], lines=4, max_lines=MAX_APP_PROMPTS + 2,
                                      label=f"Prompts — one per line, up to {MAX_APP_PROMPTS}", elem_id="prompts")
-                model = gr.Dropdown(model_choices, value=models[0], label="Model", elem_id="model")
+                model = Choice(model_choices, value=models[0], label="Model", elem_id="model")
                 n0 = layers_of(models[0])
                 layer0, sublayer0, target0, method0 = model_defaults(models[0], n0)
                 # The server checks a slider against the maximum it was built with, whatever the page shows:
                 # build it for the deepest model, let the page narrow it, and let the explainer check the rest.
                 deepest = max(layers_of(m) for m in models)
                 layer = gr.Slider(1, deepest, value=layer0, step=1, label=layer_label(method0), elem_id="layer")
-                sublayer = gr.Dropdown(list(SUBLAYERS), value=sublayer0, label="Sublayer",
+                sublayer = Choice(list(SUBLAYERS), value=sublayer0, label="Sublayer",
                                        interactive=controls(method0)["sublayer"],
                                        info="block = the whole layer's output", elem_id="sublayer")
-                target = gr.Dropdown(list(TARGETS), value=target0, label="Target",
+                target = Choice(list(TARGETS), value=target0, label="Target",
                                      info="logit: CLIP's score (as the reference); log_softmax / contrast: "
                                      "what favours this prompt over the others",
                                      interactive=controls(method0)["target"], elem_id="target")
-                method = gr.Dropdown([(METHOD_LABELS[m], m) for m in METHODS], value=method0, label="Method",
+                method = Choice([(METHOD_LABELS[m], m) for m in METHODS], value=method0, label="Method",
                                      elem_id="method")
                 method_info = gr.Markdown(about(models[0], method0, sublayer0), elem_id="method-info")
                 with gr.Accordion("Display", open=False):
-                    colormap = gr.Dropdown(list(COLORMAPS), value=DEFAULT_COLORMAP, label="Colour map", elem_id="colormap")
+                    colormap = Choice(list(COLORMAPS), value=DEFAULT_COLORMAP, label="Colour map", elem_id="colormap")
                     alpha = gr.Slider(0, 1, value=DEFAULT_ALPHA, step=0.05, label="Heatmap opacity")
                     shared = gr.Checkbox(False, label="One colour scale for all prompts (compare strengths)")
                     gr.Markdown("These redraw the results on the page at once, without running the model again.")
@@ -370,8 +385,8 @@ def build_demo(models: Sequence[str] | None = None, device: str = "auto", half: 
                         sweep_files = gr.File(label="Downloads", file_count="multiple")
                     with gr.Tab("Compare models"):
                         with gr.Row():
-                            left = gr.Dropdown(model_choices, value=models[0], label="Left model")
-                            right = gr.Dropdown(model_choices, value=models[-1], label="Right model")
+                            left = Choice(model_choices, value=models[0], label="Left model")
+                            right = Choice(model_choices, value=models[-1], label="Right model")
                         depth = gr.Slider(0.05, 1.0, value=0.9, step=0.05,
                                           label="Relative depth (0.9 = layer 11 of 12, layer 22 of 24)")
                         compare_btn = gr.Button("Compare", variant="primary")
