@@ -9,9 +9,11 @@ import numpy as np
 import pytest
 from conftest import PROMPTS, noise_image
 
+from clipcam.explainer import METHODS
 from clipcam.app.service import (
-    DISPLAY_SIDE, allowed_models, check_forwards, check_view, concentration, controls, gallery_items, keep, method_note,
-    method_note_for, model_defaults, parse_prompts, relative_layer, startup_model, write_downloads,
+    DISPLAY_SIDE, METHOD_LABELS, allowed_models, check_forwards, check_view, concentration, controls,
+    family_sublayers, gallery_items, keep, method_choices, method_note, method_note_for, model_defaults,
+    parse_prompts, relative_layer, score_label, startup_model, write_downloads,
 )
 from clipcam.render import caption, explanation_images
 
@@ -47,7 +49,7 @@ def test_relative_layer_and_defaults():
 
 
 def test_allowed_models():
-    assert allowed_models("") == ["base", "large", "shapes"]
+    assert allowed_models("") == ["base", "large", "shapes", "siglip", "rn50", "laion-b32"]
     assert allowed_models(" shapes , /models/mine ") == ["shapes", "/models/mine"]
 
 
@@ -94,16 +96,32 @@ def test_kept_result_draws_what_the_full_result_draws(explainer, shared):
 
 
 def test_method_notes_say_what_each_method_reads_and_costs():
-    assert method_note_for("base", "scorecam", "mlp.fc1").startswith("⏳ Score-CAM (Wang et al., CVPR-W 2020)")
+    assert method_note_for("base", "scorecam", "mlp.fc1").startswith("⏳ Score-CAM (Wang et al., CVPR Workshops 2020): uses no gradient")
     assert "3072 forward passes for this model and sublayer" in method_note_for("base", "scorecam", "mlp.fc1")
     assert "1024 forward passes" in method_note_for("large", "scorecam", "block")
     assert "128 forward passes" in method_note_for("shapes", "scorecam", "self_attn.v_proj")  # read from its config
     assert "one forward pass per channel" in method_note_for("/nowhere/model", "scorecam", "block")
     assert method_note("legrad").endswith("It reads attention, not a sublayer: the layer is where it starts.")
-    assert method_note("hirescam") == ("HiResCAM (Draelos & Carin, arXiv:2011.08891, 2020) on the sublayer's output; "
-                                       "one forward and one batched backward for all prompts.")
+    assert method_note("hirescam") == ("HiResCAM (Draelos & Carin, arXiv:2011.08891, 2020): gradient × activation, "
+                                       "summed over channels, per token, on the sublayer's output; one forward and "
+                                       "one batched backward for all prompts.")
     with pytest.raises(ValueError, match="^Unknown method 'occlusion': choose one of gradcam"):
         method_note_for("base", "occlusion", "block")
+
+
+def test_families_set_up_the_app_without_loading():
+    """SigLIP starts on LeGrad (no class token for Chefer), the ResNet on Grad-CAM at its last
+    stage; the method list says in one sentence what cannot run and why."""
+    assert model_defaults("siglip", 12) == (11, "mlp.fc1", "logit", "legrad")
+    assert model_defaults("rn50", 4) == (4, "output", "logit", "gradcam")
+    assert model_defaults("laion-b32", 12) == (11, "mlp.c_fc", "logit", "chefer")
+    choices, why = method_choices("siglip")
+    assert [m for _, m in choices] == [m for m in METHODS if m not in ("chefer", "gradeclip", "gradeclip-authors")]
+    assert why == ("Chefer relevance, Grad-ECLIP and Grad-ECLIP, authors' single head need a class token that the image embedding is read from, "
+                   "which SigLIP (Hugging Face) models do not have.")
+    assert method_choices("base") == ([(METHOD_LABELS[m], m) for m in METHODS], "")
+    assert score_label("sigmoid").startswith("SigLIP's sigmoid per prompt")
+    assert {"ln_1", "output", "mlp.fc1", "norm1"} <= set(family_sublayers())
 
 
 def test_check_forwards():
@@ -117,10 +135,11 @@ def test_check_forwards():
 
 
 def test_controls_that_do_not_apply_are_named():
-    assert controls("gradcam") == {"sublayer": True, "target": True}
-    assert controls("scorecam") == {"sublayer": True, "target": True}
-    assert controls("legrad") == {"sublayer": False, "target": True}
-    assert controls("eigencam") == {"sublayer": True, "target": False}
+    assert controls("gradcam") == {"sublayer": True, "target": True, "layer": True}
+    assert controls("scorecam") == {"sublayer": True, "target": True, "layer": True}
+    assert controls("legrad") == {"sublayer": False, "target": True, "layer": True}
+    assert controls("eigencam") == {"sublayer": True, "target": False, "layer": True}
+    assert controls("gradeclip-authors") == {"sublayer": False, "target": True, "layer": False}
 
 
 @pytest.mark.parametrize("shared", [False, True])
