@@ -16,7 +16,9 @@ def check_choice(value: T, choices: Iterable[object], what: str) -> T:
     "Unknown sublayer 'mlp.fc3': choose one of layer_norm1, ...". Shared by every named setting."""
     choices = list(choices)
     if value not in choices:
-        raise ValueError(f"Unknown {what} {value!r}: choose one of {', '.join(map(str, choices))}.")
+        shown = repr(value)
+        shown = shown if len(shown) <= 80 else shown[:79] + "…"  # the API can send megabytes: never echo them
+        raise ValueError(f"Unknown {what} {shown}: choose one of {', '.join(map(str, choices))}.")
     return value
 
 #: The project's own shapes-world CLIP, trained by tools/train_shapes.py and shipped in assets/.

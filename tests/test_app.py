@@ -142,6 +142,15 @@ def test_bad_input_gets_its_sentence(client, tiny_dir, kwargs, message):
     assert message in str(err.value)
 
 
+def test_a_huge_invalid_value_is_echoed_shortened(client, tiny_dir):
+    for field in ("model", "sublayer"):
+        with pytest.raises(Exception) as err:
+            call_explain(client, tiny_dir, **{field: "z" * 5_000_000}) if field != "model" else \
+                call_explain(client, "z" * 5_000_000)
+        message = str(err.value)
+        assert "Value: " + "z" * 79 + "… is not in the list of choices" in message and len(message) < 2000
+
+
 def test_model_outside_the_allowlist_is_refused(client):
     with pytest.raises(Exception) as err:
         call_explain(client, "openai/clip-vit-base-patch16")
@@ -185,3 +194,14 @@ def test_upload_and_pixel_limits(tiny_dir, tmp_path):
         with pytest.raises(Exception) as err:
             call_explain(client, tiny_dir, image=str(big))  # a small PNG file, but 6 megapixels
         assert "The image is 3000×2000 = 6 megapixels; the limit is 1 megapixels." in str(err.value)
+
+
+def test_a_user_error_prints_no_traceback(client, tiny_dir, capfd, caplog):
+    import logging
+
+    capfd.readouterr()
+    with caplog.at_level(logging.INFO, logger="clipcam.app.ui"), pytest.raises(Exception, match="No prompts given"):
+        call_explain(client, tiny_dir, prompts="")
+    assert "Traceback" not in capfd.readouterr().err
+    assert [r.getMessage() for r in caplog.records if r.name == "clipcam.app.ui"] == [
+        "explain refused: No prompts given: type at least one prompt, one per line, such as 'a photo of a cat.'."]

@@ -203,3 +203,11 @@ def test_janitor_removes_the_empty_folders_gradio_leaves(tmp_path):
     os.utime(fresh, (now[0], now[0]))
     assert janitor.tidy() == 1  # "aa/bb" is old and empty; "aa" just changed, "cc" is fresh, "dd" holds a file
     assert not old.exists() and fresh.exists() and (full / "image.jpeg").exists()
+
+
+def test_library_echoes_a_bad_choice_shortened():
+    from clipcam.constants import check_choice
+
+    with pytest.raises(ValueError) as err:
+        check_choice("q" * 5_000_000, ["logit", "contrast"], "target")
+    assert str(err.value) == "Unknown target '" + "q" * 78 + "…: choose one of logit, contrast."

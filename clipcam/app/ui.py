@@ -90,14 +90,26 @@ class ImageInput(gr.Image):
 
     is_template = True  # the browser draws it as a plain Image
 
-    def __init__(self, *args, **kwargs):
-        super().__init__(*args, image_mode=None, **kwargs)  # no re-encoding: clipcam.images reads every mode
-
     def preprocess(self, payload):
         try:
             return super().preprocess(payload)
         except Exception:  # noqa: BLE001 - clipcam.images.load_image explains the problem
             return None if payload is None or payload.path is None else str(payload.path)
+
+
+class Choice(gr.Dropdown):
+    """gr.Dropdown whose refusal of a value outside its choices echoes the value shortened (the
+    HTTP API can send megabytes) and prints no traceback; otherwise gradio's own check."""
+
+    is_template = True  # the browser draws it as a plain Dropdown
+
+    def preprocess(self, payload):
+        allowed = [value for _, value in self.choices]
+        if not self.multiselect and payload is not None and payload not in allowed:
+            log.info("refused a value outside the %s choices: %s", self.label, shorten(str(payload), 80))
+            raise gr.Error(f"Value: {shorten(str(payload), 80)} is not in the list of choices: {allowed}",
+                           print_exception=False)
+        return super().preprocess(payload)
 
 
 def user_errors(fn: Callable) -> Callable:
@@ -112,7 +124,7 @@ def user_errors(fn: Callable) -> Callable:
             raise
         except (ValueError, Stopped) as err:
             log.info("%s refused: %s", fn.__name__, shorten(str(err), 300))
-            raise gr.Error(str(err)) from None
+            raise gr.Error(str(err), print_exception=False) from None
         except Exception as err:  # noqa: BLE001 - a server must answer, not die
             log.exception("unexpected error in %s", fn.__name__)
             raise gr.Error(unexpected(err)) from None
@@ -303,30 +315,29 @@ class App:
         got = sv.check_request(image, prompts_text, sublayer, target, method, colormap, alpha, shared,
                                self.max_pixels)
         depth = sv.check_depth(depth)
-        lines, explainers = [], {}
-        for name in (left, right):
+        lines, sides = [], []  # (name, explainer, its own sublayer, why it cannot run)
+        for name in (left, right):  # each side on its own: one that cannot run leaves the other working
             try:
-                explainers[name] = self.explainer_for(name)
-            except ValueError as err:
-                lines.append(f"**{name}**: ⚠️ {err}")
-        own = {name: sublayer if sublayer in ex.sublayers else ex.default_sublayer  # families name them differently
-               for name, ex in explainers.items()}
-        forwards = sum(ex.masked_forwards(method, own[name]) for name, ex in explainers.items()
-                       if method in ex.methods)  # both models count
-        sv.check_forwards(forwards, self.max_forwards, 1, sublayer, models=2)
-        outputs = []
-        for side, name in zip(("left", "right"), (left, right)):
-            ex = explainers.get(name)
-            if ex is None:
-                outputs += [gr.update(value=[]), ""]
-                continue
-            try:
+                ex = self.explainer_for(name)
+                own = sublayer if sublayer in ex.sublayers else ex.default_sublayer  # families name them differently
                 ex.check_method(method)
-                layer = sv.relative_layer(depth, ex.num_layers)
-                res = self.run_core(ex, name, "explain", got.image, got.prompts, deadline, None,
-                                    ex.masked_forwards(method, own[name]), layer=layer, sublayer=own[name],
-                                    target=target, method=method)
+                sides.append((name, ex, own, None))
             except ValueError as err:
+                sides.append((name, None, None, err))
+        runnable = [(ex, own) for _, ex, own, err in sides if err is None]
+        forwards = sum(ex.masked_forwards(method, own) for ex, own in runnable)  # both models count together
+        sv.check_forwards(forwards, self.max_forwards, 1, sublayer, models=len(runnable))
+        outputs = []
+        for side, (name, ex, own, err) in zip(("left", "right"), sides):
+            if err is None:
+                try:
+                    layer = sv.relative_layer(depth, ex.num_layers)
+                    res = self.run_core(ex, name, "explain", got.image, got.prompts, deadline, None,
+                                        ex.masked_forwards(method, own), layer=layer, sublayer=own, target=target,
+                                        method=method)
+                except ValueError as error:
+                    err = error
+            if err is not None:
                 outputs += [gr.update(value=[]), ""]
                 lines.append(f"**{name}**: ⚠️ {err}")
                 continue
@@ -337,8 +348,7 @@ class App:
                         sv.scores_html(kept.prompts, kept.probs, kept.prob_kind, got.shared)]
             noun = ex.adapter.layer_noun
             lines.append(f"**{name}**: {noun} {layer} of {ex.num_layers}"
-                         + (f", sublayer {own[name]}" if own[name] != sublayer and get_method(method).reads != "attention"
-                            else "")
+                         + (f", sublayer {own}" if own != sublayer and get_method(method).reads != "attention" else "")
                          + f", {res.seconds:.2f} s" + (" (sigmoid scores)" if res.prob_kind == "sigmoid" else "")
                          + (f" — ⚠️ {res.dead_reason}" if res.dead else ""))
             unknown = sv.unknown_words_note(kept.prompts, self.pieces(ex))
@@ -506,7 +516,8 @@ def build_demo(models: Sequence[str] | None = None, device: str = "auto", half: 
         example_key = gr.State(None)
         with gr.Row(equal_height=False):
             with gr.Column(scale=2, min_width=300):
-                image = ImageInput(type="filepath", label="Image", sources=["upload", "clipboard", "webcam"],
+                # image_mode=None: gradio hands over the upload as it is, clipcam.images reads every mode
+                image = ImageInput(type="filepath", image_mode=None, label="Image", sources=["upload", "clipboard", "webcam"],
                                    height=280, elem_id="image")
                 prompts = gr.Textbox(lines=3, max_lines=MAX_APP_PROMPTS + 2, elem_id="prompts",
                                      label=f"Prompts — one per line, up to {MAX_APP_PROMPTS}",
@@ -522,24 +533,24 @@ def build_demo(models: Sequence[str] | None = None, device: str = "auto", half: 
                                 with gr.Row():
                                     buttons = example_buttons(kind)
                             groups.append((group, buttons))
-                model = gr.Dropdown(model_choices, value=first, label="Model", elem_id="model")
+                model = Choice(model_choices, value=first, label="Model", elem_id="model")
                 model_notice = gr.Markdown(elem_id="model-notice")
                 # The server checks a slider against the maximum it was built with, whatever the page shows:
                 # build it for the deepest model, let the page narrow it, and let the explainer check the rest.
                 deepest = max(app.layers_of(m) for m in models)
                 layer = gr.Slider(1, deepest, value=layer0, step=1, label=layer_label(method0), elem_id="layer")
-                sublayer = gr.Dropdown(all_sublayers, value=sublayer0, label="Sublayer",
+                sublayer = Choice(all_sublayers, value=sublayer0, label="Sublayer",
                                        interactive=sv.controls(method0)["sublayer"],
                                        info="block = the whole layer's output", elem_id="sublayer")
-                target = gr.Dropdown(list(TARGETS), value=target0, label="Target",
+                target = Choice(list(TARGETS), value=target0, label="Target",
                                      info="logit: the model's score (as the reference); log_softmax / contrast: "
                                      "what favours this prompt over the others",
                                      interactive=sv.controls(method0)["target"], elem_id="target")
-                method = gr.Dropdown([(sv.METHOD_LABELS[m], m) for m in METHODS], value=method0, label="Method",
+                method = Choice([(sv.METHOD_LABELS[m], m) for m in METHODS], value=method0, label="Method",
                                      elem_id="method")
                 method_info = gr.Markdown(app.about(first, method0, sublayer0), elem_id="method-info")
                 with gr.Accordion("Display (redraws at once, no new run)", open=False, elem_id="display"):
-                    colormap = gr.Dropdown(list(COLORMAPS), value=DEFAULT_COLORMAP, label="Colour map",
+                    colormap = Choice(list(COLORMAPS), value=DEFAULT_COLORMAP, label="Colour map",
                                            elem_id="colormap")
                     alpha = gr.Slider(0, 1, value=DEFAULT_ALPHA, step=0.05, label="Heatmap opacity", elem_id="alpha")
                     shared = gr.Checkbox(False, label="One colour scale for all prompts (compare strengths)",
@@ -576,8 +587,8 @@ def build_demo(models: Sequence[str] | None = None, device: str = "auto", half: 
                         sweep_files = gr.File(label="Downloads", file_count="multiple")
                     with gr.Tab("Compare models"):
                         with gr.Row():
-                            left = gr.Dropdown(model_choices, value=first, label="Left model", elem_id="left-model")
-                            right = gr.Dropdown(model_choices, value=models[-1], label="Right model",
+                            left = Choice(model_choices, value=first, label="Left model", elem_id="left-model")
+                            right = Choice(model_choices, value=models[-1], label="Right model",
                                                 elem_id="right-model")
                         depth = gr.Slider(0.05, 1.0, value=0.9, step=0.05,
                                           label="Relative depth (0.9 = layer 11 of 12, layer 22 of 24)")
