@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -15,7 +16,7 @@ from clipcam.app.service import (
     family_sublayers, gallery_items, keep, method_choices, method_note, method_note_for, model_defaults,
     parse_prompts, relative_layer, score_label, startup_model, write_downloads,
 )
-from clipcam.render import caption, explanation_images
+from clipcam.render import explanation_images, format_score
 
 
 def test_parse_prompts():
@@ -88,7 +89,8 @@ def test_kept_result_draws_what_the_full_result_draws(explainer, shared):
     res = explainer.explain(noise_image(1500, 900), PROMPTS, layer=1)
     items = gallery_items(keep(res, {}, []), "turbo", 0.6, shared)
     tiles, _ = explanation_images(res, "turbo", 0.6, max_side=DISPLAY_SIDE, shared=shared)
-    assert [text for _, text in items] == [caption(p, q) for p, q in zip(res.prompts, res.probs)]
+    assert [text for _, text in items] == [f"{i + 1} · {format_score(q)} · {p}" for i, (p, q) in
+                                           enumerate(zip(res.prompts, res.probs))]
     for (tile, _), want in zip(items, tiles):
         assert tile.size == want.size == (DISPLAY_SIDE, 614)
         diff = np.abs(np.asarray(tile, dtype=int) - np.asarray(want, dtype=int))
@@ -161,3 +163,141 @@ def test_display_levels_equal_the_geometry_s_maps(explainer, shared):
             np.testing.assert_array_equal(~np.isnan(slow[(0,) * (slow.ndim - 2)]), seen)
             diff = np.abs(fast[..., rows, cols].astype(int) - levels(slow)[..., rows, cols].astype(int))
             assert diff.max() <= 8 and diff.mean() < 1
+
+
+# ----------------------------------------------------------------- issue 12: what a person reads
+def test_scores_html_lists_every_prompt_in_the_tiles_order_with_its_number():
+    from clipcam.app.service import scores_html
+
+    text = scores_html(["a <b>cat</b>", "a dog", "a car"], [0.004, 0.0, 0.996], "softmax")
+    rows = re.findall(r"data-index='(\d)'><span class='score-index'>\d</span><span class='score-prompt'>(.*?)</span>"
+                      r"<span class='score-value'>(.*?)</span>", text)
+    assert rows == [("1", "a &lt;b&gt;cat&lt;/b&gt;", "0.40 %"), ("2", "a dog", "0 %"), ("3", "a car", "99.6 %")]
+    assert text.count("class='tile-extra'") == 3  # a block per tile for later per-prompt rows
+    assert "Scored near zero" in text  # per-prompt scale stretches a 0 % map: say so
+    assert "Scored near zero" not in scores_html(["a cat", "a dog"], [0.004, 0.996], "softmax", shared=True)
+    sigmoid = scores_html(["a cat", "a dog"], [0.9, 0.8], "sigmoid")
+    assert "sigmoid per prompt" in sigmoid and "need not add up to 100 %" in sigmoid
+
+
+def test_legend_html_follows_the_colour_map_and_the_scale():
+    from clipcam.app.service import legend_html
+    from clipcam.render import LUTS
+
+    inferno, jet = legend_html("inferno"), legend_html("jet", shared=True)
+    r, g, b = LUTS["jet"][255, 0]
+    assert f"rgb({r},{g},{b}) 100%" in jet and f"rgb({r},{g},{b}) 100%" not in inferno
+    assert "Per-prompt scale" in inferno and "Shared scale (raw values)" in jet
+    assert "low" in inferno and "high" in inferno and "never seen" in inferno
+    with pytest.raises(ValueError, match="Unknown colour map"):
+        legend_html("rainbow")
+
+
+def test_result_notes_one_prompt_and_the_crop(explainer):
+    from clipcam.app.service import result_notes
+
+    one = explainer.explain(noise_image(200, 100), ["a cat"], layer=1)
+    notes = result_notes(one, None)
+    assert any("With one prompt the score is 100 % by definition" in n for n in notes)
+    assert any("saw only the centre" in n and "200×100" in n for n in notes)
+    square = explainer.explain(noise_image(64, 64), PROMPTS, layer=1)
+    assert result_notes(square, None) == []
+
+
+def test_unknown_words_are_found_through_the_shapes_tokenizer():
+    """The shapes model's word tokenizer spells words outside its vocabulary letter by letter."""
+    from transformers import AutoTokenizer
+
+    from clipcam.app.service import unknown_words_note
+    from clipcam.constants import SHAPES_MODEL_DIR
+
+    tokenizer = AutoTokenizer.from_pretrained(str(SHAPES_MODEL_DIR))
+    note = unknown_words_note(["a photo of an astronaut.", "a photo of a green triangle.", "a spoon."], tokenizer)
+    assert note.startswith("This model's vocabulary does not know 'astronaut' (prompt 1), 'spoon' (prompt 3):")
+    assert unknown_words_note(["a photo of a red circle.", "a photo of a green triangle."], tokenizer) is None
+
+
+def test_unknown_words_rule_on_a_tokenizer_with_long_pieces():
+    from clipcam.app.service import unknown_words
+
+    table = {"xylophone": ["xylo", "phone</w>"], "zqx": ["z", "q", "x</w>"], "cat": ["cat</w>"]}
+    pieces = lambda word: table.get(word, [word])  # noqa: E731
+    assert unknown_words("a xylophone, a zqx and a cat", pieces) == ["zqx"]
+    assert unknown_words("a zqx", pieces, known={"zqx"}) == []
+
+
+def test_examples_switch_to_a_model_that_fits_or_say_why_not():
+    from clipcam.app.service import example_model, example_order, get_example
+
+    photo, scene = get_example("cat"), get_example("shapes-1")
+    assert photo.path.exists() and scene.path.exists()
+    online = lambda name: None  # noqa: E731
+    offline = lambda name: f"{name} is not cached."  # noqa: E731
+    assert example_model(photo, "shapes", ["shapes", "base"], online)[0] == "base"
+    name, notice = example_model(photo, "shapes", ["shapes", "base"], offline)
+    assert name == "shapes" and "none can be loaded now (base is not cached.)" in notice
+    assert example_model(scene, "base", ["base", "shapes"], online) == (
+        "shapes", "Switched to the **shapes** model: this scene comes from its shapes world.")
+    assert example_model(photo, "base", ["base", "shapes"], online) == ("base", "")
+    assert example_order("shapes") == ["shapes", "photo"] and example_order("base") == ["photo", "shapes"]
+    with pytest.raises(ValueError, match="Unknown example"):
+        get_example("nope")
+
+
+def test_switching_to_grad_cam_on_shapes_goes_to_its_best_layer():
+    from clipcam.app.service import method_layer
+
+    assert method_layer("shapes", "gradcam", 4) == 4  # benchmarks/quality.py: Grad-CAM is best at layer 4 of 4
+    assert method_layer("shapes", "chefer", 4) == 3
+    assert method_layer("base", "gradcam", 12) == 11
+
+
+def test_share_links_round_trip_and_drop_bad_values():
+    from urllib.parse import parse_qsl
+
+    from clipcam.app.service import read_share, share_query
+
+    settings = {"example": "shapes-2", "model": "shapes", "layer": 4, "sublayer": "self_attn.v_proj",
+                "target": "logit", "method": "gradcam", "colormap": "jet", "alpha": 0.7, "shared": True}
+    assert read_share(dict(parse_qsl(share_query(settings))), ["shapes", "base"]) == settings
+    bad = {"example": "../etc", "model": "evil", "layer": "x", "method": "rm", "alpha": "2", "colormap": "<b>"}
+    assert read_share(bad, ["shapes"]) == {}
+
+
+def test_check_request_checks_every_input_once(tmp_path):
+    from clipcam.app.service import check_request
+
+    cat = str(Path(__file__).resolve().parents[1] / "assets" / "chelsea.png")
+    got = check_request(cat, "a cat\na dog", "mlp.fc1", "logit", "gradcam", "jet", "0.4", 1, 10**8, decode=False)
+    assert (got.image, got.prompts, got.colormap, got.alpha, got.shared) == (cat, ["a cat", "a dog"], "jet", 0.4, True)
+    for args, message in [((None, "a cat"), "No image"), ((cat, ""), "No prompts given"),
+                          ((cat, "a cat", "fc9"), "Unknown sublayer")]:
+        full = (*args, "mlp.fc1", "logit", "gradcam", "jet", 0.5, False)[: 8] if len(args) == 2 else (
+            *args, "logit", "gradcam", "jet", 0.5, False)
+        with pytest.raises(ValueError, match=message):
+            check_request(*full, max_pixels=10**8)
+
+
+def test_downloads_record_settings_legend_and_no_sublayer_for_attention(explainer, tmp_path):
+    from PIL import Image
+
+    res = explainer.explain(noise_image(120, 80), PROMPTS, layer=1, method="chefer")
+    grid_png, scores_json, _ = write_downloads(keep(res, "tiny", []), "jet", 0.5, True, tmp_path)
+    saved = json.loads(Path(scores_json).read_text())
+    assert saved["sublayer"] is None and saved["method"] == "chefer" and saved["model"] == "tiny"
+    assert saved["display"] == {"colormap": "jet", "alpha": 0.5, "shared": True}
+    assert saved["prob_kind"] == "softmax" and saved["layer"] == 1
+    sheet = Image.open(grid_png)
+    tiles_only = Image.open(write_downloads(keep(res, "tiny", []), "jet", 0.5, True, tmp_path / "b")[0])
+    assert sheet.size == tiles_only.size and sheet.height > 200  # legend and settings under the tiles
+    gradcam = explainer.explain(noise_image(120, 80), PROMPTS, layer=1, method="gradcam", sublayer="mlp.fc1")
+    assert keep(gradcam, "tiny", []).settings["sublayer"] == "mlp.fc1"
+
+
+def test_one_record_builder_for_cli_and_app(explainer):
+    from clipcam.record import scores_record
+
+    sweep = explainer.sweep(noise_image(64, 64), PROMPTS)
+    record = scores_record(sweep, "tiny")
+    assert record["layers"] == list(sweep.layers) and "layer" not in record
+    assert keep(sweep, "tiny", ["n"]).settings == {**record, "notes": ["n"]}

@@ -339,13 +339,15 @@ class Kept:
         return out.reshape(*scaled.shape[:2], *out.shape[1:])
 
 
-def keep(result: Explanation | Sweep, model: str, notes: Sequence[str]) -> Kept:
+def keep(result: Explanation | Sweep, model: str | dict, notes: Sequence[str]) -> Kept:
     """The part of a result the server keeps (see Kept), with its record made by the one builder
-    (scores_record: attention methods record no sublayer); the full-size image is dropped here."""
+    (scores_record: attention methods record no sublayer; ``model`` is the name the person picked,
+    or a dict whose "model" it is and whose other keys are added); the full-size image is dropped."""
     size = display_size(result.image.size, DISPLAY_SIDE)
     display = to_size(result.image, size)
-    settings = scores_record(result, model)
-    settings["notes"] = list(notes)
+    extra = dict(model) if isinstance(model, dict) else {"model": model}
+    settings = scores_record(result, extra.pop("model", None))
+    settings.update(extra, notes=list(notes))
     return Kept(prompts=tuple(result.prompts), logits=np.asarray(result.logits), probs=np.asarray(result.probs),
                 grid_maps=result.grid_maps, geometry=result.geometry, display=display, settings=settings,
                 notes=tuple(notes), seconds=result.seconds,
@@ -718,24 +720,47 @@ def word_pieces(tokenizer: object) -> Callable[[str], list] | None:
     return word_pieces(inner) if inner is not None and inner is not tokenizer else None
 
 
-def unknown_words(prompt: str, pieces: Callable[[str], list]) -> list[str]:
-    """The words of ``prompt`` (three letters or more) that the tokenizer spells letter by letter,
-    one token per letter: the model's vocabulary has no piece for them, so their meaning is lost."""
+def vocabulary(tokenizer: object) -> set[str]:
+    """The tokenizer's whole-word tokens with their markers stripped ("green</w>", "▁green" →
+    "green"); empty when it does not list them."""
+    vocab = None
+    for source in (tokenizer, getattr(tokenizer, "tokenizer", None)):
+        get = getattr(source, "get_vocab", None)
+        vocab = get() if callable(get) else getattr(source, "encoder", None)  # open_clip's SimpleTokenizer
+        if isinstance(vocab, dict):
+            break
+    if not isinstance(vocab, dict):
+        return set()
+    return {t.replace("</w>", "").lstrip("▁Ġ").lower() for t in vocab if isinstance(t, str)}
+
+
+def unknown_words(prompt: str, pieces: Callable[[str], list], known: set[str] = frozenset()) -> list[str]:
+    """The words of ``prompt`` (three letters or more) that the tokenizer spells (nearly) letter by
+    letter, fewer than LETTERS_PER_PIECE letters per token: the model's vocabulary has no piece for
+    them, so their meaning is lost. A BPE vocabulary trained on real text splits a rare word into a
+    few long pieces ("xylo", "phone"); a word it never saw falls apart into letters. Words that
+    are whole tokens of the vocabulary (``known``, see vocabulary) are known however they split."""
     out = []
     for word in dict.fromkeys(w.lower() for w in re.findall(r"[^\W\d_]{3,}", prompt)):
         tokens = [t for t in pieces(word) if not isinstance(t, str) or t.replace("</w>", "").strip("▁Ġ ")]
-        if len(tokens) >= len(word):
+        if word not in known and tokens and len(word) / len(tokens) < LETTERS_PER_PIECE:
             out.append(word)
     return out
 
 
-def unknown_words_note(prompts: Sequence[str], pieces: Callable[[str], list] | None) -> str | None:
+#: Fewer letters per token than this means a word was spelled out, not read (see unknown_words).
+LETTERS_PER_PIECE = 1.5
+
+
+def unknown_words_note(prompts: Sequence[str], tokenizer: object) -> str | None:
     """One sentence naming the words the model's vocabulary lacks (see unknown_words), or None."""
+    pieces = word_pieces(tokenizer) if tokenizer is not None else None
     if pieces is None:
         return None
+    known = vocabulary(tokenizer)
     found = []
     for i, prompt in enumerate(prompts):
-        found += [f"'{w}' (prompt {i + 1})" for w in unknown_words(prompt, pieces)]
+        found += [f"'{w}' (prompt {i + 1})" for w in unknown_words(prompt, pieces, known)]
     if not found:
         return None
     listed = ", ".join(found[:8]) + (f" and {len(found) - 8} more" if len(found) > 8 else "")
@@ -961,9 +986,9 @@ def notice_text(notes: Sequence[str], dead: str | None = None) -> str:
     return "\n\n".join(dict.fromkeys(lines))
 
 
-def result_notes(result: Explanation | Sweep, pieces: Callable[[str], list] | None) -> list[str]:
+def result_notes(result: Explanation | Sweep, tokenizer: object) -> list[str]:
     """What a person should know about a result beyond the library's notes: one prompt's trivial
     100 %, the parts of the image the model never saw, and prompt words the model does not know."""
     notes = [single_prompt_note(result.prompts, result.prob_kind), crop_note(result.geometry),
-             unknown_words_note(result.prompts, pieces)]
+             unknown_words_note(result.prompts, tokenizer)]
     return [n for n in notes if n]

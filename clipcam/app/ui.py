@@ -54,9 +54,11 @@ CSS = """
   background: repeating-linear-gradient(45deg, #969696 0 3px, #262626 3px 12px); }
 .example-group button { justify-content: flex-start; }
 #model input, #left-model input, #right-model input { text-overflow: ellipsis; padding-right: 2.2em; }
+#gallery .grid-wrap, #left-gallery .grid-wrap, #right-gallery .grid-wrap {
+  min-height: 0 !important; height: auto !important; max-height: none !important; }
 @media (max-width: 640px) {
   .legend-ramp { width: 120px; }
-  #gallery .grid-wrap { max-height: none; }
+  #gallery .grid-container { grid-template-columns: repeat(auto-fit, minmax(150px, 1fr)) !important; }
 }
 """
 
@@ -255,8 +257,8 @@ class App:
         return result
 
     @staticmethod
-    def pieces(ex: Explainer):
-        return sv.word_pieces(getattr(ex.adapter, "tokenizer", None))
+    def tokenizer(ex: Explainer):
+        return getattr(ex.adapter, "tokenizer", None)
 
     # ------------------------------------------------------------------ runs
     def explain(self, image, prompts_text, model, layer, sublayer, target, method, colormap, alpha, shared,
@@ -271,7 +273,7 @@ class App:
         res = self.run_core(ex, model, "explain", got.image, got.prompts, deadline,
                             follow(progress, sv.short_name(method)), forwards,
                             layer=layer, sublayer=sublayer, target=target, method=method)
-        notes = got.notes + list(res.notes) + sv.result_notes(res, self.pieces(ex))
+        notes = got.notes + list(res.notes) + sv.result_notes(res, self.tokenizer(ex))
         kept = sv.keep(res, model, notes)
         self.store.put(session_of(request), "explain", kept)
         gallery = gr.update(value=sv.gallery_items(kept, got.colormap, got.alpha, got.shared),
@@ -299,7 +301,7 @@ class App:
         if dead:
             notes.append(f"Layer {', '.join(map(str, dead))}: {sublayer} cannot influence the score there "
                          "(its patch tokens never reach the CLS token), so its row is blank.")
-        notes += sv.result_notes(res, self.pieces(ex))
+        notes += sv.result_notes(res, self.tokenizer(ex))
         kept = sv.keep(res, model, notes)
         self.store.put(session_of(request), "sweep", kept)
         fig = sv.concentration_figure(res.layers, res.prompts, sv.concentration(res.grid_maps), res.probs)
@@ -351,7 +353,7 @@ class App:
                          + (f", sublayer {own}" if own != sublayer and get_method(method).reads != "attention" else "")
                          + f", {res.seconds:.2f} s" + (" (sigmoid scores)" if res.prob_kind == "sigmoid" else "")
                          + (f" — ⚠️ {res.dead_reason}" if res.dead else ""))
-            unknown = sv.unknown_words_note(kept.prompts, self.pieces(ex))
+            unknown = sv.unknown_words_note(kept.prompts, self.tokenizer(ex))
             if unknown:
                 lines.append(f"**{name}**: ℹ️ {unknown}")
         return (*outputs, "\n\n".join(lines + [f"ℹ️ {n}" for n in got.notes]))
