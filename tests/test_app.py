@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import numpy as np
 import pytest
 from apphelpers import running_app
 from conftest import PROMPTS
+
+from clipcam.render import format_score
 
 gradio_client = pytest.importorskip("gradio_client")
 from gradio_client import Client, handle_file  # noqa: E402
@@ -33,12 +36,16 @@ def call_explain(client, model, prompts="\n".join(PROMPTS), image=CAT, layer=1, 
 
 
 def test_explain_returns_one_image_and_score_per_prompt_in_order(client, tiny_dir):
-    gallery, label, scores, notice, files = call_explain(client, tiny_dir, prompts="\n".join(PROMPTS) + "\n\n")
+    gallery, shown_scores, scores, notice, files, legend = call_explain(client, tiny_dir,
+                                                                        prompts="\n".join(PROMPTS) + "\n\n")
     assert len(gallery) == 3
-    assert [item["caption"].split(" — ")[0] for item in gallery] == PROMPTS
+    assert [item["caption"].split(" · ")[2] for item in gallery] == PROMPTS
+    assert [item["caption"].split(" · ")[0] for item in gallery] == ["1", "2", "3"]
     assert scores["prompts"] == PROMPTS
     assert sum(scores["probs"]) == pytest.approx(1.0)
-    assert {c["label"] for c in label["confidences"]} == set(PROMPTS)
+    shown = re.findall(r"class='score-prompt'>(.*?)</span><span class='score-value'>(.*?)</span>", shown_scores)
+    assert shown == [(p, format_score(q)) for p, q in zip(PROMPTS, scores["probs"])]  # the tiles' order
+    assert "Per-prompt scale" in legend and "data-colormap='inferno'" in legend
     assert files is None  # downloads are built when asked for, from the result kept on the server
     files = client.predict(**VIEW, api_name="/downloads")
     assert sorted(Path(f).name for f in files) == ["grid.png", "heatmaps.npz", "scores.json"]
@@ -57,7 +64,9 @@ def test_display_settings_redraw_the_kept_result_without_the_model(client, tiny_
     """/restyle re-draws this session's gallery from the maps kept on the server: other colours,
     the same prompts in the same order, and no second model call (the scores stay as they were)."""
     gallery, *_ = call_explain(client, tiny_dir, prompts="a cat\na dog", colormap="inferno", alpha=0.5)
-    shown, sweep_img, left, right = client.predict(colormap="jet", alpha=1.0, shared=True, api_name="/restyle")
+    shown, sweep_img, left, right, legend, _, _ = client.predict(colormap="jet", alpha=1.0, shared=True,
+                                                                 api_name="/restyle")
+    assert "data-colormap='jet'" in legend and "Shared scale" in legend
     assert [item["caption"] for item in shown] == [item["caption"] for item in gallery]
     from PIL import Image
 
@@ -66,21 +75,21 @@ def test_display_settings_redraw_the_kept_result_without_the_model(client, tiny_
 
 
 def test_deeper_model_accepts_its_own_layers(client, tiny5_dir):
-    _, _, scores, _, _ = call_explain(client, tiny5_dir, layer=3, sublayer="self_attn.v_proj")
+    _, _, scores, _, _, _ = call_explain(client, tiny5_dir, layer=3, sublayer="self_attn.v_proj")
     assert scores["layer"] == 3
 
 
 def test_duplicates_are_dropped_with_a_notice(client, tiny_dir):
-    gallery, _, scores, notice, _ = call_explain(client, tiny_dir, prompts="a cat\na dog\na cat\n")
+    gallery, _, scores, notice, _, _ = call_explain(client, tiny_dir, prompts="a cat\na dog\na cat\n")
     assert scores["prompts"] == ["a cat", "a dog"] and len(gallery) == 2
     assert "1 duplicate prompt was dropped." in notice
 
 
 def test_other_methods(client, tiny_dir):
-    _, _, scores, _, files = call_explain(client, tiny_dir, method="gradcam++", target="log_softmax")
+    _, _, scores, _, files, _ = call_explain(client, tiny_dir, method="gradcam++", target="log_softmax")
     assert (scores["method"], scores["target"]) == ("gradcam++", "log_softmax")
     for method in ("chefer", "gradeclip", "legrad", "scorecam"):
-        gallery, _, scores, _, _ = call_explain(client, tiny_dir, method=method, layer=1)
+        gallery, _, scores, _, _, _ = call_explain(client, tiny_dir, method=method, layer=1)
         assert scores["method"] == method and len(gallery) == 3
 
 
@@ -89,7 +98,7 @@ def test_masked_forward_limit(tiny_dir):
     below it run (the tiny model is 32 wide, its mlp.fc1 128)."""
     with running_app([tiny_dir], max_forwards=40) as url:
         client = Client(url, verbose=False)
-        _, _, scores, _, _ = call_explain(client, tiny_dir, method="scorecam", sublayer="self_attn.v_proj")
+        _, _, scores, _, _, _ = call_explain(client, tiny_dir, method="scorecam", sublayer="self_attn.v_proj")
         assert scores["method"] == "scorecam"
         with pytest.raises(Exception) as err:
             call_explain(client, tiny_dir, method="scorecam", sublayer="mlp.fc1")
@@ -102,12 +111,12 @@ def test_masked_forward_limit(tiny_dir):
 
 
 def test_dead_sublayer_notice(client, tiny_dir):
-    _, _, scores, notice, _ = call_explain(client, tiny_dir, layer=2, sublayer="mlp.fc2")
+    _, _, scores, notice, _, _ = call_explain(client, tiny_dir, layer=2, sublayer="mlp.fc2")
     assert "Dead sublayer" in notice and scores["dead"]
 
 
 def test_sweep_and_compare(client, tiny_dir, tiny5_dir):
-    grid, plot, notice, files = client.predict(
+    grid, plot, notice, files, _ = client.predict(
         image=handle_file(CAT), prompts_text="a cat\na dog", model=str(tiny5_dir), sublayer="mlp.fc1", target="logit", method="gradcam",
         **VIEW,
         api_name="/sweep")
@@ -119,8 +128,9 @@ def test_sweep_and_compare(client, tiny_dir, tiny5_dir):
     out = client.predict(image=handle_file(CAT), prompts_text="a cat\na dog", left=str(tiny_dir),
                          right=str(tiny5_dir), depth=0.5, sublayer="mlp.fc1", target="contrast", method="layercam",
                          **VIEW, api_name="/compare")
-    left_gallery, left_label, right_gallery, right_label, notice = out
+    left_gallery, left_scores, right_gallery, right_scores, notice = out
     assert len(left_gallery) == len(right_gallery) == 2
+    assert left_scores.count("score-row") == right_scores.count("score-row") == 2
     assert "layer 1 of 2" in notice and "layer 2 of 3" in notice
 
 

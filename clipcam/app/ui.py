@@ -56,6 +56,9 @@ CSS = """
 #model input, #left-model input, #right-model input { text-overflow: ellipsis; padding-right: 2.2em; }
 #gallery .grid-wrap, #left-gallery .grid-wrap, #right-gallery .grid-wrap {
   min-height: 0 !important; height: auto !important; max-height: none !important; }
+#gallery .grid-container { grid-template-columns: repeat(auto-fit, minmax(190px, 1fr)) !important; }
+#left-gallery .grid-container, #right-gallery .grid-container {
+  grid-template-columns: repeat(auto-fit, minmax(140px, 1fr)) !important; }
 @media (max-width: 640px) {
   .legend-ramp { width: 120px; }
   #gallery .grid-container { grid-template-columns: repeat(auto-fit, minmax(150px, 1fr)) !important; }
@@ -276,8 +279,7 @@ class App:
         notes = got.notes + list(res.notes) + sv.result_notes(res, self.tokenizer(ex))
         kept = sv.keep(res, model, notes)
         self.store.put(session_of(request), "explain", kept)
-        gallery = gr.update(value=sv.gallery_items(kept, got.colormap, got.alpha, got.shared),
-                            columns=min(3, len(kept.prompts)))
+        gallery = sv.gallery_items(kept, got.colormap, got.alpha, got.shared)
         return (gallery, sv.scores_html(kept.prompts, kept.probs, kept.prob_kind, got.shared), kept.settings,
                 sv.notice_text(notes, res.dead_reason), None, sv.legend_html(got.colormap, got.shared, kept.prob_kind))
 
@@ -340,13 +342,12 @@ class App:
                 except ValueError as error:
                     err = error
             if err is not None:
-                outputs += [gr.update(value=[]), ""]
+                outputs += [[], ""]
                 lines.append(f"**{name}**: ⚠️ {err}")
                 continue
             kept = sv.keep(res, name, got.notes)
             self.store.put(session_of(request), side, kept)
-            outputs += [gr.update(value=sv.gallery_items(kept, got.colormap, got.alpha, got.shared),
-                                  columns=min(2, len(kept.prompts))),
+            outputs += [sv.gallery_items(kept, got.colormap, got.alpha, got.shared),
                         sv.scores_html(kept.prompts, kept.probs, kept.prob_kind, got.shared)]
             noun = ex.adapter.layer_noun
             lines.append(f"**{name}**: {noun} {layer} of {ex.num_layers}"
