@@ -675,7 +675,8 @@ def legend_html(colormap: str, shared: bool = False, prob_kind: str = "softmax")
                       ((i, table[i]) for i in range(0, 256, 32)))
     stops += f", rgb({table[255][0]},{table[255][1]},{table[255][2]}) 100%"
     lines = "".join(f"<li>{html.escape(line)}</li>" for line in legend_lines(shared, prob_kind))
-    return (f"<div class='legend' data-colormap='{colormap}' data-scale='{'shared' if shared else 'per-prompt'}'>"
+    scale = "shared" if shared else "per-prompt"
+    return (f"<div class='legend legend-{colormap} scale-{scale}' data-colormap='{colormap}' data-scale='{scale}'>"
             f"<div class='legend-bar'><span>low</span><span class='legend-ramp' "
             f"style='background: linear-gradient(to right, {stops})'></span><span>high</span>"
             f"<span class='legend-hatch' title='outside the model's crop'></span><span>never seen</span></div>"

@@ -230,13 +230,13 @@ class App:
         check_choice(name, self.models, "model")
         try:
             return self.loader(name, device=self.device, half=self.half)
-        except ValueError:
-            raise
-        except Exception as err:  # noqa: BLE001 - offline, not cached, not a model: say which
+        except Exception as err:  # noqa: BLE001 - offline, not cached, not a model: say which, in one sentence
             reason = self.reason_for(name)
             if reason is not None:
-                raise ValueError(f"{name} cannot be loaded now: {reason}"
-                                 + (" Pick shapes, which works offline." if "shapes" in self.models else "")) from None
+                offline = " Pick shapes, which works offline." if "shapes" in self.models and name != "shapes" else ""
+                raise ValueError(f"{name} cannot be loaded now: {reason}{offline}") from None
+            if isinstance(err, ValueError):
+                raise
             raise ValueError(f"{name} could not be loaded as a CLIP-family model ({type(err).__name__}: "
                              f"{shorten(str(err), 160)}).") from None
 
