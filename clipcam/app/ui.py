@@ -231,7 +231,8 @@ class App:
         try:
             return self.loader(name, device=self.device, half=self.half)
         except Exception as err:  # noqa: BLE001 - offline, not cached, not a model: say which, in one sentence
-            reason = self.reason_for(name)
+            local = name.startswith(("/", ".", "~"))  # a path: the library says what is wrong with the folder
+            reason = None if local and isinstance(err, ValueError) else self.reason_for(name)
             if reason is not None:
                 offline = " Pick shapes, which works offline." if "shapes" in self.models and name != "shapes" else ""
                 raise ValueError(f"{name} cannot be loaded now: {reason}{offline}") from None
