@@ -215,3 +215,17 @@ def test_a_user_error_prints_no_traceback(client, tiny_dir, capfd, caplog):
     assert "Traceback" not in capfd.readouterr().err
     assert [r.getMessage() for r in caplog.records if r.name == "clipcam.app.ui"] == [
         "explain refused: No prompts given: type at least one prompt, one per line, such as 'a photo of a cat.'."]
+
+
+def test_compare_counts_both_models_against_the_forward_limit(tiny_dir, tiny5_dir):
+    """Each model alone (128 masked forwards on mlp.fc1) is within the limit of 200; both together are not."""
+    with running_app([tiny_dir, tiny5_dir], max_forwards=200) as url:
+        client = Client(url, verbose=False)
+        _, _, scores, _, _ = call_explain(client, tiny_dir, method="scorecam", sublayer="mlp.fc1")
+        assert scores["method"] == "scorecam"
+        with pytest.raises(Exception) as err:
+            client.predict(image=handle_file(CAT), prompts_text="a cat\na dog", left=str(tiny_dir), right=str(tiny5_dir),
+                           depth=0.5, sublayer="mlp.fc1", target="logit", method="scorecam", **VIEW,
+                           api_name="/compare")
+    assert ("Score-CAM would run 256 forward passes here (2 models together), above this server's limit of 200 "
+            "(CLIPCAM_MAX_FORWARDS).") in str(err.value)

@@ -161,11 +161,20 @@ def test_gpu_work_is_wrapped_in_spaces_gpu_when_spaces_imports(monkeypatch):
 
     assert service.spaces_gpu() is None  # not installed here: everything runs unchanged
     wrapped = []
+
+    def on_zero_gpu(duration):
+        def wrap(fn):
+            wrapped.append((duration, fn))
+            return lambda *args, **kwargs: ("on the GPU", fn)
+        return wrap
+
     fake = types.ModuleType("spaces")
-    fake.GPU = lambda duration: (lambda fn: wrapped.append((duration, fn)) or fn)
+    fake.GPU = on_zero_gpu
     monkeypatch.setitem(sys.modules, "spaces", fake)
-    assert service.spaces_gpu() is service.gpu_task
+    assert service.spaces_gpu()() == ("on the GPU", service.gpu_task)
     assert wrapped == [(service.gpu_duration, service.gpu_task)]
+    fake.GPU = lambda duration: (lambda fn: fn)  # what spaces.GPU does off ZeroGPU hardware
+    assert service.spaces_gpu() is None
     assert service.gpu_duration(service.gpu_seconds(3072), "base") == 30 + int(0.02 * 3072)
 
 

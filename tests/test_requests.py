@@ -83,3 +83,33 @@ def test_gradio_deletes_its_cached_files(tiny_dir):
     from clipcam.app.ui import build_demo
 
     assert build_demo(models=[str(tiny_dir)], cache_seconds=60).delete_cache == (30, 60)
+
+
+def test_on_zero_gpu_the_model_work_runs_inside_spaces_gpu(tiny_dir, monkeypatch):
+    """With a ``spaces`` module that wraps (as on ZeroGPU), /explain with Grad-CAM and Score-CAM runs through
+    the wrapped gpu_task, which ZeroGPU is asked to hold for the method's duration."""
+    import sys
+    import types
+
+    from clipcam.app.service import gpu_duration
+
+    calls = []
+
+    def gpu(duration):
+        def wrap(fn):
+            def run(*args, **kwargs):
+                calls.append(duration(*args, **kwargs))
+                return fn(*args, **kwargs)
+            return run
+        return wrap
+
+    fake = types.ModuleType("spaces")
+    fake.GPU = gpu
+    monkeypatch.setitem(sys.modules, "spaces", fake)
+    assert gpu_duration(42, "anything") == 42
+    with running_app([tiny_dir]) as url:
+        client = Client(url, verbose=False)
+        gallery, _, scores, _, _ = client.predict(**explain_args(tiny_dir))
+        client.predict(**{**explain_args(tiny_dir), "method": "scorecam", "sublayer": "self_attn.v_proj"})
+    assert len(gallery) == 2 and scores["method"] == "gradcam"
+    assert calls == [30, 30]  # 30 s + 0.02 s per masked forward (32 here, rounded down)

@@ -585,13 +585,15 @@ def gpu_seconds(forwards: int) -> int:
 
 
 def spaces_gpu() -> Callable | None:
-    """gpu_task wrapped in ``spaces.GPU`` when the ``spaces`` package can be imported (Hugging Face
-    Spaces provides it; off ZeroGPU hardware it returns the function unchanged); else None."""
+    """gpu_task wrapped in ``spaces.GPU`` on Hugging Face's ZeroGPU hardware; None elsewhere: when the
+    ``spaces`` package cannot be imported, or when it hands the function back unchanged (it does
+    off ZeroGPU), so that the app then runs as it always does, with its progress bar and deadline."""
     try:
         import spaces
     except ImportError:
         return None
-    return spaces.GPU(duration=gpu_duration)(gpu_task)
+    wrapped = spaces.GPU(duration=gpu_duration)(gpu_task)
+    return None if wrapped is gpu_task else wrapped
 
 
 def concentration_figure(layers: Sequence[int], prompts: Sequence[str], values: np.ndarray, probs: Sequence[float]):
