@@ -221,7 +221,7 @@ def test_compare_counts_both_models_against_the_forward_limit(tiny_dir, tiny5_di
     """Each model alone (128 masked forwards on mlp.fc1) is within the limit of 200; both together are not."""
     with running_app([tiny_dir, tiny5_dir], max_forwards=200) as url:
         client = Client(url, verbose=False)
-        _, _, scores, _, _ = call_explain(client, tiny_dir, method="scorecam", sublayer="mlp.fc1")
+        _, _, scores, _, _, _ = call_explain(client, tiny_dir, method="scorecam", sublayer="mlp.fc1")
         assert scores["method"] == "scorecam"
         with pytest.raises(Exception) as err:
             client.predict(image=handle_file(CAT), prompts_text="a cat\na dog", left=str(tiny_dir), right=str(tiny5_dir),

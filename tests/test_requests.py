@@ -109,7 +109,7 @@ def test_on_zero_gpu_the_model_work_runs_inside_spaces_gpu(tiny_dir, monkeypatch
     assert gpu_duration(42, "anything") == 42
     with running_app([tiny_dir]) as url:
         client = Client(url, verbose=False)
-        gallery, _, scores, _, _ = client.predict(**explain_args(tiny_dir))
+        gallery, _, scores, *_ = client.predict(**explain_args(tiny_dir))
         client.predict(**{**explain_args(tiny_dir), "method": "scorecam", "sublayer": "self_attn.v_proj"})
     assert len(gallery) == 2 and scores["method"] == "gradcam"
     assert calls == [30, 30]  # 30 s + 0.02 s per masked forward (32 here, rounded down)
