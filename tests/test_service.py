@@ -264,18 +264,21 @@ def test_share_links_round_trip_and_drop_bad_values():
     assert read_share(bad, ["shapes"]) == {}
 
 
-def test_check_request_checks_every_input_once(tmp_path):
+def test_check_request_checks_every_input_once():
     from clipcam.app.service import check_request
 
     cat = str(Path(__file__).resolve().parents[1] / "assets" / "chelsea.png")
-    got = check_request(cat, "a cat\na dog", "mlp.fc1", "logit", "gradcam", "jet", "0.4", 1, 10**8, decode=False)
+    good = dict(image=cat, prompts_text="a cat\na dog", sublayer="mlp.fc1", target="logit", method="gradcam",
+                colormap="jet", alpha="0.4", shared=1, max_pixels=10**8, decode=False)
+    got = check_request(**good)
     assert (got.image, got.prompts, got.colormap, got.alpha, got.shared) == (cat, ["a cat", "a dog"], "jet", 0.4, True)
-    for args, message in [((None, "a cat"), "No image"), ((cat, ""), "No prompts given"),
-                          ((cat, "a cat", "fc9"), "Unknown sublayer")]:
-        full = (*args, "mlp.fc1", "logit", "gradcam", "jet", 0.5, False)[: 8] if len(args) == 2 else (
-            *args, "logit", "gradcam", "jet", 0.5, False)
+    assert check_request(**{**good, "decode": True}).image.size == (451, 300)
+    for change, message in [({"image": None}, "No image"), ({"prompts_text": ""}, "No prompts given"),
+                            ({"sublayer": "fc9"}, "Unknown sublayer"), ({"method": "x"}, "Unknown method"),
+                            ({"alpha": 2}, "Overlay opacity must be between 0 and 1"),
+                            ({"max_pixels": 1000}, "megapixels")]:
         with pytest.raises(ValueError, match=message):
-            check_request(*full, max_pixels=10**8)
+            check_request(**{**good, **change})
 
 
 def test_downloads_record_settings_legend_and_no_sublayer_for_attention(explainer, tmp_path):

@@ -59,6 +59,7 @@ CSS = """
 #gallery .grid-container { grid-template-columns: repeat(auto-fit, minmax(190px, 1fr)) !important; }
 #left-gallery .grid-container, #right-gallery .grid-container {
   grid-template-columns: repeat(auto-fit, minmax(140px, 1fr)) !important; }
+.downloads .empty { min-height: 48px !important; height: 48px !important; }
 @media (max-width: 640px) {
   .legend-ramp { width: 120px; }
   #gallery .grid-container { grid-template-columns: repeat(auto-fit, minmax(150px, 1fr)) !important; }
@@ -577,7 +578,8 @@ def build_demo(models: Sequence[str] | None = None, device: str = "auto", half: 
                         record = gr.JSON(label="Scores and settings", visible=False)
                         files_btn = gr.Button("Prepare downloads: grid.png, scores.json, heatmaps.npz", size="sm",
                                               elem_id="downloads")
-                        files = gr.File(label="Downloads", file_count="multiple", height=120, elem_id="files")
+                        files = gr.File(label="Downloads", file_count="multiple", elem_id="files",
+                                        elem_classes=["downloads"])
                     with gr.Tab("Layer sweep"):
                         gr.Markdown("Every layer × every prompt from one forward pass (Score-CAM adds its "
                                     "masked forwards for every layer). Rows are layers (1 at the top; the "
@@ -588,7 +590,7 @@ def build_demo(models: Sequence[str] | None = None, device: str = "auto", half: 
                         sweep_img = gr.Image(type="pil", show_label=False, interactive=False, elem_id="sweep-image")
                         sweep_plot = gr.Plot(label="Concentration per layer")
                         sweep_files_btn = gr.Button("Prepare downloads", size="sm", elem_id="sweep-downloads")
-                        sweep_files = gr.File(label="Downloads", file_count="multiple", height=120)
+                        sweep_files = gr.File(label="Downloads", file_count="multiple", elem_classes=["downloads"])
                     with gr.Tab("Compare models"):
                         with gr.Row():
                             left = Choice(model_choices, value=first, label="Left model", elem_id="left-model")
