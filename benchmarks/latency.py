@@ -15,8 +15,9 @@ layer 11). Three things are timed for each image, p50 over ``--calls`` calls aft
 
 Each gradio_client call uploads the file again, as a person's new photo does. The goal (issue 11)
 is p50(/explain) ≤ 1.15 × (p50(floor) + p50(core)). Also timed: a display change (/restyle) over
-HTTP and in-process (server time), and the refusal of a 1 MB prompt (time and peak memory of the
-prompt check, and over HTTP).
+HTTP and in-process (server time), the refusal of a 1 MB prompt (time and peak memory of the
+prompt check, and over HTTP), and the CPU seconds one call costs each server and the core (read
+from /proc, so less sensitive to other load than the wall times).
 """
 
 from __future__ import annotations
@@ -84,6 +85,21 @@ def serve(args: list[str], env: dict | None = None) -> tuple[subprocess.Popen, s
     raise RuntimeError(f"the server {args} did not start")
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time a process has used so far (all its threads)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def cpu_per_call(pid: int | None, fn, calls: int) -> float:
+    """CPU seconds one call costs in process ``pid`` (None: this process), averaged over ``calls``."""
+    read = (lambda: cpu_seconds(pid)) if pid else time.process_time
+    start = read()
+    for _ in range(calls):
+        fn()
+    return (read() - start) / calls
+
+
 def p50(fn, calls: int, warmup: int = 2) -> float:
     for _ in range(warmup):
         fn()
@@ -142,7 +158,8 @@ def bounds(url: str, model: str) -> dict:
             "http_seconds_empty_prompt": round(empty, 3), "http_sentence": huge[0][1][:300]}
 
 
-def measure(path: Path, ex, client, model: str, settings: dict, view: dict, work: Path, calls: int) -> dict:
+def measure(path: Path, ex, client, app_pid: int, model: str, settings: dict, view: dict, work: Path,
+            calls: int) -> dict:
     """core, floor (WebP and JPEG gallery) and /explain p50 for one image, and the display change."""
     from gradio_client import Client, handle_file
     from PIL import Image
@@ -159,11 +176,16 @@ def measure(path: Path, ex, client, model: str, settings: dict, view: dict, work
             floor_client = Client(floor_url, verbose=False)
             floors[fmt] = p50(lambda c=floor_client: c.predict(handle_file(str(path)), "\n".join(PROMPTS),
                                                                api_name="/floor"), calls)
+            floors[fmt + "_cpu"] = cpu_per_call(floor.pid, lambda c=floor_client: c.predict(
+                handle_file(str(path)), "\n".join(PROMPTS), api_name="/floor"), 5)
         finally:
             floor.kill()
     core = p50(lambda: ex.explain(str(path), PROMPTS, **settings), calls)
     http = p50(lambda: client.predict(image=handle_file(str(path)), prompts_text="\n".join(PROMPTS), model=model,
                                       **settings, **view, api_name="/explain"), calls)
+    core_cpu = cpu_per_call(None, lambda: ex.explain(str(path), PROMPTS, **settings), 5)
+    http_cpu = cpu_per_call(app_pid, lambda: client.predict(image=handle_file(str(path)), prompts_text="\n".join(PROMPTS),
+                                                            model=model, **settings, **view, api_name="/explain"), 5)
     restyle_http = p50(lambda: client.predict(colormap="jet", alpha=0.6, shared=True, api_name="/restyle"), calls)
     kept = keep(ex.explain(str(path), PROMPTS, **settings), {}, [])
     restyle_server = p50(lambda: gallery_items(kept, "jet", 0.6, True), calls)
@@ -173,6 +195,9 @@ def measure(path: Path, ex, client, model: str, settings: dict, view: dict, work
         "ratio_vs_floor_webp_plus_core": round(http / (floors["webp"] + core), 3),
         "ratio_vs_floor_jpeg_plus_core": round(http / (floors["jpeg"] + core), 3),
         "restyle_http_s": round(restyle_http, 3), "restyle_server_s": round(restyle_server, 4),
+        "cpu_per_call_s": {"core": round(core_cpu, 3), "explain_server": round(http_cpu, 3),
+                           "floor_webp_server": round(floors["webp_cpu"], 3),
+                           "floor_jpeg_server": round(floors["jpeg_cpu"], 3)},
     }
 
 
@@ -201,7 +226,7 @@ def main() -> None:
     try:
         client = Client(app_url, verbose=False)
         for name, path in images.items():
-            rows[name] = measure(path, ex, client, model, settings, view, work, args.calls)
+            rows[name] = measure(path, ex, client, app.pid, model, settings, view, work, args.calls)
             print(name, json.dumps(rows[name]), flush=True)
         refused = bounds(app_url, model)
     finally:
