@@ -44,12 +44,13 @@ def _segment(word: str, ranks: dict[tuple[str, str], int]) -> list[str]:
     return parts
 
 
-def word_tokenizer(words: Iterable[str] = DEFAULT_WORDS) -> CLIPTokenizer:
+def word_tokenizer(words: Iterable[str] = DEFAULT_WORDS, **kwargs) -> CLIPTokenizer:
     """A CLIP BPE tokenizer that knows each of ``words`` as one token.
 
     Every lower-case letter, digit and punctuation mark is a token too (with and without the
     end-of-word marker), so any ASCII text tokenizes; ``<|endoftext|>`` is the unknown token,
     as in CLIP. The special tokens come last, so ids stay below a config's vocab_size.
+    ``kwargs`` go to ``CLIPTokenizer`` (for SigLIP: ``model_max_length``, ``model_input_names``).
 
     Why the merges are appended the way they are: BPE always applies the lowest-ranked merge that
     fits, so a merge learned for one word ("r e" for "red") can pre-empt the chain another word
@@ -70,7 +71,7 @@ def word_tokenizer(words: Iterable[str] = DEFAULT_WORDS) -> CLIPTokenizer:
             vocab.setdefault(parts[0] + parts[1], len(vocab))
     vocab[BOS] = len(vocab)
     vocab[EOS] = len(vocab)
-    return CLIPTokenizer(vocab=vocab, merges=list(ranks))
+    return CLIPTokenizer(vocab=vocab, merges=list(ranks), **kwargs)
 
 
 def tiny_config(
