@@ -65,7 +65,7 @@ def score_curves(explainer, scene: Scene, maps: np.ndarray, steps: int, rng: np.
         d, i = perturbation_series(scene.image, saliency_order(maps[k], rng), steps, fill)
         stacks += [d, i]
     images = np.concatenate(stacks)  # (K * 2 * (steps + 1), H, W, 3)
-    pixels = explainer.loaded.image_processor(images=list(images), return_tensors="pt")["pixel_values"]
+    pixels = explainer.adapter.image_processor(images=list(images), return_tensors="pt")["pixel_values"]
     text, _ = explainer.text_embeddings(tuple(prompts))
     with torch.no_grad():
         emb = explainer.model.get_image_features(pixel_values=pixels).pooler_output
