@@ -59,7 +59,7 @@ RN_IMAGE_SIZE = 128
 FAMILIES = {
     "clip": dict(steps=1800, batch=128, lr=1e-3, warmup=100, out=ROOT / "assets" / "shapes-clip"),
     "siglip": dict(steps=1300, batch=128, lr=1e-3, warmup=100, out=ROOT / "assets" / "shapes-siglip"),
-    "rn": dict(steps=1300, batch=128, lr=1e-3, warmup=100, out=ROOT / "assets" / "shapes-rn"),
+    "rn": dict(steps=1000, batch=128, lr=1e-3, warmup=100, out=ROOT / "assets" / "shapes-rn"),
 }
 
 
@@ -273,7 +273,7 @@ def optimizer(model: torch.nn.Module, family: str, lr: float) -> torch.optim.Opt
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--family", choices=FAMILIES, default="clip")
-    parser.add_argument("--steps", type=int, help="default: clip 1800, siglip and rn 1300")
+    parser.add_argument("--steps", type=int, help="default: clip 1800, siglip 1300, rn 1000")
     parser.add_argument("--batch", type=int)
     parser.add_argument("--lr", type=float)
     parser.add_argument("--warmup", type=int)
