@@ -253,3 +253,34 @@ def test_score_cam_equals_pytorch_grad_cam(family, layer, request):
             ours = cv2.resize(normalize_maps(res.grid_maps[k][None])[0], ref.shape[::-1], interpolation=cv2.INTER_LINEAR)
             ours = normalize_maps(ours[None])[0]
             np.testing.assert_allclose(ours, ref, atol=1e-4)
+
+
+def test_command_line_on_siglip_says_its_scores_are_sigmoids(siglip, tmp_path, capsys):
+    import json
+
+    from clipcam.__main__ import main
+
+    image = tmp_path / "noise.png"
+    noise_image(48, 32, seed=9).save(image)
+    code = main([str(image), "--model", siglip.adapter.source, "--prompt", "a red circle.", "--prompt", "a cat",
+                 "--method", "legrad", "--out", str(tmp_path / "out"), "--device", "cpu"])
+    out = capsys.readouterr().out
+    assert code == 0
+    assert "SigLIP scores each prompt on its own (a sigmoid per prompt), so they need not add up to 100 %." in out
+    saved = json.loads((tmp_path / "out" / "scores.json").read_text())
+    assert saved["prob_kind"] == "sigmoid" and saved["family"] == "siglip" and saved["method"] == "legrad"
+    np.testing.assert_allclose(saved["probs"], 1 / (1 + np.exp(-np.array(saved["logits"]))), rtol=1e-6)
+
+
+def test_command_line_refuses_a_method_the_family_cannot_run(oc_resnet, tmp_path, capsys):
+    from clipcam.__main__ import main
+
+    image = tmp_path / "noise.png"
+    noise_image(48, 32, seed=9).save(image)
+    code = main([str(image), "--model", oc_resnet.adapter.source, "--prompt", "a cat", "--method", "chefer",
+                 "--out", str(tmp_path / "out"), "--device", "cpu"])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert err.strip() == ("clipcam: Chefer relevance needs self-attention layers whose queries, keys and values "
+                           "clipcam can read and a class token that the image embedding is read from, which open_clip "
+                           "ResNet models do not have; pick Grad-CAM or another method that this model supports.")

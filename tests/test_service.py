@@ -96,8 +96,8 @@ def test_families_set_up_the_app_without_loading():
     assert model_defaults("rn50", 4) == (4, "output", "logit", "gradcam")
     assert model_defaults("laion-b32", 12) == (11, "mlp.c_fc", "logit", "chefer")
     choices, why = method_choices("siglip")
-    assert [m for _, m in choices] == [m for m in METHODS if m not in ("chefer", "gradeclip")]
-    assert why == ("Chefer relevance and Grad-ECLIP need a class token that the image embedding is read from, "
+    assert [m for _, m in choices] == [m for m in METHODS if m not in ("chefer", "gradeclip", "gradeclip-authors")]
+    assert why == ("Chefer relevance, Grad-ECLIP and Grad-ECLIP, authors' single head need a class token that the image embedding is read from, "
                    "which SigLIP (Hugging Face) models do not have.")
     assert method_choices("base") == ([(METHOD_LABELS[m], m) for m in METHODS], "")
     assert score_label("sigmoid").startswith("SigLIP's sigmoid per prompt")
@@ -115,7 +115,8 @@ def test_check_forwards():
 
 
 def test_controls_that_do_not_apply_are_named():
-    assert controls("gradcam") == {"sublayer": True, "target": True}
-    assert controls("scorecam") == {"sublayer": True, "target": True}
-    assert controls("legrad") == {"sublayer": False, "target": True}
-    assert controls("eigencam") == {"sublayer": True, "target": False}
+    assert controls("gradcam") == {"sublayer": True, "target": True, "layer": True}
+    assert controls("scorecam") == {"sublayer": True, "target": True, "layer": True}
+    assert controls("legrad") == {"sublayer": False, "target": True, "layer": True}
+    assert controls("eigencam") == {"sublayer": True, "target": False, "layer": True}
+    assert controls("gradeclip-authors") == {"sublayer": False, "target": True, "layer": False}

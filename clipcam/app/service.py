@@ -60,7 +60,7 @@ def controls(method: str) -> dict[str, bool]:
     """Which settings apply to a method: attention methods have no sublayer; EigenCAM ignores the
     prompts, so it has no target either."""
     record = get_method(method)
-    return {"sublayer": record.reads != "attention", "target": record.uses_prompts}
+    return {"sublayer": record.reads != "attention", "target": record.uses_prompts, "layer": record.uses_layer}
 
 
 def check_forwards(forwards: int, limit: int, layers: int, sublayer: str) -> None:

@@ -214,7 +214,7 @@ def build_demo(models: Sequence[str] | None = None, device: str = "auto", half: 
     def on_method(model_name, name, sublayer_name):
         applies = controls(name)  # attention methods: no sublayer, the layer is a start; EigenCAM: no target
         return (gr.update(interactive=applies["sublayer"]), gr.update(interactive=applies["target"]),
-                gr.update(label=layer_label(name, family_class(model_name).layer_noun)),
+                gr.update(label=layer_label(name, family_class(model_name).layer_noun), interactive=applies["layer"]),
                 about(model_name, name, sublayer_name))
 
     def on_model(name):

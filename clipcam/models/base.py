@@ -44,7 +44,7 @@ class AttentionSite:
 
     ``reads``' outputs are recorded (detached) and ``split`` turns them into the queries, keys and
     values of image 0, each (T, D), heads concatenated. ``out`` is the module whose output is the
-    attention block's output after its output projection (``out_weight``, (D, D)); the gradient is
+    attention block's output after its output projection (``out_weight`` (D, D), ``out_bias``); the gradient is
     taken there and mapped back onto the attention probabilities (clipcam.methods.attention).
     """
 
@@ -53,6 +53,7 @@ class AttentionSite:
     out: torch.nn.Module
     out_weight: torch.Tensor
     heads: int
+    out_bias: torch.Tensor | None = None
 
 
 class ModelAdapter:

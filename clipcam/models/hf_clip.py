@@ -97,6 +97,7 @@ class HFClipAdapter(ModelAdapter):
                 reads=(b.self_attn.q_proj, b.self_attn.k_proj, b.self_attn.v_proj),
                 split=lambda outs: tuple(o[0] for o in outs),
                 out=b.self_attn.out_proj, out_weight=b.self_attn.out_proj.weight, heads=heads,
+                out_bias=b.self_attn.out_proj.bias,
             )
             for b in self._blocks[start - 1:]
         ]

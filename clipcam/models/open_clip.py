@@ -167,7 +167,7 @@ class OpenClipViTAdapter(OpenClipAdapter):
                 return tuple(F.linear(outs[0][0].float(), weight.float(), bias.float()).chunk(3, dim=-1))
 
             return AttentionSite(reads=(block.ln_1,), split=split, out=attn, out_weight=attn.out_proj.weight,
-                                 heads=attn.num_heads)
+                                 heads=attn.num_heads, out_bias=attn.out_proj.bias)
 
         return [site(b) for b in self._blocks[start - 1:]]
 
