@@ -229,3 +229,24 @@ def test_compare_counts_both_models_against_the_forward_limit(tiny_dir, tiny5_di
                            api_name="/compare")
     assert ("Score-CAM would run 256 forward passes here (2 models together), above this server's limit of 200 "
             "(CLIPCAM_MAX_FORWARDS).") in str(err.value)
+
+
+def test_handlers_run_without_serving(tiny_dir):
+    """App's handlers are plain methods: a share link's settings are applied where they fit the
+    model and dropped where they do not; a bad request on the page is one sentence in the notice."""
+    from types import SimpleNamespace
+
+    from clipcam.app.ui import build_demo, on_page
+
+    app = build_demo(models=["shapes", str(tiny_dir)], device="cpu").clipcam_app
+    link = SimpleNamespace(query_params={"model": "shapes", "method": "gradcam", "example": "shapes-2",
+                                         "sublayer": "mlp.c_fc", "colormap": "jet"}, headers={})
+    notice, image, prompts, key, colormap, _, _, left, right, model, layer, sublayer, _, method, *_ = app.on_load(link)
+    assert notice == "ℹ️ Settings restored from a shared link." and key == "shapes-2" and image.endswith("scene-2.png")
+    assert (model["value"], method["value"], layer["value"], colormap["value"]) == ("shapes", "gradcam", 4, "jet")
+    assert sublayer["value"] == "self_attn.v_proj"  # mlp.c_fc is open_clip's name, not this model's
+    assert right["value"] == str(tiny_dir)
+    out = on_page(app.explain, 6, 3)(CAT, "", "shapes", 3, "self_attn.v_proj", "logit", "chefer", "inferno", 0.5,
+                                     False, None, progress=None)
+    assert out[3] == "⚠️ No prompts given: type at least one prompt, one per line, such as 'a photo of a cat.'."
+    assert all(part == {"__type__": "update"} for i, part in enumerate(out) if i != 3)

@@ -447,23 +447,26 @@ class App:
         query = dict(request.query_params) if request is not None and request.query_params else {}
         shared_settings = sv.read_share(query, self.models)
         name = shared_settings.get("model", name)
-        state = list(self.model_state(name))
+        state = list(self.model_state(name))  # gr.update dicts, adjusted below to the link's settings
         example = sv.get_example(shared_settings["example"]) if "example" in shared_settings else next(
             e for e in EXAMPLES if e.kind == sv.model_kind(name))
-        if "layer" in shared_settings:
-            state[1] = gr.update(maximum=self.layers_of(name), value=min(shared_settings["layer"], self.layers_of(name)))
-        for index, key in ((2, "sublayer"), (3, "target")):
-            if key in shared_settings:
-                state[index] = gr.update(value=shared_settings[key])
-        if "method" in shared_settings:
-            method = shared_settings["method"]
-            state[4] = gr.update(value=method)
-            state[5] = self.about(name, method, shared_settings.get("sublayer", ""))
+        n, family = self.layers_of(name), sv.family_class(name)
+        method = shared_settings.get("method")
+        choices, missing = sv.method_choices(name)
+        if method in [value for _, value in choices]:
             applies = sv.controls(method)
-            state[2] = gr.update(value=shared_settings.get("sublayer"), interactive=applies["sublayer"])
-            state[3] = gr.update(value=shared_settings.get("target"), interactive=applies["target"])
-            if "layer" not in shared_settings:
-                state[1] = gr.update(value=sv.method_layer(name, method, self.layers_of(name)))
+            state[1].update(value=sv.method_layer(name, method, n), label=layer_label(method, family.layer_noun),
+                            interactive=applies["layer"])
+            state[2].update(interactive=applies["sublayer"] and len(family.sublayers) > 1)
+            state[3].update(interactive=applies["target"])
+            state[4].update(value=method)
+        if "layer" in shared_settings:
+            state[1].update(value=min(shared_settings["layer"], n))
+        if shared_settings.get("sublayer") in family.sublayers:
+            state[2].update(value=shared_settings["sublayer"])
+        if "target" in shared_settings:
+            state[3].update(value=shared_settings["target"])
+        state[5] = self.about(name, state[4]["value"], state[2]["value"]) + (f"\n\nℹ️ {missing}" if missing else "")
         if shared_settings:
             notice = "ℹ️ Settings restored from a shared link" + (
                 "." if "example" in shared_settings else "; upload the image again (links carry only examples).")
