@@ -250,3 +250,23 @@ def test_handlers_run_without_serving(tiny_dir):
                                      False, None, progress=None)
     assert out[3] == "⚠️ No prompts given: type at least one prompt, one per line, such as 'a photo of a cat.'."
     assert all(part == {"__type__": "update"} for i, part in enumerate(out) if i != 3)
+
+
+def test_siglip_scores_are_shown_as_sigmoids_everywhere(tmp_path):
+    """A tiny SigLIP through the same loader as the hub's: the scores block, the legend, the tiles'
+    captions and scores.json all say sigmoid, and the scores need not add up to 100 %."""
+    from clipcam.testing.families import save_random_siglip
+
+    siglip = str(save_random_siglip(tmp_path / "siglip", seed=3))
+    with running_app([siglip]) as url:
+        client = Client(url, verbose=False)
+        gallery, shown, scores, notice, _, legend = call_explain(client, siglip, method="legrad", sublayer="mlp.fc1")
+        files = client.predict(**VIEW, api_name="/downloads")
+    assert scores["prob_kind"] == "sigmoid" and abs(sum(scores["probs"]) - 1) > 1e-3
+    assert "SigLIP's sigmoid per prompt" in shown and "need not add up to 100 %" in legend
+    assert "With one prompt" not in notice
+    values = re.findall(r"class='score-value'>(.*?)</span>", shown)
+    assert values == [format_score(q) for q in scores["probs"]]
+    assert [item["caption"].split(" · ")[1] for item in gallery] == values
+    saved = json.loads(Path([f for f in files if f.endswith(".json")][0]).read_text())
+    assert saved["prob_kind"] == "sigmoid" and saved["sublayer"] is None

@@ -660,12 +660,12 @@ def scores_html(prompts: Sequence[str], probs: Sequence[float], prob_kind: str =
                     "(tick the shared scale to compare strengths).</div>")
         rows.append(
             f"<div class='score-row' data-index='{i + 1}'><span class='score-index'>{i + 1}</span>"
-            f"<span class='score-prompt'>{html.escape(prompt)}</span>"
+            f"<span class='score-prompt'>{html.escape(prompt, quote=False)}</span>"
             f"<span class='score-value'>{format_score(prob)}</span>"
             f"<span class='score-bar'><span style='width:{100 * min(max(prob, 0.0), 1.0):.1f}%'></span></span>"
             f"{hint}<div class='tile-extra' data-index='{i + 1}'></div></div>")
     return (f"<div class='scores' data-kind='{prob_kind}'><div class='scores-title'>"
-            f"{html.escape(score_label(prob_kind))}</div>{''.join(rows)}</div>")
+            f"{html.escape(score_label(prob_kind), quote=False)}</div>{''.join(rows)}</div>")
 
 
 def legend_html(colormap: str, shared: bool = False, prob_kind: str = "softmax") -> str:
@@ -676,7 +676,7 @@ def legend_html(colormap: str, shared: bool = False, prob_kind: str = "softmax")
     stops = ", ".join(f"rgb({r},{g},{b}) {100 * i / 255:.0f}%" for i, (r, g, b) in
                       ((i, table[i]) for i in range(0, 256, 32)))
     stops += f", rgb({table[255][0]},{table[255][1]},{table[255][2]}) 100%"
-    lines = "".join(f"<li>{html.escape(line)}</li>" for line in legend_lines(shared, prob_kind))
+    lines = "".join(f"<li>{html.escape(line, quote=False)}</li>" for line in legend_lines(shared, prob_kind))
     scale = "shared" if shared else "per-prompt"
     return (f"<div class='legend legend-{colormap} scale-{scale}' data-colormap='{colormap}' data-scale='{scale}'>"
             f"<div class='legend-bar'><span>low</span><span class='legend-ramp' "
