@@ -94,7 +94,8 @@ def test_kept_result_draws_what_the_full_result_draws(explainer, shared):
     for (tile, _), want in zip(items, tiles):
         assert tile.size == want.size == (DISPLAY_SIDE, 614)
         diff = np.abs(np.asarray(tile, dtype=int) - np.asarray(want, dtype=int))
-        assert np.percentile(diff, 99) <= 2 and isinstance(tile, Image.Image)
+        # OpenCV's fixed-point weights (1/32) move a steep map by a few levels (test_display_levels: 8 at most)
+        assert np.percentile(diff, 99) <= 4 and isinstance(tile, Image.Image)
 
 
 def test_method_notes_say_what_each_method_reads_and_costs():
