@@ -87,7 +87,7 @@ def run(clients: int, seconds: float, model_dir: Path, queue_size: int = 32) -> 
             while time.perf_counter() < deadline:
                 t0 = time.perf_counter()
                 try:
-                    _, _, scores, _, _ = client.predict(
+                    _, _, scores, *_ = client.predict(
                         image=handle_file(r["image"]), prompts_text="\n".join(r["prompts"]), model=str(model_dir),
                         layer=r["layer"], sublayer=r["sublayer"], target="logit", method="gradcam", colormap="inferno",
                         alpha=0.5, shared=False, api_name="/explain")
