@@ -697,7 +697,7 @@ def single_prompt_note(prompts: Sequence[str], prob_kind: str) -> str | None:
     """Why one prompt scores 100 %: CLIP's softmax shares 100 % among the prompts, so one gets it all."""
     if len(prompts) == 1 and prob_kind == "softmax":
         return ("With one prompt the score is 100 % by definition (CLIP's softmax shares 100 % among the prompts); "
-                "add a second prompt, such as 'a photo of a dog.', to compare.")
+                "add a second prompt to compare against.")
     return None
 
 
