@@ -83,7 +83,8 @@ def test_downloads(explainer, tmp_path):
 @pytest.mark.parametrize("shared", [False, True])
 def test_kept_result_draws_what_the_full_result_draws(explainer, shared):
     """The gallery drawn from the kept display image and grid maps equals the overlays drawn from
-    the full result at display size (the path before results were kept), to uint8 rounding."""
+    the full result at display size (the path before results were kept), up to the display's
+    fixed-point interpolation (test_display_levels_equal_the_geometry_s_maps bounds it by 8 levels)."""
     from PIL import Image
 
     res = explainer.explain(noise_image(1500, 900), PROMPTS, layer=1)
@@ -94,8 +95,7 @@ def test_kept_result_draws_what_the_full_result_draws(explainer, shared):
     for (tile, _), want in zip(items, tiles):
         assert tile.size == want.size == (DISPLAY_SIDE, 614)
         diff = np.abs(np.asarray(tile, dtype=int) - np.asarray(want, dtype=int))
-        # OpenCV's fixed-point weights (1/32) move a steep map by a few levels (test_display_levels: 8 at most)
-        assert np.percentile(diff, 99) <= 4 and isinstance(tile, Image.Image)
+        assert np.percentile(diff, 99) <= 8 and diff.mean() < 1 and isinstance(tile, Image.Image)
 
 
 def test_method_notes_say_what_each_method_reads_and_costs():
