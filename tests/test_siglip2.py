@@ -71,6 +71,7 @@ def test_loads_as_its_own_family(ex):
     assert ex.family == "siglip2-naflex" and ex.adapter.prob_kind == "sigmoid"
     assert ex.adapter.tokenizer.__class__.__name__ == "Siglip2Tokenizer"
     assert ex.adapter.context_length == 64
+    assert ex.grid == ex.adapter.geometry((500, 500)).grid == (6, 6)  # a square image's grid (48 patches at most)
 
 
 @pytest.mark.parametrize("size", SIZES)

@@ -19,6 +19,7 @@ Text: SigLIP 2's Gemma tokenizer, padded to 64 tokens; the last token is pooled,
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
@@ -78,8 +79,10 @@ class Siglip2NaFlexAdapter(SiglipAdapter):
     # ------------------------------------------------------------------ layers
     @property
     def grid(self) -> tuple[int, int]:
-        """The grid of a square image; every image gets its own (see ``geometry``)."""
-        return self.geometry((1, 1)).grid
+        """The grid of a square image (the most n × n patches within max_num_patches); every image
+        gets its own (see ``geometry``)."""
+        side = math.isqrt(self.max_num_patches)
+        return side, side
 
     def describe(self) -> str:
         return (f"{self.family_label}, {self.num_layers} {self.layer_noun}s, up to {self.max_num_patches} tokens "
@@ -87,12 +90,20 @@ class Siglip2NaFlexAdapter(SiglipAdapter):
 
     # ------------------------------------------------------------------ inputs
     def preprocess(self, rgb: Image.Image) -> NaFlexInput:
+        """The processor's patches, padding mask and grid; the grid must be the one ``geometry``
+        computes, since the maps are laid out and placed by it."""
         out = self.image_processor(images=rgb, return_tensors="pt")
-        return NaFlexInput(
+        inputs = NaFlexInput(
             pixel_values=out["pixel_values"].to(self.device, self.dtype),  # (1, N, 3·p·p)
             pixel_attention_mask=out["pixel_attention_mask"].to(self.device),  # (1, N)
             spatial_shapes=out["spatial_shapes"].to(self.device),  # (1, 2)
         )
+        expected = self.geometry(rgb.size).grid
+        if inputs.grid != expected:  # a processor whose resize clipcam does not reproduce
+            raise RuntimeError(f"The image processor made a {inputs.grid[0]}×{inputs.grid[1]} patch grid for a "
+                               f"{rgb.size[0]}×{rgb.size[1]} image, where clipcam's geometry expects "
+                               f"{expected[0]}×{expected[1]}.")
+        return inputs
 
     def geometry(self, image_size: tuple[int, int], layer: int | None = None) -> CropGeometry:
         """A squash of the whole image to naflex_size(image_size), seen as its own (H'/p, W'/p) grid."""
