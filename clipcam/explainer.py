@@ -163,7 +163,8 @@ class Explainer:
 
     @property
     def grid(self) -> tuple[int, int]:
-        """(rows, cols) of the token grid (of the last stage for CNNs)."""
+        """(rows, cols) of the token grid (of the last stage for CNNs; of a square image for SigLIP 2
+        NaFlex, whose grid follows each image: see a result's ``geometry.grid``)."""
         return self.adapter.grid
 
     @property
