@@ -316,3 +316,14 @@ def test_peak_cell_lands_on_its_pixels():
     assert image_map.shape == (300, 640) and not np.isnan(image_map).any()
     y, x = np.unravel_index(np.argmax(image_map), image_map.shape)
     assert 5 * 640 / cols <= x + 0.5 <= 6 * 640 / cols and 2 * 300 / rows <= y + 0.5 <= 3 * 300 / rows
+
+
+def test_the_app_offers_what_the_family_runs(model_dir):
+    """The app's method list and starting settings follow the family: LeGrad first (no class token
+    for Chefer), and one sentence for the methods it cannot run."""
+    from clipcam.app.service import method_choices, model_defaults
+
+    choices, why = method_choices(str(model_dir))
+    assert "legrad" in [value for _, value in choices] and "chefer" not in [value for _, value in choices]
+    assert why.endswith("which SigLIP 2 NaFlex (Hugging Face) models do not have.") and "a class token" in why
+    assert model_defaults(str(model_dir), 2) == (1, "mlp.fc1", "logit", "legrad")
