@@ -204,9 +204,19 @@ def item_rows(explainer, item: Item, settings: Settings, overlays: Path | None =
     return rows
 
 
+def require_pyarrow():
+    """pyarrow, or a ValueError saying how to install it (it comes with clipcam[scale])."""
+    try:
+        import pyarrow
+        import pyarrow.parquet  # noqa: F401
+    except ImportError as err:
+        raise ValueError("clipcam batch writes Parquet, which needs pyarrow: pip install 'clipcam[scale]'.") from err
+    return pyarrow
+
+
 def schema():
     """The Parquet schema of a run's rows (the same for both engines)."""
-    import pyarrow as pa
+    pa = require_pyarrow()
 
     return pa.schema([
         ("image_id", pa.string()), ("image", pa.string()), ("prompt_index", pa.int32()), ("prompt", pa.string()),
@@ -226,13 +236,12 @@ def rows_table(rows: list[dict]):
 
 def read_results(out: str | Path):
     """Every row written to ``out`` so far (its *.parquet files), as one pyarrow Table."""
-    import pyarrow as pa
-    import pyarrow.parquet as pq
+    pa = require_pyarrow()
 
     files = sorted(Path(out).glob("*.parquet"))
     if not files:
         return schema().empty_table()
-    return pa.concat_tables([pq.read_table(f, schema=schema()) for f in files])
+    return pa.concat_tables([pa.parquet.read_table(f, schema=schema()) for f in files])
 
 
 def done_ids(out: str | Path, settings: Settings) -> set[str]:

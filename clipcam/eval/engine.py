@@ -42,7 +42,10 @@ def run_in_process(items: Sequence[Item], settings: Settings, out: Path, overlay
                    chunk: int = CHUNK, progress: bool = True, explainer=None) -> int:
     """Explain the pending items here, writing a Parquet file every ``chunk`` images; returns the
     number of images explained in this run."""
-    from tqdm import tqdm
+    try:
+        from tqdm import tqdm
+    except ImportError as err:
+        raise ValueError("clipcam batch needs tqdm for its progress bar: pip install 'clipcam[scale]'.") from err
 
     from ..explainer import load_explainer
 

@@ -63,13 +63,23 @@ def shapes_samples(n: int = 300, hard: bool = False) -> list[Sample]:
 
 
 def polygon_mask(polygons: Sequence[Sequence[float]], height: int, width: int) -> np.ndarray:
-    """(H, W) bool from COCO polygons [[x1, y1, x2, y2, ...], ...] (pixel-corner coordinates), drawn with cv2."""
-    mask = np.zeros((height, width), np.uint8)
+    """(H, W) bool from COCO polygons [[x1, y1, x2, y2, ...], ...]: the pixels whose centres lie inside
+    any of them (pixel (row, col) spans [col, col + 1) × [row, row + 1), as in COCO's coordinates)."""
+    from matplotlib.path import Path as Polygon
+
+    mask = np.zeros((height, width), bool)
     for poly in polygons:
         pts = np.asarray(poly, dtype=np.float64).reshape(-1, 2)
-        if len(pts) >= 3:
-            cv2.fillPoly(mask, [np.round(pts * 8).astype(np.int32)], 1, lineType=cv2.LINE_8, shift=3)
-    return mask.astype(bool)
+        if len(pts) < 3:
+            continue
+        x0, y0 = np.clip(np.floor(pts.min(axis=0)).astype(int), 0, [width, height])
+        x1, y1 = np.clip(np.ceil(pts.max(axis=0)).astype(int) + 1, 0, [width, height])
+        if x1 <= x0 or y1 <= y0:
+            continue
+        ys, xs = np.mgrid[y0:y1, x0:x1]
+        centres = np.column_stack([xs.ravel() + 0.5, ys.ravel() + 0.5])
+        mask[y0:y1, x0:x1] |= Polygon(pts).contains_points(centres).reshape(ys.shape)
+    return mask
 
 
 def box_mask(box: Sequence[float], height: int, width: int) -> np.ndarray:
