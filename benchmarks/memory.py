@@ -61,7 +61,7 @@ def main() -> None:
     after_warmup, end = trace[args.warmup - 1], trace[-1]
     result = {"calls": args.calls, "warmup": args.warmup, "rss_after_warmup_mb": round(after_warmup, 1),
               "rss_end_mb": round(end, 1), "growth_mb": round(end - after_warmup, 1),
-              "rss_max_mb": round(max(trace), 1), "text_cache_entries": len(ex.loaded.text_cache),
+              "rss_max_mb": round(max(trace), 1), "text_cache_entries": len(ex.adapter.text_cache),
               "seconds": round(time.perf_counter() - start, 1), "command": "python " + " ".join(sys.argv),
               "trace_mb": [round(x, 1) for x in trace]}
     args.out.parent.mkdir(parents=True, exist_ok=True)

@@ -106,7 +106,7 @@ def measure(arch: str, method: str, k: int, repeats: int, cache: Path) -> dict:
         n = ex.num_layers
         if method == "clipcam_cold":
             def fn():
-                ex.loaded.text_cache.clear()
+                ex.adapter.text_cache.clear()
                 ex.explain(img, prompts, layer=n - 1, sublayer="mlp.fc1")
         elif method == "clipcam_warm":
             fn = lambda: ex.explain(img, prompts, layer=n - 1, sublayer="mlp.fc1")  # noqa: E731

@@ -1,7 +1,7 @@
-"""clipcam: where a CLIP model looks when it matches an image to each of several text prompts.
+"""clipcam: where a CLIP-family model looks when it matches an image to each of several text prompts.
 
     from clipcam import load_explainer
-    ex = load_explainer("base")
+    ex = load_explainer("base")  # or "siglip", "rn50", "laion-b32", an open_clip "hf-hub:org/repo", a folder
     res = ex.explain("cat.png", ["a photo of a cat.", "a photo of a dog."], layer=11, sublayer="mlp.fc1")
     res.probs, res.grid_maps, res.image_maps
 
@@ -12,7 +12,9 @@ from .constants import DEFAULT_SUBLAYER, MODEL_ALIASES, SUBLAYERS
 from .explainer import Explainer, Explanation, Sweep, load_explainer
 from .geometry import CropGeometry
 from .images import load_image
-from .models import LoadedModel, load_model
+from .models import load_model
+from .models.base import ModelAdapter
+from .methods import METHODS, REGISTRY, Method
 
 __all__ = [
     "DEFAULT_SUBLAYER",
@@ -21,7 +23,10 @@ __all__ = [
     "CropGeometry",
     "Explainer",
     "Explanation",
-    "LoadedModel",
+    "METHODS",
+    "Method",
+    "ModelAdapter",
+    "REGISTRY",
     "Sweep",
     "load_explainer",
     "load_image",

@@ -20,7 +20,7 @@ from typing import Sequence
 
 import numpy as np
 
-from .methods.cam import DEFAULT_METHOD
+from .methods import DEFAULT_METHOD
 from .constants import DEFAULT_SUBLAYER, DEFAULT_TARGET, MODEL_ALIASES, SUBLAYERS, TARGETS
 from .explainer import MASKING_METHODS, METHODS, load_explainer
 from .render import COLORMAPS, DEFAULT_ALPHA, DEFAULT_COLORMAP, explanation_images, sweep_grid
@@ -120,7 +120,7 @@ def run(args: argparse.Namespace) -> dict:
         "logits": [float(x) for x in result.logits],
         "probs": [float(x) for x in result.probs],
         "model": args.model,
-        "source": explainer.loaded.source,
+        "source": explainer.adapter.source,
         **layer_info,
         "sublayer": result.sublayer,
         "target": result.target,

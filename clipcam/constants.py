@@ -38,12 +38,16 @@ MODEL_INFO: dict[str, ModelInfo] = {
     "base": ModelInfo("openai/clip-vit-base-patch32", 12, "CLIP ViT-B/32, 7×7 patches", 768, 3072),
     "large": ModelInfo("openai/clip-vit-large-patch14", 24, "CLIP ViT-L/14, 16×16 patches", 1024, 4096),
     "shapes": ModelInfo(str(SHAPES_MODEL_DIR), 4, "shapes world, offline, trained by clipcam"),
+    "siglip": ModelInfo("google/siglip-base-patch16-224", 12, "SigLIP B/16, 14×14 patches, sigmoid scores", 768, 3072),
+    "rn50": ModelInfo("hf-hub:timm/resnet50_clip.openai", 4, "OpenAI CLIP RN50 (open_clip), 4 stages", 2048, 2048),
+    "laion-b32": ModelInfo("hf-hub:laion/CLIP-ViT-B-32-laion2B-s34B-b79K", 12, "LAION-2B ViT-B/32 (open_clip)",
+                           768, 3072),
 }
 
 #: Short names mapped to their sources.
 MODEL_ALIASES: dict[str, str] = {name: info.source for name, info in MODEL_INFO.items()}
 
-#: The sublayers of one CLIP vision-encoder block that can be explained, in forward order.
+#: The sublayers of one Hugging Face CLIP or SigLIP vision-encoder block that can be explained, in forward order.
 #: "block" is the output of the whole block (the residual stream after the MLP).
 SUBLAYERS: tuple[str, ...] = (
     "layer_norm1",

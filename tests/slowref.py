@@ -20,8 +20,8 @@ class EagerCLIP:
 
     def __init__(self, model_dir, explainer, prompts):
         self.model = CLIPModel.from_pretrained(model_dir, attn_implementation="eager").eval()
-        self.processor = explainer.loaded.image_processor
-        self.tokens = explainer.loaded.tokenizer(list(prompts), padding=True, return_tensors="pt")
+        self.processor = explainer.adapter.image_processor
+        self.tokens = explainer.adapter.tokenizer(list(prompts), padding=True, return_tensors="pt")
         cfg = self.model.config.vision_config
         self.side = cfg.image_size // cfg.patch_size
         self.heads = cfg.num_attention_heads

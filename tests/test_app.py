@@ -126,7 +126,7 @@ def test_model_outside_the_allowlist_is_refused(client):
 def test_model_that_cannot_load_leaves_the_others_serving(client, tiny_dir):
     with pytest.raises(Exception) as err:
         call_explain(client, MISSING)
-    assert "is not a directory written by save_pretrained" in str(err.value)
+    assert "is not a directory holding a saved model" in str(err.value)
     gallery, *_ = call_explain(client, tiny_dir, prompts="a cat")
     assert len(gallery) == 1
 

@@ -31,7 +31,7 @@ def test_matches_reference_pipeline(request, which, layer, sublayer, wide_image)
     ex = request.getfixturevalue(which)
     res = ex.explain(wide_image, PROMPTS, layer=layer, sublayer=sublayer)
     side = ex.model.config.vision_config.image_size
-    ref = reference_grad_cam(ex.model, ex.loaded.tokenizer, ex.loaded.image_processor, wide_image,
+    ref = reference_grad_cam(ex.model, ex.adapter.tokenizer, ex.adapter.image_processor, wide_image,
                              PROMPTS, layer, sublayer)
     assert res.grid_maps.shape == (3, *ex.grid)
     assert res.grid_maps.max() > 0, "a live sublayer must give a non-empty map on this model"
@@ -42,7 +42,7 @@ def test_matches_reference_pipeline(request, which, layer, sublayer, wide_image)
 @pytest.mark.parametrize("layer,sublayer", [(1, "mlp.fc1"), (2, "self_attn.v_proj")])
 def test_targets_match_reference_pipeline(explainer5, wide_image, target, layer, sublayer):
     res = explainer5.explain(wide_image, PROMPTS, layer=layer, sublayer=sublayer, target=target)
-    ref = reference_grad_cam(explainer5.model, explainer5.loaded.tokenizer, explainer5.loaded.image_processor,
+    ref = reference_grad_cam(explainer5.model, explainer5.adapter.tokenizer, explainer5.adapter.image_processor,
                              wide_image, PROMPTS, layer, sublayer, target=target)
     assert res.target == target
     np.testing.assert_allclose(as_reference(res.grid_maps, 40), ref, atol=1e-4, rtol=0)
@@ -56,7 +56,7 @@ def test_cam_family_matches_pytorch_grad_cam(explainer5, wide_image, method):
     """Each method from clipcam's one forward + batched gradients equals the package's own pipeline."""
     for layer, sublayer in [(1, "mlp.fc1"), (2, "self_attn.v_proj")]:
         res = explainer5.explain(wide_image, PROMPTS, layer=layer, sublayer=sublayer, method=method)
-        ref = reference_grad_cam(explainer5.model, explainer5.loaded.tokenizer, explainer5.loaded.image_processor,
+        ref = reference_grad_cam(explainer5.model, explainer5.adapter.tokenizer, explainer5.adapter.image_processor,
                                  wide_image, PROMPTS, layer, sublayer, method=method)
         assert res.method == method and (res.grid_maps >= 0).all() and np.isfinite(res.grid_maps).all()
         np.testing.assert_allclose(as_reference(res.grid_maps, 40), ref, atol=1e-4, rtol=0)
@@ -85,8 +85,8 @@ def test_unknown_target(explainer):
 
 def test_logits_and_probs_match_clip_forward(explainer5, tall_image):
     res = explainer5.explain(tall_image, PROMPTS, layer=1)
-    inputs = explainer5.loaded.image_processor(images=tall_image, return_tensors="pt")
-    tokens = explainer5.loaded.tokenizer(PROMPTS, padding=True, return_tensors="pt")
+    inputs = explainer5.adapter.image_processor(images=tall_image, return_tensors="pt")
+    tokens = explainer5.adapter.tokenizer(PROMPTS, padding=True, return_tensors="pt")
     with torch.no_grad():
         out = explainer5.model(pixel_values=inputs["pixel_values"], **tokens)
     np.testing.assert_allclose(res.logits, out.logits_per_image[0].numpy(), atol=1e-5)

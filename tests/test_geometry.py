@@ -81,7 +81,7 @@ def test_end_to_end_peak_on_wide_and_tall_images(explainer7):
         img = noise_image(*size, seed=3)
         res = explainer7.explain(img, PROMPTS[:1], layer=1)
         r, c = np.unravel_index(np.argmax(res.grid_maps[0]), res.grid_maps[0].shape)
-        proc = explainer7.loaded.image_processor
+        proc = explainer7.adapter.image_processor
         left, top, right, bottom = res.geometry.crop_box()
         cw, ch = (right - left) / 7, (bottom - top) / 7
         box = (int(round(left + (c + 0.25) * cw)), int(round(top + (r + 0.25) * ch)),

@@ -22,7 +22,7 @@ def test_local_model_is_cached_and_frozen(tiny_dir):
     assert load_model(str(tiny_dir), device="cpu") is first
     assert str(tiny_dir.resolve()) in cached_models()
     assert not any(p.requires_grad for p in first.model.parameters())
-    assert load_explainer(str(tiny_dir), device="cpu").loaded is first
+    assert load_explainer(str(tiny_dir), device="cpu").adapter is first
 
 
 def test_pickle_only_checkpoint_is_refused(tiny_dir, tmp_path):
@@ -35,17 +35,17 @@ def test_pickle_only_checkpoint_is_refused(tiny_dir, tmp_path):
 
 
 def test_directory_that_is_not_a_model(tmp_path):
-    with pytest.raises(ValueError, match="has no config.json: it is not a saved CLIP model"):
+    with pytest.raises(ValueError, match="has no config.json: it is not a saved model"):
         load_model(str(tmp_path), device="cpu")
 
 
 def test_missing_path(tmp_path):
-    with pytest.raises(ValueError, match="is not a directory written by save_pretrained"):
+    with pytest.raises(ValueError, match="is not a directory holding a saved model"):
         load_model(str(tmp_path / "nope" / "model"), device="cpu")
 
 
 def test_unreachable_hub_model_gives_a_sentence():
-    with pytest.raises(ValueError, match=r"^Could not load the CLIP model 'someone/no-such-clip'"):
+    with pytest.raises(ValueError, match=r"^Could not load the model 'someone/no-such-clip'"):
         load_model("someone/no-such-clip", device="cpu")
 
 

@@ -17,7 +17,7 @@ def test_matches_pytorch_grad_cam(explainer5, wide_image, layer, sublayer, targe
     seen = []
     res = explainer5.explain(wide_image, PROMPTS, layer=layer, sublayer=sublayer, method="scorecam", target=target,
                              progress=lambda done, total: seen.append((done, total)))
-    ref = reference_grad_cam(explainer5.model, explainer5.loaded.tokenizer, explainer5.loaded.image_processor,
+    ref = reference_grad_cam(explainer5.model, explainer5.adapter.tokenizer, explainer5.adapter.image_processor,
                              wide_image, PROMPTS, layer, sublayer, target=target, method="scorecam")
     assert res.method == "scorecam" and not res.dead, "no gradient is used, so no sublayer is dead"
     np.testing.assert_allclose(as_reference(res.grid_maps, 40), ref, atol=1e-4, rtol=0)

@@ -46,7 +46,7 @@ def test_relative_layer_and_defaults():
 
 
 def test_allowed_models():
-    assert allowed_models("") == ["base", "large", "shapes"]
+    assert allowed_models("") == ["base", "large", "shapes", "siglip", "rn50", "laion-b32"]
     assert allowed_models(" shapes , /models/mine ") == ["shapes", "/models/mine"]
 
 
@@ -75,7 +75,7 @@ def test_downloads(explainer):
 
 
 def test_method_notes_say_what_each_method_reads_and_costs():
-    assert method_note_for("base", "scorecam", "mlp.fc1").startswith("⏳ Score-CAM (Wang et al., CVPR-W 2020)")
+    assert method_note_for("base", "scorecam", "mlp.fc1").startswith("⏳ Score-CAM (Wang et al., CVPR Workshops 2020): uses no gradient")
     assert "3072 forward passes for this model and sublayer" in method_note_for("base", "scorecam", "mlp.fc1")
     assert "1024 forward passes" in method_note_for("large", "scorecam", "block")
     assert "128 forward passes" in method_note_for("shapes", "scorecam", "self_attn.v_proj")  # read from its config

@@ -11,16 +11,14 @@ import os
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Sequence
 
 import numpy as np
 from PIL import Image
 
-from ..methods.cam import CAM_METHODS
 from ..constants import DEFAULT_SUBLAYER, DEFAULT_TARGET, MODEL_INFO, check_choice
-from ..explainer import ATTENTION_METHODS, MASKING_METHODS, METHODS, Explanation, Sweep
-from ..models.hf_clip import channels
+from ..explainer import MASKING_METHODS, METHODS, Explanation, Sweep
+from ..methods import REGISTRY, get_method
 from ..render import COLORMAPS, caption, captions, display_size, explanation_images, sweep_grid
 
 #: The most prompts the app accepts at once (the library allows more).
@@ -36,50 +34,33 @@ FULL_RES_PIXELS = 4_000_000
 #: (ViT-L's mlp.fc1 has 4096 channels) and a sweep of the shapes model.
 MAX_FORWARDS = 5000
 
-#: What the method dropdown shows, and one sentence for each (with the paper).
-METHOD_LABELS: dict[str, str] = {
-    "gradcam": "Grad-CAM", "hirescam": "HiResCAM", "gradcam++": "Grad-CAM++", "xgradcam": "XGrad-CAM",
-    "layercam": "LayerCAM", "eigencam": "EigenCAM (prompt-independent)", "eigengradcam": "EigenGrad-CAM",
-    "gradcam-elementwise": "Grad-CAM element-wise", "scorecam": "Score-CAM (slow: masked forwards)",
-    "chefer": "Chefer relevance (attention)", "gradeclip": "Grad-ECLIP (attention)", "legrad": "LeGrad (attention)",
-}
-_ABOUT: dict[str, str] = {
-    "scorecam": "Score-CAM (Wang et al., CVPR-W 2020) uses no gradient: every channel of the sublayer masks "
-                "the image once and CLIP scores the masked images",
-    "chefer": "Chefer et al. (ICCV 2021): gradient-weighted attention, multiplied through the layers",
-    "gradeclip": "Grad-ECLIP (Zhao et al., ICML 2024): the class token's attention-output gradient times the "
-                 "values, weighted by query–key similarity; start at the last layer for the paper's setting",
-    "legrad": "LeGrad (Bousselham et al., 2024): each layer read as if it were the last, its score's gradient "
-              "on that layer's attention, summed over the layers",
-}
+#: What the method dropdown shows, from the method registry.
+METHOD_LABELS: dict[str, str] = {name: m.label for name, m in REGISTRY.items()}
 
 
 def short_name(method: str) -> str:
     """A method's name for people, without the dropdown's remark: "Score-CAM", "LeGrad"."""
-    return METHOD_LABELS[method].split(" (")[0]
+    return get_method(method).short
 
 
 def method_note(method: str, forwards: int = 0) -> str:
     """One sentence about a method for the app: what it reads, its paper, and how slow it is."""
-    check_choice(method, METHODS, "method")
-    if method in CAM_METHODS:
-        about = f"{short_name(method)} ({CAM_METHODS[method][1]}) on the sublayer's output"
-    else:
-        about = _ABOUT[method]
-    if method in ATTENTION_METHODS:
+    record = get_method(method)
+    about = f"{record.short} ({record.paper}): {record.about}"
+    if record.reads == "attention":
         return f"{about}. It reads attention, not a sublayer: the layer is where it starts."
-    if method in MASKING_METHODS:
+    if record.reads == "masking":
         count = f"{forwards} forward passes for this model and sublayer" if forwards else "one forward pass per channel"
         return (f"⏳ {about}: {count}, so it is slow (on 2 CPU cores about 0.08 s per masked image for base, 1.2 s for large); "
                 "a bar shows its progress.")
-    return f"{about}; one forward and one batched backward for all prompts."
+    return f"{about}, on the sublayer's output; one forward and one batched backward for all prompts."
 
 
 def controls(method: str) -> dict[str, bool]:
     """Which settings apply to a method: attention methods have no sublayer; EigenCAM ignores the
     prompts, so it has no target either."""
-    check_choice(method, METHODS, "method")
-    return {"sublayer": method not in ATTENTION_METHODS, "target": method != "eigencam"}
+    record = get_method(method)
+    return {"sublayer": record.reads != "attention", "target": record.uses_prompts}
 
 
 def check_forwards(forwards: int, limit: int, layers: int, sublayer: str) -> None:
@@ -119,35 +100,34 @@ def check_view(colormap: str, alpha: float) -> tuple[str, float]:
     return colormap, alpha
 
 
-def vision_config(name: str):
-    """A model's vision config, without loading its weights."""
-    from transformers import CLIPConfig
-
-    from ..models import resolve_source
-
-    return CLIPConfig.from_pretrained(resolve_source(name)).vision_config
+#: Sublayers as wide as the MLP's hidden layer, in every family's names.
+WIDE_SUBLAYERS = ("mlp.fc1", "mlp.c_fc", "mlp.gelu", "mlp.act")
 
 
 def model_layers(name: str) -> int:
-    """Number of vision layers of a model, without loading its weights (config only)."""
+    """Number of layers of a model: known for the short names, else read from the loaded model."""
     if name in MODEL_INFO:
         return MODEL_INFO[name].layers
-    return vision_config(name).num_hidden_layers
+    from ..models import load_model
+
+    return load_model(name).num_layers
 
 
 def method_note_for(name: str, method: str, sublayer: str) -> str:
-    """method_note with Score-CAM's forward count for a model (config only); never raises for a
-    known method, since the page shows it while a model may be unreachable."""
+    """method_note with Score-CAM's forward count for a model; never raises for a known method,
+    since the page shows it while a model may be unreachable."""
     check_choice(method, METHODS, "method")
     info = MODEL_INFO.get(name)
     try:
         if method not in MASKING_METHODS:
             forwards = 0
-        else:  # the aliases' widths are known without the hub
-            config = (SimpleNamespace(hidden_size=info.width, intermediate_size=info.mlp_width)
-                      if info is not None and info.width else vision_config(name))
-            forwards = channels(config, sublayer)
-    except Exception:  # noqa: BLE001 - no config (offline, not cached): say it without the count
+        elif info is not None and info.width:  # the short names' widths are known without the hub
+            forwards = info.mlp_width if sublayer in WIDE_SUBLAYERS else info.width
+        else:
+            from ..models import load_model
+
+            forwards = load_model(name).channels(sublayer)
+    except Exception:  # noqa: BLE001 - not loadable now (offline, not cached): say it without the count
         forwards = 0
     return method_note(method, forwards)
 

@@ -30,14 +30,15 @@ import cv2
 import numpy as np
 
 from ..constants import MAX_PROMPTS, SUBLAYERS, TARGETS
+from ..explainer import ATTENTION_METHODS, MASKING_METHODS
 from .metrics import DILATE, auc, dilate, energy_pointing, perturbation_series, pointing, saliency_order
 from .shapes import COLOURS, SHAPES, Scene, ShapeObject, evaluation_set, hard_evaluation_set, object_prompt
 
-#: Methods that read attention: the sweep ignores their sublayer (clipcam.explainer.ATTENTION_METHODS).
-ATTENTION = ("chefer", "gradeclip", "legrad")
+#: Methods that read attention: the sweep ignores their sublayer.
+ATTENTION = ATTENTION_METHODS
 #: For the rest of the Grad-CAM family, the sublayers where Grad-CAM did well (the full grid is Grad-CAM's).
 FAMILY_SUBLAYERS = ("layer_norm1", "self_attn.v_proj", "mlp.fc1")
-#: Score-CAM costs one forward per channel: its two sublayers of hidden width (mlp.fc1 is 4× wider).
+#: Masking methods (Score-CAM) cost one forward per channel: two sublayers of hidden width (mlp.fc1 is 4× wider).
 MASKING_SUBLAYERS = ("layer_norm1", "self_attn.v_proj")
 #: Baselines that use no model: they set the floor every method must clear.
 BASELINES = ("random_pixel", "random_object", "rollout")
@@ -168,26 +169,25 @@ def segmentation_counts(heatmap: np.ndarray, mask: np.ndarray) -> np.ndarray:
 def batch_probs(explainer, images: Sequence[np.ndarray], prompts: Sequence[str]) -> np.ndarray:
     """(N, K) probabilities of the prompts for N images, as ``explainer.scores`` gives them one by one.
 
-    For a transformers CLIPModel the N images go through one batched forward (the deletion and
-    insertion curves need hundreds); other families fall back to ``explainer.scores`` per image.
-    A test checks that both paths agree.
+    The deletion and insertion curves need hundreds of images per sample, so they go through the
+    model adapter's own steps (preprocess, image_features, logits, probabilities) in batches of
+    256; an explainer without an adapter falls back to ``explainer.scores`` per image. A test
+    checks that both paths agree.
     """
     import torch
+    from PIL import Image
 
-    model = getattr(explainer, "model", None)
-    if type(model).__name__ != "CLIPModel":
+    adapter = getattr(explainer, "adapter", None)
+    if adapter is None:
         return np.stack([explainer.scores(im, list(prompts))[1] for im in images])
     text, _ = explainer.text_embeddings(tuple(prompts))
-    pixels = explainer.loaded.image_processor(images=list(images), return_tensors="pt")["pixel_values"]
     probs = []
     with torch.no_grad():
-        for start in range(0, len(pixels), 256):
-            chunk = pixels[start:start + 256].to(explainer.loaded.device, explainer.loaded.dtype)
-            emb = model.get_image_features(pixel_values=chunk).pooler_output  # (B, P)
-            emb = emb / emb.norm(dim=-1, keepdim=True)
-            logits = (emb @ text.T).float() * model.logit_scale.exp().float()  # (B, K)
-            probs.append(logits.double().softmax(dim=-1).cpu().numpy())
-    return np.concatenate(probs)
+        for start in range(0, len(images), 256):
+            pixels = torch.cat([adapter.preprocess(Image.fromarray(im)) for im in images[start:start + 256]])
+            logits = adapter.logits(adapter.image_features(pixels), text).float().cpu().numpy()  # (B, K)
+            probs += [adapter.probabilities(row) for row in logits]
+    return np.stack(probs)
 
 
 def score_curves(explainer, sample: Sample, image: np.ndarray, maps: np.ndarray, steps: int,
@@ -256,7 +256,7 @@ def method_plan(methods: Iterable[str], sublayers: Sequence[str]) -> list[tuple[
             plan += [(method, s) for s in sublayers]
         elif method in ATTENTION:
             plan.append((method, "self_attn"))
-        elif method == "scorecam":
+        elif method in MASKING_METHODS:
             plan += [(method, s) for s in MASKING_SUBLAYERS if s in sublayers]
         else:
             plan += [(method, s) for s in FAMILY_SUBLAYERS if s in sublayers]

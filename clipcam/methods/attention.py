@@ -9,7 +9,28 @@ A_h = softmax(q_h k_hᵀ · d^-½); the block computes O_h = A_h v_h and out = O
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
+
+
+@dataclass(frozen=True)
+class AttentionLayer:
+    """What an attention method reads from one layer, for K prompts.
+
+    grad_out (K, T, D): the gradient of the explained score at the attention block's output (for
+    LeGrad: of that layer's own score); out_weight (D, D): the block's output projection; q, k, v
+    (T, D): queries, keys and values, heads concatenated; head_grad (K, H, 1, T): for models read
+    out by an attention-pooling head, the gradient at the head's attention (LeGrad on SigLIP).
+    """
+
+    grad_out: torch.Tensor | None
+    out_weight: torch.Tensor
+    q: torch.Tensor
+    k: torch.Tensor
+    v: torch.Tensor
+    heads: int
+    head_grad: torch.Tensor | None = None
 
 
 def attention_probs(q: torch.Tensor, k: torch.Tensor, heads: int) -> torch.Tensor:

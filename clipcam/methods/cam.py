@@ -34,19 +34,19 @@ CAM_METHODS: dict[str, tuple[type, str]] = {
     "eigengradcam": (pgc.EigenGradCAM, "EigenCAM on gradient × activation"),
     "gradcam-elementwise": (pgc.GradCAMElementWise, "Grad-CAM with element-wise ReLU"),
 }
-DEFAULT_METHOD = "gradcam"
 
 
-def cam_maps(method: str, activations: torch.Tensor, gradients: torch.Tensor, grid: tuple[int, int]) -> np.ndarray:
+def cam_maps(method: str, activations: torch.Tensor, gradients: torch.Tensor, grid: tuple[int, int],
+             prefix: int = 1) -> np.ndarray:
     """Raw maps of a CAM ``method``, one per prompt: (K, rows, cols) float32, ≥ 0, not normalised.
 
-    activations: (1+N, D), CLS first; gradients: (K, 1+N, D).
+    activations: (P+N, D), the P prefix tokens (a class token, or none) first; gradients: (K, P+N, D).
     """
     if check_choice(method, CAM_METHODS, "CAM method") == "gradcam":
-        return grad_cam(activations, gradients, grid)
+        return grad_cam(activations, gradients, grid, prefix)
     rows, cols = grid
     k = gradients.shape[0]
-    to_maps = lambda t: t[..., 1:, :].float().reshape(-1, rows, cols, t.shape[-1]).permute(0, 3, 1, 2)  # noqa: E731
+    to_maps = lambda t: t[..., prefix:, :].float().reshape(-1, rows, cols, t.shape[-1]).permute(0, 3, 1, 2)  # noqa: E731
     acts = to_maps(activations[None]).expand(k, -1, -1, -1).detach().cpu().numpy()  # (K, D, rows, cols)
     grads = to_maps(gradients).detach().cpu().numpy()  # (K, D, rows, cols)
     if method in ("eigencam", "eigengradcam"):
@@ -81,16 +81,16 @@ def eigen_projection(maps: np.ndarray) -> np.ndarray:
     return np.asarray(out, dtype=np.float32)
 
 
-def grad_cam(activations: torch.Tensor, gradients: torch.Tensor, grid: tuple[int, int]) -> np.ndarray:
+def grad_cam(activations: torch.Tensor, gradients: torch.Tensor, grid: tuple[int, int], prefix: int = 1) -> np.ndarray:
     """Raw Grad-CAM maps, one per prompt.
 
-    activations: (1+N, D) one image's hooked output, CLS first.
-    gradients:   (K, 1+N, D) ∂logit_k/∂activations for each of K prompts.
+    activations: (P+N, D) one image's hooked output, the P prefix tokens first (a CNN stage: P = 0).
+    gradients:   (K, P+N, D) ∂score_k/∂activations for each of K prompts.
     Returns (K, rows, cols) float32, ≥ 0, not normalised (comparable across prompts).
     """
     rows, cols = grid
-    acts = activations[1:].float()  # (N, D) patch tokens only
-    grads = gradients[:, 1:].float()  # (K, N, D)
+    acts = activations[prefix:].float()  # (N, D) grid tokens only
+    grads = gradients[:, prefix:].float()  # (K, N, D)
     weights = grads.mean(dim=1)  # (K, D)
     cam = torch.relu(weights @ acts.T)  # (K, N)
     return cam.reshape(-1, rows, cols).detach().cpu().numpy().astype(np.float32)

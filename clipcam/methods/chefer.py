@@ -14,6 +14,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from . import Method
+from .attention import AttentionLayer, attention_grads, attention_probs
 
 
 def weighted_attention(probs: torch.Tensor, grads: torch.Tensor) -> torch.Tensor:
@@ -35,3 +37,21 @@ def relevance_from(abars: list[torch.Tensor], grid: tuple[int, int]) -> list[np.
         product = product @ (eye + abars[i])  # (K, T, T)
         maps[i] = product[:, 0, 1:].reshape(k, *grid).detach().float().cpu().numpy()
     return maps
+
+
+def chefer_maps(layers: list[AttentionLayer], grid: tuple[int, int], prefix: int = 1) -> list[np.ndarray]:
+    """Chefer relevance for every start layer: the (K, rows, cols) map from each layer to the last."""
+    return relevance_from([weighted_attention(attention_probs(a.q, a.k, a.heads),
+                                              attention_grads(a.grad_out, a.out_weight, a.v, a.heads))
+                           for a in layers], grid)
+
+
+METHOD = Method(
+    name="chefer",
+    label="Chefer relevance (attention)",
+    paper="Chefer, Gur & Wolf, ICCV 2021",
+    about="gradient-weighted attention, multiplied through the layers; the class token's row is the map",
+    reads="attention",
+    compute=chefer_maps,
+    needs=frozenset({"attention", "class_token"}),
+)

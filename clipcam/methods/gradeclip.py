@@ -20,7 +20,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from .attention import suffix_sums
+from . import Method
+from .attention import AttentionLayer, suffix_sums
 from ..constants import NORM_EPS
 
 
@@ -47,3 +48,20 @@ def grad_eclip_maps(terms: list[torch.Tensor], grid: tuple[int, int]) -> list[np
     """Maps for every start layer: terms[i] is layer i's (K, N), in forward order; start i gives
     ReLU(Σ_{l ≥ i} terms[l]) as (K, rows, cols) float32."""
     return [torch.relu(total).reshape(-1, *grid).detach().float().cpu().numpy() for total in suffix_sums(terms)]
+
+
+def gradeclip_maps(layers: list[AttentionLayer], grid: tuple[int, int], prefix: int = 1) -> list[np.ndarray]:
+    """Grad-ECLIP for every start layer: ReLU of the summed terms from each layer to the last."""
+    return grad_eclip_maps([layer_terms(a.grad_out, a.out_weight, a.q, a.k, a.v) for a in layers], grid)
+
+
+METHOD = Method(
+    name="gradeclip",
+    label="Grad-ECLIP (attention)",
+    paper="Zhao et al., ICML 2024",
+    about="the class token's attention-output gradient times the values, weighted by query–key similarity; "
+          "start at the last layer for the paper's setting",
+    reads="attention",
+    compute=gradeclip_maps,
+    needs=frozenset({"attention", "class_token"}),
+)

@@ -12,6 +12,10 @@ attention block's output and maps it onto the attention probabilities exactly (c
 one batched gradient per layer for all prompts, with the model's fast attention left on. The
 per-layer score is the chosen target applied to logit_scale·cos(text, layer embedding); for the
 raw logit this is the paper's cosine times a constant, which the display's scaling removes.
+
+Models read out by an attention-pooling head (SigLIP) have no class token; there the authors
+pass each layer's tokens through the pooling head and differentiate the head's own attention
+probabilities instead (``pooling_head_map``): the probe's attention row over every token.
 """
 
 from __future__ import annotations
@@ -19,17 +23,44 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from .attention import attention_grads, suffix_sums
+from . import Method
+from .attention import AttentionLayer, attention_grads, suffix_sums
 
 
-def layer_map(grad_out: torch.Tensor, out_weight: torch.Tensor, v: torch.Tensor, heads: int) -> torch.Tensor:
+def layer_map(grad_out: torch.Tensor, out_weight: torch.Tensor, v: torch.Tensor, heads: int, prefix: int = 1) -> torch.Tensor:
     """One layer's map for K prompts → (K, N): ReLU(∂s_l/∂A_l) averaged over heads and query rows,
     patch columns. grad_out (K, T, D) is ∂s_l/∂(attention block output); v (T, D) the values."""
     d_probs = attention_grads(grad_out, out_weight, v, heads)  # (K, H, T, T)
-    return torch.relu(d_probs).mean(dim=(1, 2))[:, 1:]  # (K, N)
+    return torch.relu(d_probs).mean(dim=(1, 2))[:, prefix:]  # (K, N)
 
 
 def legrad_maps(per_layer: list[torch.Tensor], grid: tuple[int, int]) -> list[np.ndarray]:
     """Maps for every start layer: per_layer[i] is layer i's (K, N), in forward order; start i
     gives Σ_{l ≥ i} per_layer[l] as (K, rows, cols) float32."""
     return [total.reshape(-1, *grid).detach().float().cpu().numpy() for total in suffix_sums(per_layer)]
+
+
+def pooling_head_map(grad_probs: torch.Tensor) -> torch.Tensor:
+    """One layer's map for a model read out by an attention-pooling head (SigLIP), as the authors'
+    compute_legrad_siglip: ∂s_l/∂(the head's attention) (K, H, 1, T), ReLU-ed, averaged over heads,
+    the probe's row → (K, T). Every token is a grid token (no class token)."""
+    return torch.relu(grad_probs).mean(dim=1)[:, 0]  # (K, T)
+
+
+def legrad_from(layers: list[AttentionLayer], grid: tuple[int, int], prefix: int = 1) -> list[np.ndarray]:
+    """LeGrad for every start layer, from each layer's own-score gradients."""
+    per_layer = [pooling_head_map(a.head_grad) if a.head_grad is not None
+                 else layer_map(a.grad_out, a.out_weight, a.v, a.heads, prefix) for a in layers]
+    return legrad_maps(per_layer, grid)
+
+
+METHOD = Method(
+    name="legrad",
+    label="LeGrad (attention)",
+    paper="Bousselham et al., 2024",
+    about="each layer read as if it were the last, its score's gradient on the attention, summed over the layers",
+    reads="attention",
+    compute=legrad_from,
+    needs=frozenset({"attention", "layer_readout"}),
+    per_layer_score=True,
+)

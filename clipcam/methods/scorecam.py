@@ -19,14 +19,17 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from . import Method
+
 #: Masked images per forward pass.
 BATCH_SIZE = 32
 
 
-def channel_masks(activations: torch.Tensor, grid: tuple[int, int], size: tuple[int, int]) -> torch.Tensor:
-    """activations (1+N, D), CLS first → (D, 1, S, S) masks in [0, 1], one per channel."""
+def channel_masks(activations: torch.Tensor, grid: tuple[int, int], size: tuple[int, int],
+                  prefix: int = 1) -> torch.Tensor:
+    """activations (P+N, D), prefix tokens first → (D, 1, S, S) masks in [0, 1], one per channel."""
     rows, cols = grid
-    maps = activations[1:].float().T.reshape(1, -1, rows, cols)  # (1, D, rows, cols)
+    maps = activations[prefix:].float().T.reshape(1, -1, rows, cols)  # (1, D, rows, cols)
     up = F.interpolate(maps, size=size, mode="bilinear", align_corners=True)[0]  # (D, S, S)
     low = up.amin(dim=(1, 2), keepdim=True)
     high = up.amax(dim=(1, 2), keepdim=True)
@@ -40,14 +43,15 @@ def score_cam_maps(
     scores_of: Callable[[torch.Tensor], torch.Tensor],
     progress: Callable[[int, int], None] | None = None,
     batch_size: int = BATCH_SIZE,
+    prefix: int = 1,
 ) -> np.ndarray:
     """Score-CAM maps (K, rows, cols) float32, ≥ 0, not normalised.
 
-    pixels (1, 3, S, S): the model input; activations (1+N, D): the hooked output for it;
+    pixels (1, 3, S, S): the model input; activations (P+N, D): the hooked output for it, prefix first;
     scores_of: masked inputs (B, 3, S, S) → the K prompts' target scores (B, K);
     progress(done, total) is called after every batch of forwards.
     """
-    masks = channel_masks(activations, grid, tuple(pixels.shape[-2:]))  # (D, 1, S, S)
+    masks = channel_masks(activations, grid, tuple(pixels.shape[-2:]), prefix)  # (D, 1, S, S)
     channels = masks.shape[0]
     scores = []
     with torch.inference_mode():
@@ -57,5 +61,15 @@ def score_cam_maps(
             if progress is not None:
                 progress(min(start + batch_size, channels), channels)
     weights = torch.softmax(torch.cat(scores).T, dim=-1)  # (K, D): softmax over channels
-    cam = torch.relu(weights @ activations[1:].float().T)  # (K, N)
+    cam = torch.relu(weights @ activations[prefix:].float().T)  # (K, N)
     return cam.reshape(-1, *grid).cpu().numpy().astype(np.float32)
+
+
+METHOD = Method(
+    name="scorecam",
+    label="Score-CAM (slow: masked forwards)",
+    paper="Wang et al., CVPR Workshops 2020",
+    about="uses no gradient: every channel of the sublayer masks the image once and the model scores the masked images",
+    reads="masking",
+    compute=score_cam_maps,
+)

@@ -1,58 +1,58 @@
-"""Model sources and loading: a name, a Hugging Face hub id or a local directory → a frozen CLIP.
+"""Model sources and loading: a name, a hub id or a local directory → a frozen model behind its
+family's adapter (clipcam.models.base.ModelAdapter).
 
-Only safetensors weights are loaded (a pickle checkpoint can run code when it is read) and
-``trust_remote_code`` is never set. Loaded models live in one small, lock-guarded LRU cache,
-the only global mutable state in the package.
+Families: Hugging Face ``CLIPModel`` and ``SiglipModel`` (clipcam.models.hf_clip) and open_clip
+models (clipcam.models.open_clip), named as open_clip names them: ``hf-hub:org/repo`` or
+``local-dir:/path``. A local directory is recognised by its files (``open_clip_config.json`` for
+open_clip, ``config.json`` for transformers).
+
+Only safetensors weights are loaded (a pickle checkpoint can run code when it is read): every
+weights file, and every shard an index names, must be ``.safetensors``, and ``trust_remote_code``
+is never set. Every loading error is one ValueError sentence. Loaded models live in one small,
+lock-guarded LRU cache, the only global mutable state in the package.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import threading
 import urllib.error
 import urllib.request
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
-from transformers import AutoImageProcessor, AutoTokenizer, CLIPModel
 
 from ..cache import LockedLRU
 from ..constants import MODEL_ALIASES
+from .base import ModelAdapter
 
 #: How many loaded models the cache keeps before dropping the least recently used.
 MODEL_CACHE_SIZE = 3
-#: How many prompt lists' text embeddings each loaded model keeps.
-TEXT_CACHE_SIZE = 256
 
-_PICKLE_FILES = ("pytorch_model.bin", "pytorch_model.bin.index.json", "model.ckpt", "tf_model.h5")
-_SAFETENSORS_FILES = ("model.safetensors", "model.safetensors.index.json")
-
-
-@dataclass(frozen=True)
-class LoadedModel:
-    """A frozen CLIP model with the tokenizer and image processor that belong to it."""
-
-    name: str  # what the caller asked for ("base", a hub id or a path)
-    source: str  # the hub id or directory it was loaded from
-    model: CLIPModel
-    tokenizer: object
-    image_processor: object
-    device: torch.device
-    dtype: torch.dtype
-    #: prompt tuple → (unit-norm text embeddings (K, P), notes); shared by every Explainer of this model
-    text_cache: LockedLRU = field(default_factory=lambda: LockedLRU(TEXT_CACHE_SIZE), compare=False, repr=False)
+#: Weight files that are pickles (refused) and the safetensors files clipcam reads.
+_PICKLE_SUFFIXES = (".bin", ".pth", ".pt", ".ckpt", ".pkl", ".h5", ".msgpack", ".npz")
+_INDEX_FILES = ("model.safetensors.index.json", "open_clip_model.safetensors.index.json")
+OPEN_CLIP_PREFIXES = ("hf-hub:", "local-dir:")
 
 
 def resolve_source(name: str) -> str:
-    """Turn a short name into a hub id; hub ids and paths pass through unchanged."""
+    """Turn a short name into a hub id; hub ids, open_clip names and paths pass through unchanged."""
     if not isinstance(name, str) or not name.strip():
         raise ValueError(
-            "No model given: use 'base', 'large', a Hugging Face CLIP model id "
-            "or a local directory written by save_pretrained."
+            "No model given: use a short name (base, large, shapes, siglip, rn50, laion-b32), a Hugging Face "
+            "model id, an open_clip name (hf-hub:org/repo, local-dir:/path) or a local directory."
         )
     name = name.strip()
     return MODEL_ALIASES.get(name, name)
+
+
+def is_open_clip(source: str) -> bool:
+    """True for open_clip's own names and for local directories in open_clip's layout."""
+    if source.startswith(OPEN_CLIP_PREFIXES):
+        return True
+    path = Path(source).expanduser()
+    return path.is_dir() and (path / "open_clip_config.json").is_file()
 
 
 def resolve_device(device: str | torch.device = "auto") -> torch.device:
@@ -77,61 +77,89 @@ def resolve_dtype(half: bool, device: torch.device) -> torch.dtype:
     return torch.float16 if half else torch.float32
 
 
-def check_local_weights(path: Path) -> None:
-    """Refuse a local directory that is not a model or holds only a pickle checkpoint."""
-    if not path.is_dir():
-        raise ValueError(f"Model path {str(path)!r} is not a directory written by save_pretrained.")
-    if not (path / "config.json").is_file():
-        raise ValueError(f"Model path {str(path)!r} has no config.json: it is not a saved CLIP model.")
-    if any((path / f).is_file() for f in _SAFETENSORS_FILES):
-        return
-    if any((path / f).is_file() for f in _PICKLE_FILES):
+def check_safetensors_only(folder: Path, what: str, config: str = "config.json") -> None:
+    """Refuse a local model folder that is not a model, or whose weights are not all safetensors:
+    any pickle weights file beside them, and any shard an index names that is not .safetensors."""
+    if not folder.is_dir():
+        raise ValueError(f"{what} {_short(folder)} is not a directory holding a saved model.")
+    if not (folder / config).is_file():
+        raise ValueError(f"{what} {_short(folder)} has no {config}: it is not a saved model.")
+    for index in _INDEX_FILES:
+        if (folder / index).is_file():
+            check_index(folder / index, what)
+    files = [f for f in folder.iterdir() if f.is_file()]
+    pickles = sorted(f.name for f in files if f.suffix.lower() in _PICKLE_SUFFIXES)
+    has_safetensors = any(f.suffix == ".safetensors" for f in files)
+    if pickles and not has_safetensors:
         raise ValueError(
-            f"Model path {str(path)!r} holds only a pickle checkpoint; clipcam loads safetensors weights "
+            f"{what} {_short(folder)} holds only a pickle checkpoint; clipcam loads safetensors weights "
             "only, because reading a pickle can run code. Convert it with save_pretrained(safe_serialization=True)."
         )
-    raise ValueError(f"Model path {str(path)!r} has no model.safetensors weights.")
-
-
-def _load_uncached(name: str, device: torch.device, dtype: torch.dtype) -> LoadedModel:
-    source = resolve_source(name)
-    local = Path(source).expanduser()
-    looks_local = local.exists() or source.startswith((".", "/", "~")) or source.count("/") > 1
-    if looks_local:
-        check_local_weights(local)
-        source = str(local.resolve())
-    try:
-        model = CLIPModel.from_pretrained(source, use_safetensors=True, trust_remote_code=False, dtype=dtype)
-        tokenizer = AutoTokenizer.from_pretrained(source, trust_remote_code=False)
-        image_processor = AutoImageProcessor.from_pretrained(source, trust_remote_code=False)
-    except (OSError, EnvironmentError) as err:
+    if pickles:
         raise ValueError(
-            f"Could not load the CLIP model {name!r} ({source}): {_first_line(err)} "
-            "Check the id or path, that the model has safetensors weights, and that the Hugging Face hub "
-            "can be reached (or the model is in the local cache)."
-        ) from err
-    except (ValueError, KeyError, TypeError) as err:
-        raise ValueError(f"{source!r} is not a CLIP model clipcam can load: {_first_line(err)}") from err
-    model.requires_grad_(False)  # frozen: gradients only ever flow to hooked activations
-    model.eval().to(device)
-    return LoadedModel(
-        name=name, source=source, model=model, tokenizer=tokenizer,
-        image_processor=image_processor, device=device, dtype=dtype,
-    )
+            f"{what} {_short(folder)} holds pickle weights ({', '.join(pickles)[:80]}) beside its safetensors; "
+            "clipcam loads safetensors weights only, so remove the pickle files."
+        )
+    if not has_safetensors:
+        raise ValueError(f"{what} {_short(folder)} has no .safetensors weights.")
+
+
+def check_index(index: Path, what: str = "Model") -> None:
+    """Refuse a weights index that names any shard that is not a .safetensors file."""
+    try:
+        shards = set(json.loads(index.read_text())["weight_map"].values())
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        raise ValueError(f"{what} index {index.name} is not a valid weights index (a JSON weight_map).") from None
+    unsafe = sorted(str(s) for s in shards if not str(s).endswith(".safetensors"))
+    if unsafe:
+        raise ValueError(
+            f"{what} index {index.name} names weights that are not safetensors ({', '.join(unsafe)[:80]}); "
+            "clipcam loads safetensors weights only, because reading a pickle can run code."
+        )
+
+
+def _short(path: object, limit: int = 120) -> str:
+    """A path or value as it is quoted in a sentence, shortened so that a huge value is never echoed."""
+    text = str(path)
+    return repr(text if len(text) <= limit else text[: limit - 1] + "…")
+
+
+def _load_uncached(name: str, device: torch.device, dtype: torch.dtype) -> ModelAdapter:
+    source = resolve_source(name)
+    try:
+        if is_open_clip(source):
+            from .open_clip import load_open_clip
+
+            adapter = load_open_clip(name, source, device, dtype)
+        else:
+            from .hf_clip import load_hf
+
+            adapter = load_hf(name, source, device, dtype)
+    except ValueError:
+        raise
+    except (OSError, RuntimeError, KeyError, TypeError, AttributeError, ImportError) as err:
+        raise ValueError(
+            f"Could not load the model {_short(name)} ({_short(source)}): {_first_line(err)} Check the id or path, "
+            "that the model has safetensors weights, and that the Hugging Face hub can be reached "
+            "(or the model is in the local cache)."
+        ) from None
+    adapter.model.requires_grad_(False)  # frozen: gradients only ever flow to hooked activations
+    adapter.model.eval().to(device)
+    return adapter
 
 
 def _first_line(err: BaseException) -> str:
     text = str(err).strip().splitlines()
-    line = text[0] if text else type(err).__name__
+    line = text[0][:200] if text else type(err).__name__
     return line if line.endswith(".") else line + "."
 
 
-_cache: LockedLRU[LoadedModel] = LockedLRU(MODEL_CACHE_SIZE)
+_cache: LockedLRU[ModelAdapter] = LockedLRU(MODEL_CACHE_SIZE)
 _load_locks: dict[tuple[str, str, str], threading.Lock] = {}
 _load_locks_guard = threading.Lock()
 
 
-def load_model(name: str, device: str | torch.device = "auto", half: bool = False) -> LoadedModel:
+def load_model(name: str, device: str | torch.device = "auto", half: bool = False) -> ModelAdapter:
     """Load (or fetch from the cache) a CLIP model by alias, hub id or local directory.
 
     Two requests for the same model share one load; a slow load of one model does not block
@@ -163,12 +191,17 @@ def unavailable_reason(name: str, timeout: float = 2.0) -> str | None:
     """None when model ``name`` can be loaded (a local directory, in the local Hugging Face cache,
     or the hub answers within ``timeout`` seconds); otherwise a sentence saying why it cannot."""
     source = resolve_source(name)
+    files = ("config.json", "model.safetensors")
+    if source.startswith("local-dir:"):
+        source = source[len("local-dir:"):]
+    elif source.startswith("hf-hub:"):
+        source, files = source[len("hf-hub:"):], ("open_clip_config.json", "open_clip_model.safetensors")
     if Path(source).expanduser().exists():
         return None
     try:
         from huggingface_hub import try_to_load_from_cache
 
-        if all(isinstance(try_to_load_from_cache(source, f), str) for f in ("config.json", "model.safetensors")):
+        if all(isinstance(try_to_load_from_cache(source, f), str) for f in files):
             return None
     except Exception:  # noqa: BLE001 - a broken cache just means "not cached"
         pass

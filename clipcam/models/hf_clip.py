@@ -1,76 +1,254 @@
-"""Addressing inside CLIP's vision encoder: layers numbered for people, sublayers by name, the token grid.
+"""Hugging Face transformers' CLIP and SigLIP (``CLIPModel``, ``SiglipModel``) as model adapters.
+
+Both are pre-norm ViTs with the same block layout (``layer_norm1``, ``self_attn.{q,k,v,out}_proj``,
+``layer_norm2``, ``mlp.fc1``, ``mlp.fc2``), so they share one adapter and differ in the readout:
+
+- CLIP reads the image embedding from the class token after the last block (``post_layernorm``,
+  ``visual_projection``), and scores ``logit_scale`` × cosine; its probabilities are a softmax.
+- SigLIP has no class token: an attention-pooling head (a learned probe attending over every
+  token) makes the embedding, the score is ``logit_scale`` × cosine + ``logit_bias``, and each
+  prompt's probability is its own sigmoid. Its processor squashes the image to a square without
+  cropping, so its maps cover the whole image.
 
 Layers are numbered 1..N as people count them: layer 11 of ViT-B/32 is
-``vision_model.encoder.layers[10]``. The token grid is read from the model's config
-(``image_size // patch_size``: 7×7 for B/32, 16×16 for L/14, 24×24 for L/14-336), never assumed.
+``vision_model.encoder.layers[10]``. The token grid is read from the config, never assumed.
 """
 
 from __future__ import annotations
 
-import numbers
+from typing import Sequence
 
 import torch
-from transformers import CLIPModel
+from PIL import Image
 
-from ..constants import SUBLAYERS, check_choice
+from ..constants import SUBLAYERS
+from ..geometry import CropGeometry, size_setting
+from .base import AttentionSite, ModelAdapter
 
-
-def num_layers(model: CLIPModel) -> int:
-    """How many blocks the vision encoder has (12 for B/32, 24 for L/14)."""
-    return len(model.vision_model.encoder.layers)
-
-
-def token_grid(model: CLIPModel) -> tuple[int, int]:
-    """(rows, cols) of patch tokens, from the vision config."""
-    cfg = model.config.vision_config
-    side = cfg.image_size // cfg.patch_size
-    return side, side
+#: SigLIP's text encoder pads every prompt to this many tokens (its processor's max_length).
+SIGLIP_TEXT_LENGTH = 64
 
 
-def check_layer(layer: int, n_layers: int) -> int:
-    """Return ``layer`` if it is a valid 1-based layer number, else raise ValueError listing the range."""
-    if isinstance(layer, float) and layer.is_integer():
-        layer = int(layer)  # sliders and JSON send whole numbers as floats
-    if isinstance(layer, bool) or not isinstance(layer, numbers.Integral):
-        raise ValueError(f"Layer must be a whole number from 1 to {n_layers}; got {layer!r}.")
-    layer = int(layer)
-    if not 1 <= layer <= n_layers:
-        raise ValueError(
-            f"Layer {layer} is out of range: this model's vision encoder has layers 1 to {n_layers}."
+class HFClipAdapter(ModelAdapter):
+    """transformers' CLIPModel: class token first, 1 + rows × cols tokens."""
+
+    family = "hf-clip"
+    family_label = "CLIP (Hugging Face)"
+    capabilities = frozenset({"sublayer", "attention", "class_token", "layer_readout"})
+
+    def __init__(self, name, source, model, device, dtype, tokenizer, image_processor) -> None:
+        super().__init__(name, source, model, device, dtype)
+        self.tokenizer = tokenizer
+        self.image_processor = image_processor
+        self._blocks = list(model.vision_model.encoder.layers)
+        cfg = model.config.vision_config
+        crop = image_processor.crop_size if getattr(image_processor, "do_center_crop", False) else None
+        size = crop if crop is not None else image_processor.size
+        seen = (size_setting(size, "height"), size_setting(size, "width"))
+        if None not in seen and seen != (cfg.image_size, cfg.image_size):
+            raise ValueError(
+                f"The image processor makes {seen[1]}×{seen[0]} inputs but the vision model expects "
+                f"{cfg.image_size}×{cfg.image_size} inputs."
+            )
+
+    # ------------------------------------------------------------------ layers
+    @property
+    def num_layers(self) -> int:
+        return len(self._blocks)
+
+    @property
+    def sublayers(self) -> tuple[str, ...]:
+        return SUBLAYERS
+
+    @property
+    def default_sublayer(self) -> str:
+        return "mlp.fc1"
+
+    @property
+    def grid(self) -> tuple[int, int]:
+        cfg = self.model.config.vision_config
+        side = cfg.image_size // cfg.patch_size
+        return side, side
+
+    @property
+    def prefix(self) -> int:
+        return 1
+
+    def module(self, layer: int, sublayer: str) -> torch.nn.Module:
+        block = self._blocks[self.check_layer(layer) - 1]
+        return block if self.check_sublayer(sublayer) == "block" else block.get_submodule(sublayer)
+
+    def channels(self, sublayer: str) -> int:
+        cfg = self.model.config.vision_config
+        return cfg.intermediate_size if self.check_sublayer(sublayer) == "mlp.fc1" else cfg.hidden_size
+
+    def dead_reason(self, layer: int, sublayer: str) -> str | None:
+        """The image embedding is read from the CLS token after the last block. In the last block,
+        patch tokens reach the CLS token only through the keys and values of its attention; after
+        the attention every token is processed on its own, so the patch tokens of q_proj, out_proj,
+        layer_norm2, fc1, fc2 and the block output never reach it: their gradient is zero."""
+        if layer != self.num_layers or sublayer in ("layer_norm1", "self_attn.k_proj", "self_attn.v_proj"):
+            return None
+        return (
+            f"In the last layer ({layer}) the patch tokens of {sublayer} never reach the CLS token that "
+            "CLIP reads the image embedding from, so their gradient is exactly zero and Grad-CAM has "
+            "nothing to show. Pick an earlier layer, or layer_norm1, self_attn.k_proj or self_attn.v_proj."
         )
-    return layer
+
+    # ------------------------------------------------------------------ attention
+    def attention_sites(self, start: int) -> list[AttentionSite]:
+        heads = self.model.config.vision_config.num_attention_heads
+        return [
+            AttentionSite(
+                reads=(b.self_attn.q_proj, b.self_attn.k_proj, b.self_attn.v_proj),
+                split=lambda outs: tuple(o[0] for o in outs),
+                out=b.self_attn.out_proj, out_weight=b.self_attn.out_proj.weight, heads=heads,
+            )
+            for b in self._blocks[start - 1:]
+        ]
+
+    def layer_features(self, hidden: torch.Tensor) -> tuple[torch.Tensor, None]:
+        """LeGrad on CLIP (the authors' compute_legrad_clip): the mean of all tokens through the
+        final layer norm and projection."""
+        vision = self.model.vision_model
+        return self.model.visual_projection(vision.post_layernorm(hidden.mean(dim=1))), None
+
+    # ------------------------------------------------------------------ inputs
+    def preprocess(self, rgb: Image.Image) -> torch.Tensor:
+        pixels = self.image_processor(images=rgb, return_tensors="pt")["pixel_values"]
+        return pixels.to(self.device, self.dtype)  # (1, 3, S, S)
+
+    def geometry(self, image_size: tuple[int, int], layer: int | None = None) -> CropGeometry:
+        return CropGeometry.from_processor(self.image_processor, image_size, self.grid)
+
+    @property
+    def context_length(self) -> int:
+        return self.model.config.text_config.max_position_embeddings
+
+    def token_lengths(self, prompts: Sequence[str]) -> list[int]:
+        return [len(ids) for ids in self.tokenizer(list(prompts))["input_ids"]]
+
+    def encode_text(self, prompts: Sequence[str]) -> torch.Tensor:
+        tokens = self.tokenizer(list(prompts), padding=True, truncation=True, max_length=self.context_length,
+                                return_tensors="pt")
+        return self.model.get_text_features(
+            input_ids=tokens["input_ids"].to(self.device), attention_mask=tokens["attention_mask"].to(self.device),
+        ).pooler_output  # (K, P)
+
+    # ------------------------------------------------------------------ scores
+    def image_features(self, pixels: torch.Tensor) -> torch.Tensor:
+        return self.model.visual_projection(self.model.vision_model(pixel_values=pixels).pooler_output)
+
+    @property
+    def logit_scale(self) -> torch.Tensor:
+        return self.model.logit_scale.exp()
 
 
-def check_sublayer(sublayer: str) -> str:
-    """Return ``sublayer`` if it is one of SUBLAYERS, else raise ValueError listing them."""
-    return check_choice(sublayer, SUBLAYERS, "sublayer")
+class SiglipAdapter(HFClipAdapter):
+    """transformers' SiglipModel: no class token, an attention-pooling head, sigmoid scores."""
 
+    family = "siglip"
+    family_label = "SigLIP (Hugging Face)"
+    capabilities = frozenset({"sublayer", "attention", "layer_readout"})
+    prob_kind = "sigmoid"
 
-def target_module(model: CLIPModel, layer: int, sublayer: str) -> torch.nn.Module:
-    """The module whose output is explained for a 1-based ``layer`` and a ``sublayer`` name."""
-    block = model.vision_model.encoder.layers[check_layer(layer, num_layers(model)) - 1]
-    if check_sublayer(sublayer) == "block":
-        return block
-    return block.get_submodule(sublayer)
+    @property
+    def prefix(self) -> int:
+        return 0
 
-
-def channels(vision_config, sublayer: str) -> int:
-    """Width of a sublayer's output: the MLP's hidden size for mlp.fc1, the model width otherwise."""
-    return vision_config.intermediate_size if check_sublayer(sublayer) == "mlp.fc1" else vision_config.hidden_size
-
-
-def dead_reason(layer: int, n_layers: int, sublayer: str) -> str | None:
-    """Why a (layer, sublayer) cannot influence the image embedding, or None when it can.
-
-    The image embedding is read from the CLS token after the last block. In the last block,
-    patch tokens reach the CLS token only through the keys and values of its attention; after
-    the attention every token is processed on its own, so the patch tokens of q_proj, out_proj,
-    layer_norm2, fc1, fc2 and the block output never reach the CLS token: their gradient is zero.
-    """
-    if layer != n_layers or sublayer in ("layer_norm1", "self_attn.k_proj", "self_attn.v_proj"):
+    def dead_reason(self, layer: int, sublayer: str) -> str | None:
+        """None: the pooling head's probe attends over every token of the last layer, so every
+        sublayer of every layer reaches the embedding."""
         return None
-    return (
-        f"In the last layer ({layer}) the patch tokens of {sublayer} never reach the CLS token that "
-        "CLIP reads the image embedding from, so their gradient is exactly zero and Grad-CAM has "
-        "nothing to show. Pick an earlier layer, or layer_norm1, self_attn.k_proj or self_attn.v_proj."
-    )
+
+    def layer_features(self, hidden: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """LeGrad on SigLIP (the authors' compute_legrad_siglip): the layer's tokens go through the
+        attention-pooling head as they are (no final layer norm, as in their code), and the map is
+        read from the head's attention probabilities (1, H, 1, T), which are returned too.
+
+        The head is recomputed here with its attention written out (the same maths as its
+        nn.MultiheadAttention), so that its probabilities are a tensor the gradient can reach."""
+        head = self.model.vision_model.head
+        attn = head.attention
+        d = attn.embed_dim
+        heads = attn.num_heads
+        w_q, w_k, w_v = attn.in_proj_weight.split(d)
+        b_q, b_k, b_v = attn.in_proj_bias.split(d)
+        probe = head.probe.expand(hidden.shape[0], -1, -1)  # (B, 1, D)
+        q = torch.nn.functional.linear(probe, w_q, b_q)  # (B, 1, D)
+        k = torch.nn.functional.linear(hidden, w_k, b_k)  # (B, T, D)
+        v = torch.nn.functional.linear(hidden, w_v, b_v)
+        split = lambda t: t.reshape(t.shape[0], t.shape[1], heads, d // heads).transpose(1, 2)  # (B, H, *, d)
+        probs = torch.softmax(split(q) @ split(k).transpose(-1, -2) * (d // heads) ** -0.5, dim=-1)  # (B, H, 1, T)
+        out = (probs @ split(v)).transpose(1, 2).reshape(hidden.shape[0], 1, d)  # (B, 1, D)
+        out = attn.out_proj(out)
+        pooled = out + head.mlp(head.layernorm(out))
+        return pooled[:, 0], probs
+
+    def encode_text(self, prompts: Sequence[str]) -> torch.Tensor:
+        tokens = self.tokenizer(list(prompts), padding="max_length", truncation=True,
+                                max_length=self.context_length, return_tensors="pt")
+        return self.model.get_text_features(input_ids=tokens["input_ids"].to(self.device)).pooler_output
+
+    @property
+    def context_length(self) -> int:
+        return min(SIGLIP_TEXT_LENGTH, self.model.config.text_config.max_position_embeddings)
+
+    def image_features(self, pixels: torch.Tensor) -> torch.Tensor:
+        return self.model.vision_model(pixel_values=pixels).pooler_output  # the head's output (B, P)
+
+    @property
+    def logit_bias(self) -> torch.Tensor:
+        return self.model.logit_bias
+
+
+def load_hf(name: str, source: str, device: torch.device, dtype: torch.dtype) -> HFClipAdapter:
+    """Load a transformers CLIPModel or SiglipModel (hub id or local directory, safetensors only)."""
+    from pathlib import Path
+
+    from transformers import AutoConfig, AutoImageProcessor, AutoTokenizer, CLIPModel, SiglipModel
+
+    from . import check_safetensors_only
+
+    local = Path(source).expanduser()
+    if local.exists() or source.startswith((".", "/", "~")) or source.count("/") > 1:
+        check_safetensors_only(local, "Model path")
+        source = str(local.resolve())
+    else:
+        _check_hub_index(source)
+    kind = AutoConfig.from_pretrained(source, trust_remote_code=False).model_type
+    families = {"clip": (CLIPModel, HFClipAdapter), "siglip": (SiglipModel, SiglipAdapter)}
+    if kind == "siglip2":
+        raise ValueError(
+            f"{source} is a SigLIP 2 NaFlex model (variable resolution: the image keeps its aspect ratio on a grid "
+            "that changes with every image), which clipcam does not explain yet; SigLIP 2's fixed-resolution "
+            "checkpoints (such as google/siglip2-base-patch16-224) load as SigLIP models and work."
+        )
+    if kind not in families:
+        raise ValueError(
+            f"{source} is a {kind!r} model; clipcam explains CLIP and SigLIP models from transformers and "
+            "open_clip models (hf-hub:org/repo, local-dir:/path)."
+        )
+    model_class, adapter_class = families[kind]
+    try:
+        model = model_class.from_pretrained(source, use_safetensors=True, trust_remote_code=False, dtype=dtype)
+        tokenizer = AutoTokenizer.from_pretrained(source, trust_remote_code=False)
+        image_processor = AutoImageProcessor.from_pretrained(source, trust_remote_code=False)
+    except (ValueError, KeyError, TypeError) as err:
+        raise ValueError(f"{source!r} is not a {kind} model clipcam can load: {str(err).splitlines()[0][:200]}") from None
+    return adapter_class(name, source, model, device, dtype, tokenizer, image_processor)
+
+
+def _check_hub_index(repo: str) -> None:
+    """For a hub model with sharded weights, refuse an index that names non-safetensors shards."""
+    from pathlib import Path
+
+    from . import check_index
+
+    try:
+        from huggingface_hub import hf_hub_download
+
+        index = hf_hub_download(repo, "model.safetensors.index.json")
+    except Exception:  # noqa: BLE001 - no index (a single file) or the hub is unreachable: from_pretrained says
+        return
+    check_index(Path(index))

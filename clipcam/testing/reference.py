@@ -17,7 +17,19 @@ import pytorch_grad_cam as pgc
 import torch
 
 from ..methods.cam import CAM_METHODS
-from ..models.hf_clip import target_module, token_grid
+
+
+def token_grid(model) -> tuple[int, int]:
+    """(rows, cols) of a transformers CLIP/SigLIP vision tower, from its config (the reference's own
+    reading, not clipcam's adapter, so that an addressing error cannot hide on both sides)."""
+    cfg = model.config.vision_config
+    return cfg.image_size // cfg.patch_size, cfg.image_size // cfg.patch_size
+
+
+def target_module(model, layer: int, sublayer: str) -> torch.nn.Module:
+    """The module named by a 1-based layer and a sublayer, addressed directly in the model."""
+    block = model.vision_model.encoder.layers[layer - 1]
+    return block if sublayer == "block" else block.get_submodule(sublayer)
 
 
 class LogitsPerImage(torch.nn.Module):

@@ -1,0 +1,237 @@
+"""What a model adapter provides: one small interface that every family implements.
+
+The explainer and the methods never name a model attribute. Everything they need from a model
+comes through an adapter: how an image becomes the model's input (and the geometry to map a
+heatmap back), the text embeddings, the layers and their named sublayers (in the family's own
+names), how a captured activation is laid out as tokens (prefix tokens first, then the token
+grid), where q, k, v and the attention output are read for the attention methods, the image
+embedding, the score, and which sublayers cannot reach the score at all.
+
+Families: Hugging Face CLIP and SigLIP (``clipcam.models.hf_clip``), open_clip's ViTs, ResNets and
+timm-trunk towers (``clipcam.models.open_clip``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable, ClassVar, Sequence
+
+import numpy as np
+import torch
+from PIL import Image
+
+from ..cache import LockedLRU
+from ..geometry import CropGeometry
+
+#: How many prompt lists' text embeddings each loaded model keeps.
+TEXT_CACHE_SIZE = 256
+
+#: What an adapter can offer a method. "sublayer": activations that can be laid out on the token
+#: grid; "attention": q, k, v and the attention output of every layer; "class_token": a token
+#: that the image embedding is read from, whose attention row is the map (Chefer, Grad-ECLIP);
+#: "layer_readout": any layer's tokens can be read as an image embedding (LeGrad).
+CAPABILITIES: dict[str, str] = {
+    "sublayer": "activations on a token grid",
+    "attention": "self-attention layers whose queries, keys and values clipcam can read",
+    "class_token": "a class token that the image embedding is read from",
+    "layer_readout": "a way to read any layer's tokens as an image embedding",
+}
+
+
+@dataclass(frozen=True)
+class AttentionSite:
+    """Where one self-attention layer's pieces are read.
+
+    ``reads``' outputs are recorded (detached) and ``split`` turns them into the queries, keys and
+    values of image 0, each (T, D), heads concatenated. ``out`` is the module whose output is the
+    attention block's output after its output projection (``out_weight``, (D, D)); the gradient is
+    taken there and mapped back onto the attention probabilities (clipcam.methods.attention).
+    """
+
+    reads: tuple[torch.nn.Module, ...]
+    split: Callable[[Sequence[torch.Tensor]], tuple[torch.Tensor, torch.Tensor, torch.Tensor]]
+    out: torch.nn.Module
+    out_weight: torch.Tensor
+    heads: int
+
+
+class ModelAdapter:
+    """One loaded, frozen model of some family, seen the way clipcam's methods need it.
+
+    Subclasses set the class attributes and implement the methods that raise NotImplementedError.
+    Instances are immutable after loading and safe to share between threads; the text cache is
+    lock-guarded.
+    """
+
+    #: Short family id ("hf-clip", "siglip", "open_clip-vit", "open_clip-resnet", "open_clip-timm").
+    family: ClassVar[str] = ""
+    #: The family for people: "CLIP (Hugging Face)".
+    family_label: ClassVar[str] = ""
+    #: What the family offers methods (keys of CAPABILITIES).
+    capabilities: ClassVar[frozenset[str]] = frozenset({"sublayer"})
+    #: "softmax": the probabilities compete across the prompts (CLIP); "sigmoid": each prompt's own
+    #: match probability, independent of the others (SigLIP).
+    prob_kind: ClassVar[str] = "softmax"
+    #: What a person calls one step of the slider: "layer" (a transformer block) or "stage".
+    layer_noun: ClassVar[str] = "layer"
+
+    def __init__(self, name: str, source: str, model: torch.nn.Module, device: torch.device,
+                 dtype: torch.dtype) -> None:
+        self.name = name  # what the caller asked for ("base", a hub id or a path)
+        self.source = source  # where it was loaded from
+        self.model = model
+        self.device = device
+        self.dtype = dtype
+        #: prompt tuple → (unit-norm text embeddings (K, P), notes)
+        self.text_cache: LockedLRU = LockedLRU(TEXT_CACHE_SIZE)
+
+    # ------------------------------------------------------------------ layers
+    @property
+    def num_layers(self) -> int:
+        """How many layers (blocks or stages) the slider offers, numbered 1..num_layers."""
+        raise NotImplementedError
+
+    @property
+    def sublayers(self) -> tuple[str, ...]:
+        """The named sublayers of one layer that can be explained, in forward order."""
+        raise NotImplementedError
+
+    @property
+    def default_sublayer(self) -> str:
+        raise NotImplementedError
+
+    @property
+    def grid(self) -> tuple[int, int]:
+        """(rows, cols) of the token grid that the maps live on (of the default sublayer's layer
+        for families whose grid changes with depth; see ``grid_at``)."""
+        raise NotImplementedError
+
+    def grid_at(self, layer: int) -> tuple[int, int]:
+        """(rows, cols) of layer ``layer``'s token grid; the same at every layer of a ViT."""
+        return self.grid
+
+    @property
+    def prefix(self) -> int:
+        """How many tokens come before the grid (1 for a class token, 0 for SigLIP)."""
+        raise NotImplementedError
+
+    @property
+    def default_layer(self) -> int:
+        """The layer the library starts on when none is given: the second-to-last block (as the
+        reference notebook), the last stage for ResNets."""
+        return max(1, self.num_layers - 1)
+
+    def check_layer(self, layer: object) -> int:
+        """``layer`` as a valid 1-based layer number, else a ValueError naming the range."""
+        from .layers import check_layer
+
+        return check_layer(layer, self.num_layers, self.layer_noun)
+
+    def check_sublayer(self, sublayer: str) -> str:
+        """``sublayer`` if this family has it, else a ValueError naming the family's sublayers."""
+        from ..constants import check_choice
+
+        return check_choice(sublayer, self.sublayers, "sublayer")
+
+    def module(self, layer: int, sublayer: str) -> torch.nn.Module:
+        """The module whose output is explained for a 1-based ``layer`` and a ``sublayer`` name."""
+        raise NotImplementedError
+
+    def channels(self, sublayer: str) -> int:
+        """Width of a sublayer's output (how many masked forwards Score-CAM runs per layer)."""
+        raise NotImplementedError
+
+    def tokens(self, output: torch.Tensor) -> torch.Tensor:
+        """A captured output as tokens (B, T, D): ``prefix`` tokens first, then the grid row by row.
+        Transformers already are; convolutional stages override this."""
+        return output
+
+    def dead_reason(self, layer: int, sublayer: str) -> str | None:
+        """Why this (layer, sublayer) cannot influence the image embedding, or None when it can."""
+        return None
+
+    # ------------------------------------------------------------------ attention
+    def attention_sites(self, start: int) -> list[AttentionSite]:
+        """The self-attention layers from 1-based ``start`` to the last, in forward order."""
+        raise NotImplementedError
+
+    def layer_features(self, hidden: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """LeGrad's reading of one layer's tokens (1, T, D) as an image embedding (1, P), and the
+        attention probabilities the family's authors differentiate (None: the layer's own)."""
+        raise NotImplementedError
+
+    # ------------------------------------------------------------------ inputs
+    def preprocess(self, rgb: Image.Image) -> torch.Tensor:
+        """The model's input for an RGB image: (1, 3, S, S) on the model's device and dtype."""
+        raise NotImplementedError
+
+    def geometry(self, image_size: tuple[int, int], layer: int | None = None) -> CropGeometry:
+        """How an image of ``image_size`` (W, H) became the input, seen as the token grid."""
+        raise NotImplementedError
+
+    def token_lengths(self, prompts: Sequence[str]) -> list[int]:
+        """How many tokens each prompt takes, before truncation."""
+        raise NotImplementedError
+
+    @property
+    def context_length(self) -> int:
+        """The most tokens the text encoder reads."""
+        raise NotImplementedError
+
+    def encode_text(self, prompts: Sequence[str]) -> torch.Tensor:
+        """Text embeddings (K, P), not normalised, truncated to ``context_length``."""
+        raise NotImplementedError
+
+    def text_embeddings(self, prompts: Sequence[str]) -> tuple[torch.Tensor, tuple[str, ...]]:
+        """Unit-norm text embeddings (K, P), cached per prompt list, and notes on truncation."""
+        key = tuple(prompts)
+        cached = self.text_cache.get(key)
+        if cached is not None:
+            return cached
+        max_len = self.context_length
+        notes = tuple(
+            f"Prompt {i + 1} is {n} tokens long; the model reads at most {max_len}, so only its start was used."
+            for i, n in enumerate(self.token_lengths(key)) if n > max_len
+        )
+        with torch.no_grad():  # not inference_mode: these tensors enter the autograd graph later
+            emb = self.encode_text(key)  # (K, P)
+            emb = emb / emb.pow(2).sum(dim=-1, keepdim=True).sqrt()
+        self.text_cache.put(key, (emb, notes))
+        return emb, notes
+
+    # ------------------------------------------------------------------ scores
+    def image_features(self, pixels: torch.Tensor) -> torch.Tensor:
+        """The image embeddings (B, P) for inputs (B, 3, S, S), not normalised."""
+        raise NotImplementedError
+
+    @property
+    def logit_scale(self) -> torch.Tensor:
+        """The learned temperature, already exponentiated (a scalar tensor)."""
+        raise NotImplementedError
+
+    @property
+    def logit_bias(self) -> torch.Tensor | None:
+        """SigLIP's learned bias, None for CLIP."""
+        return None
+
+    def logits(self, features: torch.Tensor, text: torch.Tensor) -> torch.Tensor:
+        """Image embeddings (B, P) and unit-norm text embeddings (K, P) → the model's logits (B, K):
+        scale × cosine (+ bias for SigLIP), exactly as the model's own forward computes them."""
+        image = features / features.pow(2).sum(dim=-1, keepdim=True).sqrt()
+        out = (text @ image.T * self.logit_scale).T  # (B, K)
+        bias = self.logit_bias
+        return out if bias is None else out + bias
+
+    def probabilities(self, logits: np.ndarray) -> np.ndarray:
+        """(K,) logits → probabilities: a softmax over the prompts (CLIP) or one sigmoid per
+        prompt (SigLIP, trained with a sigmoid loss)."""
+        logits = np.asarray(logits, dtype=np.float64)
+        if self.prob_kind == "sigmoid":
+            return 1.0 / (1.0 + np.exp(-logits))
+        z = np.exp(logits - logits.max())
+        return z / z.sum()
+
+    def describe(self) -> str:
+        """One line for people: family, layers and grid."""
+        rows, cols = self.grid
+        return f"{self.family_label}, {self.num_layers} {self.layer_noun}s, {rows}×{cols} tokens"

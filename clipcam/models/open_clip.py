@@ -1,0 +1,380 @@
+"""open_clip models as model adapters: its VisionTransformer, its ModifiedResNet and timm trunks.
+
+Named the way open_clip names them: ``hf-hub:org/repo`` (``open_clip_config.json`` and weights on
+the hub) or ``local-dir:/path`` (the same two files in a folder). The model is built from its
+config with open_clip's own factory, and its weights are read from a ``.safetensors`` file only.
+
+- **VisionTransformer** (OpenAI, LAION, DataComp, MetaCLIP ViTs): blocks ``ln_1``, ``attn`` (an
+  ``nn.MultiheadAttention`` with one fused ``in_proj_weight``), ``ln_2``, ``mlp.c_fc``,
+  ``mlp.gelu``, ``mlp.c_proj``; a class token first; the embedding is ``ln_post`` of the class
+  token (``pool_type='tok'``) or of the patch mean (``'avg'``), times ``proj``. The fused
+  attention never calls a q/k/v module, so q, k and v are recomputed exactly from ``ln_1``'s
+  output and ``in_proj_weight``.
+- **ModifiedResNet** (RN50, RN101, RN50x4, …): the layers are its four stages ``layer1`` …
+  ``layer4``, each explained on its output (N, C, H, W), read as H×W tokens without prefix; the
+  attention pool (``attnpool``) reads every position of ``layer4``. Grad-CAM's default is
+  ``layer4``, as in the classic CLIP Grad-CAM demos.
+- **timm trunks** (ViT-B-16-SigLIP, ConvNeXt): a timm ViT's ``blocks`` (prefix tokens and grid
+  from timm) or a ConvNeXt's ``stages`` (like a ResNet's), for the Grad-CAM family and Score-CAM.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Sequence
+
+import torch
+import torch.nn.functional as F
+from PIL import Image
+
+from ..geometry import CropGeometry
+from .base import AttentionSite, ModelAdapter
+
+
+class OpenClipAdapter(ModelAdapter):
+    """What every open_clip model shares: its preprocessing, tokenizer, text tower and score."""
+
+    def __init__(self, name, source, model, device, dtype, tokenizer, preprocess) -> None:
+        super().__init__(name, source, model, device, dtype)
+        self.tokenizer = tokenizer
+        self.transform = preprocess
+        cfg = getattr(model.visual, "preprocess_cfg", {}) or {}
+        size = cfg.get("size", getattr(model.visual, "image_size", 224))
+        self.image_size = tuple(size) if isinstance(size, (tuple, list)) else (size, size)  # (H, W)
+        self.resize_mode = cfg.get("resize_mode", "shortest")
+        if self.resize_mode not in ("shortest", "squash", "longest"):
+            raise ValueError(f"Unsupported open_clip resize mode {self.resize_mode!r}.")
+        if getattr(model, "logit_bias", None) is not None:
+            type(self).prob_kind  # noqa: B018 - class default; instances of sigmoid models override below
+            self.prob_kind = "sigmoid"  # type: ignore[misc]
+
+    # ------------------------------------------------------------------ inputs
+    def preprocess(self, rgb: Image.Image) -> torch.Tensor:
+        return self.transform(rgb)[None].to(self.device, self.dtype)  # (1, 3, H, W)
+
+    def geometry(self, image_size: tuple[int, int], layer: int | None = None) -> CropGeometry:
+        """open_clip's torchvision transforms as arithmetic: 'shortest' resizes the short side and
+        centre-crops (torchvision rounds the crop offset: int(round(Δ / 2))); 'squash' resizes to
+        the square; 'longest' resizes the long side and pads to the square."""
+        width, height = image_size
+        out_h, out_w = self.image_size
+        grid = self.grid_at(layer) if layer is not None else self.grid
+        if self.resize_mode == "squash":
+            return CropGeometry(image_size, (out_w, out_h), (0, 0), (out_w, out_h), grid)
+        if self.resize_mode == "shortest":
+            if out_h != out_w:
+                raise ValueError("clipcam supports open_clip's shortest-edge resize for square inputs only.")
+            if width <= height:  # torchvision's Resize(int): the short side becomes S, the long one int(S·long/short)
+                new_w, new_h = out_w, int(out_w * height / width)
+            else:
+                new_w, new_h = int(out_h * width / height), out_h
+            left = int(round((new_w - out_w) / 2.0))
+            top = int(round((new_h - out_h) / 2.0))
+            return CropGeometry(image_size, (new_w, new_h), (left, top), (out_w, out_h), grid)
+        ratio = max(height / out_h, width / out_w)  # ResizeKeepRatio(longest=1), then CenterCropOrPad
+        new_h, new_w = round(height / ratio), round(width / ratio)
+        left = -((out_w - new_w) // 2) if out_w > new_w else int(round((new_w - out_w) / 2.0))
+        top = -((out_h - new_h) // 2) if out_h > new_h else int(round((new_h - out_h) / 2.0))
+        return CropGeometry(image_size, (new_w, new_h), (left, top), (out_w, out_h), grid)
+
+    @property
+    def context_length(self) -> int:
+        return int(getattr(self.tokenizer, "context_length", None) or self.model.context_length)
+
+    def token_lengths(self, prompts: Sequence[str]) -> list[int]:
+        inner = getattr(self.tokenizer, "encode", None)
+        if inner is not None:  # open_clip's CLIP BPE tokenizer: the text's tokens plus start and end
+            return [len(inner(p)) + 2 for p in prompts]
+        return [0 for _ in prompts]  # other tokenizers truncate silently; nothing to report
+
+    def encode_text(self, prompts: Sequence[str]) -> torch.Tensor:
+        tokens = self.tokenizer(list(prompts)).to(self.device)  # (K, context_length), truncated
+        return self.model.encode_text(tokens)
+
+    # ------------------------------------------------------------------ scores
+    def image_features(self, pixels: torch.Tensor) -> torch.Tensor:
+        return self.model.encode_image(pixels)
+
+    @property
+    def logit_scale(self) -> torch.Tensor:
+        return self.model.logit_scale.exp()
+
+    @property
+    def logit_bias(self) -> torch.Tensor | None:
+        return getattr(self.model, "logit_bias", None)
+
+
+class OpenClipViTAdapter(OpenClipAdapter):
+    """open_clip's own VisionTransformer."""
+
+    family = "open_clip-vit"
+    family_label = "open_clip ViT"
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        visual = self.model.visual
+        if getattr(visual, "attn_pool", None) is not None:
+            raise ValueError("open_clip ViTs with an attentional pooler (CoCa) are not supported by clipcam yet.")
+        self._blocks = list(visual.transformer.resblocks)
+        self.pool_type = visual.pool_type
+        caps = {"sublayer", "attention", "layer_readout"}
+        if self.pool_type == "tok":
+            caps.add("class_token")
+        self.capabilities = frozenset(caps)  # type: ignore[misc]
+
+    @property
+    def num_layers(self) -> int:
+        return len(self._blocks)
+
+    @property
+    def sublayers(self) -> tuple[str, ...]:
+        return ("ln_1", "attn", "ln_2", "mlp.c_fc", "mlp.gelu", "mlp.c_proj", "block")
+
+    @property
+    def default_sublayer(self) -> str:
+        return "mlp.c_fc"
+
+    @property
+    def grid(self) -> tuple[int, int]:
+        rows, cols = self.model.visual.grid_size
+        return int(rows), int(cols)
+
+    @property
+    def prefix(self) -> int:
+        return 1
+
+    def module(self, layer: int, sublayer: str) -> torch.nn.Module:
+        block = self._blocks[self.check_layer(layer) - 1]
+        return block if self.check_sublayer(sublayer) == "block" else block.get_submodule(sublayer)
+
+    def channels(self, sublayer: str) -> int:
+        block = self._blocks[0]
+        wide = self.check_sublayer(sublayer) in ("mlp.c_fc", "mlp.gelu")
+        return block.mlp.c_fc.out_features if wide else block.ln_1.normalized_shape[0]
+
+    def dead_reason(self, layer: int, sublayer: str) -> str | None:
+        """With the class-token readout, the last block's patch tokens reach the class token only
+        through the keys and values of its attention, which are read from ``ln_1``; everything
+        after the attention is per token. With mean pooling every token counts."""
+        if self.pool_type != "tok" or layer != self.num_layers or sublayer == "ln_1":
+            return None
+        return (
+            f"In the last layer ({layer}) the patch tokens of {sublayer} never reach the class token that "
+            "the image embedding is read from, so their gradient is exactly zero and Grad-CAM has nothing "
+            "to show. Pick an earlier layer, or ln_1."
+        )
+
+    def attention_sites(self, start: int) -> list[AttentionSite]:
+        def site(block) -> AttentionSite:
+            attn = block.attn
+            weight, bias = attn.in_proj_weight, attn.in_proj_bias
+
+            def split(outs: Sequence[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+                return tuple(F.linear(outs[0][0].float(), weight.float(), bias.float()).chunk(3, dim=-1))
+
+            return AttentionSite(reads=(block.ln_1,), split=split, out=attn, out_weight=attn.out_proj.weight,
+                                 heads=attn.num_heads)
+
+        return [site(b) for b in self._blocks[start - 1:]]
+
+    def layer_features(self, hidden: torch.Tensor) -> tuple[torch.Tensor, None]:
+        """LeGrad on open_clip (the authors' compute_legrad_clip): ln_post of the mean of all
+        tokens, times proj."""
+        visual = self.model.visual
+        return visual.ln_post(hidden.mean(dim=1)) @ visual.proj, None
+
+
+class _StagesAdapter(OpenClipAdapter):
+    """Convolutional stages (a ResNet's layer1..4, a ConvNeXt's stages): N, C, H, W outputs read as
+    H×W tokens, no prefix, each stage with its own grid (measured once, on a blank input)."""
+
+    layer_noun = "stage"
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self._stages = self.stage_modules()
+        self._shapes = self._measure()
+
+    def stage_modules(self) -> list[torch.nn.Module]:
+        raise NotImplementedError
+
+    def _measure(self) -> list[tuple[int, int, int]]:
+        """(channels, rows, cols) of every stage's output for the model's input size."""
+        shapes: list[tuple[int, int, int]] = [None] * len(self._stages)  # type: ignore[list-item]
+        hooks = [m.register_forward_hook(lambda _m, _a, out, i=i: shapes.__setitem__(i, tuple(out.shape[1:])))
+                 for i, m in enumerate(self._stages)]
+        try:
+            with torch.no_grad():
+                self.model.visual(torch.zeros(1, 3, *self.image_size, device=self.device, dtype=self.dtype))
+        finally:
+            for hook in hooks:
+                hook.remove()
+        return shapes
+
+    @property
+    def num_layers(self) -> int:
+        return len(self._stages)
+
+    @property
+    def default_layer(self) -> int:
+        return self.num_layers  # the last stage, as the classic CLIP Grad-CAM demos
+
+    @property
+    def sublayers(self) -> tuple[str, ...]:
+        return ("output",)
+
+    @property
+    def default_sublayer(self) -> str:
+        return "output"
+
+    @property
+    def grid(self) -> tuple[int, int]:
+        return self.grid_at(self.num_layers)
+
+    def grid_at(self, layer: int) -> tuple[int, int]:
+        _, rows, cols = self._shapes[layer - 1]
+        return rows, cols
+
+    @property
+    def prefix(self) -> int:
+        return 0
+
+    def module(self, layer: int, sublayer: str) -> torch.nn.Module:
+        self.check_sublayer(sublayer)
+        return self._stages[self.check_layer(layer) - 1]
+
+    def channels(self, sublayer: str) -> int:
+        self.check_sublayer(sublayer)
+        return self._shapes[-1][0]
+
+    def channels_at(self, layer: int) -> int:
+        return self._shapes[layer - 1][0]
+
+    def tokens(self, output: torch.Tensor) -> torch.Tensor:
+        return output.flatten(2).transpose(1, 2)  # (B, C, H, W) → (B, H·W, C)
+
+
+class OpenClipResNetAdapter(_StagesAdapter):
+    """open_clip's ModifiedResNet (OpenAI's RN50, RN101, RN50x4, …)."""
+
+    family = "open_clip-resnet"
+    family_label = "open_clip ResNet"
+
+    def stage_modules(self) -> list[torch.nn.Module]:
+        visual = self.model.visual
+        return [visual.layer1, visual.layer2, visual.layer3, visual.layer4]
+
+
+class OpenClipConvNeXtAdapter(_StagesAdapter):
+    """A timm ConvNeXt trunk inside open_clip's TimmModel."""
+
+    family = "open_clip-timm"
+    family_label = "open_clip timm ConvNeXt"
+
+    def stage_modules(self) -> list[torch.nn.Module]:
+        return list(self.model.visual.trunk.stages)
+
+
+class OpenClipTimmViTAdapter(OpenClipAdapter):
+    """A timm VisionTransformer trunk inside open_clip's TimmModel (ViT-B-16-SigLIP and others):
+    blocks ``norm1``, ``attn`` (fused ``qkv``), ``norm2``, ``mlp.fc1``, ``mlp.act``, ``mlp.fc2``."""
+
+    family = "open_clip-timm"
+    family_label = "open_clip timm ViT"
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.trunk = self.model.visual.trunk
+        self._blocks = list(self.trunk.blocks)
+
+    @property
+    def num_layers(self) -> int:
+        return len(self._blocks)
+
+    @property
+    def sublayers(self) -> tuple[str, ...]:
+        return ("norm1", "attn", "norm2", "mlp.fc1", "mlp.act", "mlp.fc2", "block")
+
+    @property
+    def default_sublayer(self) -> str:
+        return "mlp.fc1"
+
+    @property
+    def grid(self) -> tuple[int, int]:
+        rows, cols = self.trunk.patch_embed.grid_size
+        return int(rows), int(cols)
+
+    @property
+    def prefix(self) -> int:
+        return int(getattr(self.trunk, "num_prefix_tokens", 1))
+
+    def module(self, layer: int, sublayer: str) -> torch.nn.Module:
+        block = self._blocks[self.check_layer(layer) - 1]
+        return block if self.check_sublayer(sublayer) == "block" else block.get_submodule(sublayer)
+
+    def channels(self, sublayer: str) -> int:
+        block = self._blocks[0]
+        wide = self.check_sublayer(sublayer) in ("mlp.fc1", "mlp.act")
+        return block.mlp.fc1.out_features if wide else self.trunk.embed_dim
+
+    def dead_reason(self, layer: int, sublayer: str) -> str | None:
+        """With timm's class-token pooling the last block is like CLIP's (only ``norm1`` feeds the
+        class token's keys and values); attention-pool and mean pooling read every token."""
+        if getattr(self.trunk, "global_pool", "") != "token" or layer != self.num_layers or sublayer == "norm1":
+            return None
+        return (
+            f"In the last layer ({layer}) the patch tokens of {sublayer} never reach the class token that "
+            "the image embedding is read from, so their gradient is exactly zero. Pick an earlier layer, or norm1."
+        )
+
+
+def _weights_file(source: str) -> Path:
+    """The .safetensors weights of an open_clip model (a local folder or a hub repo), refusing pickles."""
+    from . import check_safetensors_only
+
+    if source.startswith("local-dir:"):
+        folder = Path(source[len("local-dir:"):]).expanduser()
+        check_safetensors_only(folder, "Model folder", config="open_clip_config.json")
+        for name in ("open_clip_model.safetensors", "open_clip_pytorch_model.safetensors", "model.safetensors"):
+            if (folder / name).is_file():
+                return folder / name
+        return sorted(folder.glob("*.safetensors"))[0]
+    from huggingface_hub import hf_hub_download
+
+    repo = source[len("hf-hub:"):]
+    for name in ("open_clip_model.safetensors", "open_clip_pytorch_model.safetensors"):
+        try:
+            return Path(hf_hub_download(repo, name))
+        except Exception as err:  # noqa: BLE001 - try the next name; the last failure is reported
+            last = err
+    raise ValueError(
+        f"Could not find open_clip safetensors weights for {source} ({type(last).__name__}); clipcam loads "
+        "safetensors weights only, and needs the hub or the local cache."
+    )
+
+
+def load_open_clip(name: str, source: str, device: torch.device, dtype: torch.dtype) -> OpenClipAdapter:
+    """Build an open_clip model from its config and load its safetensors weights."""
+    import open_clip
+
+    if not source.startswith(("hf-hub:", "local-dir:")):
+        source = "local-dir:" + str(Path(source).expanduser().resolve())
+    weights = _weights_file(source)
+    model, _, preprocess = open_clip.create_model_and_transforms(source, load_weights=False, device="cpu")
+    open_clip.load_checkpoint(model, str(weights), weights_only=True)
+    model = model.to(dtype)
+    tokenizer = open_clip.get_tokenizer(source)
+    visual = model.visual
+    kind = type(visual).__name__
+    trunk = getattr(visual, "trunk", None)
+    if kind == "VisionTransformer":
+        adapter_class = OpenClipViTAdapter
+    elif kind == "ModifiedResNet":
+        adapter_class = OpenClipResNetAdapter
+    elif trunk is not None and hasattr(trunk, "blocks") and hasattr(trunk, "patch_embed"):
+        adapter_class = OpenClipTimmViTAdapter
+    elif trunk is not None and hasattr(trunk, "stages"):
+        adapter_class = OpenClipConvNeXtAdapter
+    else:
+        raise ValueError(f"{source} has a {kind} vision tower, which clipcam does not know how to explain yet.")
+    return adapter_class(name, source, model, device, dtype, tokenizer, preprocess)
