@@ -29,6 +29,7 @@ sys.path.insert(0, str(ROOT))
 from clipcam import load_explainer  # noqa: E402
 from clipcam.constants import SUBLAYERS, TARGETS  # noqa: E402
 from clipcam.eval import evaluate as ev  # noqa: E402
+from clipcam.eval.shapes import evaluation_set, hard_evaluation_set  # noqa: E402
 from clipcam.explainer import METHODS  # noqa: E402
 
 SHAPES_MODEL = ROOT / "assets" / "shapes-clip"
@@ -45,7 +46,9 @@ def evaluate(model_path: Path = SHAPES_MODEL, n_scenes: int = 300, n_curves: int
     result = ev.evaluate(explainer, ev.shapes_samples(n_scenes, hard=hard), methods=methods, sublayers=sublayers,
                          targets=targets, n_curves=n_curves, steps=steps, curve_methods=curve_methods,
                          baselines=baselines, rollout_model=str(model_path) if baselines else None, seed=seed)
-    return {"scenes": result["samples"], "curve_scenes": result["curve_samples"], **result}
+    scenes = hard_evaluation_set(n_scenes) if hard else evaluation_set(n_scenes)
+    return {"scenes": result["samples"], "curve_scenes": result["curve_samples"], **result,
+            "recognition": ev.recognition(explainer, scenes)}  # does the model itself tell the objects apart?
 
 
 def main() -> None:
@@ -84,6 +87,9 @@ def main() -> None:
         result["command"] = "python " + " ".join(sys.argv)
     figure = args.figure if methods == ("gradcam",) else None
     print(ev.write_report(result, args.out, figure))
+    if "recognition" in result:
+        print("the model on these scenes: zero-shot {zero_shot:.3f}, colour-shape binding {binding:.3f}".format(
+            **result["recognition"]))
     for method in methods:
         b = best(result["rows"], method)
         print(f"best {method}: layer {b['layer']} {b['sublayer']} target {b['target']}: pointing {b['pointing']:.3f}")
