@@ -193,16 +193,16 @@ def batch_probs(explainer, images: Sequence[np.ndarray], prompts: Sequence[str])
 def score_curves(explainer, sample: Sample, image: np.ndarray, maps: np.ndarray, steps: int,
                  rng: np.random.Generator) -> tuple[list[float], list[float]]:
     """Deletion and insertion AUC for each prompt's map (K, H, W): pixels go (or come back) in order
-    of saliency onto the image's median colour, and the prompt's probability is followed."""
+    of saliency onto the image's median colour, and the prompt's probability is followed. One
+    prompt's 2 × (steps + 1) images at a time, so a large photo with many prompts fits in memory."""
     fill = np.median(image.reshape(-1, 3), axis=0)  # shapes world: the background, so objects vanish
-    stacks = []
+    deletion, insertion = [], []
     for k in range(len(sample.prompts)):
         d, i = perturbation_series(image, saliency_order(maps[k], rng), steps, fill)
-        stacks += [d, i]
-    probs = batch_probs(explainer, np.concatenate(stacks), sample.prompts)  # (K * 2 * (steps + 1), K)
-    probs = probs.reshape(len(sample.prompts), 2, steps + 1, len(sample.prompts))
-    k_range = range(len(sample.prompts))
-    return [auc(probs[k, 0, :, k]) for k in k_range], [auc(probs[k, 1, :, k]) for k in k_range]
+        probs = batch_probs(explainer, np.concatenate([d, i]), sample.prompts)[:, k]  # (2 * (steps + 1),)
+        deletion.append(auc(probs[: steps + 1]))
+        insertion.append(auc(probs[steps + 1:]))
+    return deletion, insertion
 
 
 @dataclass
