@@ -61,6 +61,7 @@ def main() -> None:
                         help=f"comma-separated methods, or 'all' ({', '.join(METHODS)}); default gradcam")
     parser.add_argument("--sublayers", default=",".join(SUBLAYERS),
                         help="comma-separated sublayers for the sublayer methods (default: all)")
+    parser.add_argument("--targets", default=",".join(TARGETS), help="comma-separated targets (default: all)")
     parser.add_argument("--hard", action="store_true", help="the harder scenes: 4–6 objects, distractors, occlusion")
     parser.add_argument("--no-baselines", action="store_true")
     parser.add_argument("--replot", action="store_true",
@@ -75,6 +76,9 @@ def main() -> None:
     sublayers = tuple(s.strip() for s in args.sublayers.split(","))
     if not set(sublayers) <= set(SUBLAYERS):
         parser.error(f"unknown sublayers {sorted(set(sublayers) - set(SUBLAYERS))}; choose from {', '.join(SUBLAYERS)}")
+    targets = tuple(t.strip() for t in args.targets.split(","))
+    if not set(targets) <= set(TARGETS):
+        parser.error(f"unknown targets {sorted(set(targets) - set(TARGETS))}; choose from {', '.join(TARGETS)}")
     if args.replot:
         result = json.loads(args.out.read_text())
         for r in result["rows"]:  # tables written before the evaluator moved called Grad-CAM grad_cam
@@ -82,7 +86,8 @@ def main() -> None:
         result.setdefault("samples", result.get("scenes"))
         result.setdefault("curve_samples", result.get("curve_scenes"))
     else:
-        result = evaluate(args.model, args.scenes, args.curves, args.steps, sublayers=sublayers, methods=methods,
+        result = evaluate(args.model, args.scenes, args.curves, args.steps, sublayers=sublayers, targets=targets,
+                          methods=methods,
                           baselines=not args.no_baselines, curve_methods=methods, hard=args.hard)
         result["command"] = "python " + " ".join(sys.argv)
     figure = args.figure if methods == ("gradcam",) else None
