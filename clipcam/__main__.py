@@ -21,7 +21,7 @@ from typing import Sequence
 import numpy as np
 
 from .methods import DEFAULT_METHOD
-from .constants import DEFAULT_SUBLAYER, DEFAULT_TARGET, MODEL_ALIASES, SUBLAYERS, TARGETS
+from .constants import DEFAULT_TARGET, MODEL_ALIASES, TARGETS
 from .explainer import MASKING_METHODS, METHODS, load_explainer
 from .render import COLORMAPS, DEFAULT_ALPHA, DEFAULT_COLORMAP, explanation_images, sweep_grid
 
@@ -30,10 +30,11 @@ def build_parser() -> argparse.ArgumentParser:
     aliases = ", ".join(f"{k} = {v}" for k, v in MODEL_ALIASES.items())
     parser = argparse.ArgumentParser(
         prog="python -m clipcam",
-        description="Show where a CLIP model looks when it matches an image to each text prompt: "
-        "one heatmap per prompt, with CLIP's softmax score over the prompts. For data sets: "
-        "'python -m clipcam batch --help' (a folder, manifest or dataset to Parquet, optionally on Ray) and "
-        "'python -m clipcam eval --help' (pointing game, deletion/insertion, mIoU over annotations).",
+        description="Show where a CLIP-family model looks when it matches an image to each text prompt: "
+        "one heatmap per prompt, with the model's score for each (a softmax over the prompts for CLIP, "
+        "one sigmoid per prompt for SigLIP). For data sets: 'python -m clipcam batch --help' (a folder, "
+        "manifest or dataset to Parquet, optionally on Ray) and 'python -m clipcam eval --help' (pointing "
+        "game, deletion/insertion, mIoU over annotations).",
         epilog="Layers are numbered 1..N (layer 11 of the base model is vision_model.encoder.layers[10]). "
         "Outputs: one overlay PNG per prompt, grid.png, scores.json (prompts, logits, probs, model, layer, "
         "sublayer, seconds) and heatmaps.npz (grid_maps: the method's raw maps on the token grid; image_maps: each "
@@ -44,12 +45,14 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-p", "--prompt", action="append", required=True, metavar="TEXT",
                         help="a text prompt; repeat for several (e.g. --prompt 'a photo of a cat.')")
     parser.add_argument("-m", "--model", default="base",
-                        help=f"model alias ({aliases}), any Hugging Face CLIP id, or a local directory "
+                        help=f"model alias ({aliases}), a Hugging Face CLIP or SigLIP id, an open_clip name "
+                        "(hf-hub:org/repo or local-dir:/path: ViTs, ResNets, timm towers), or a local directory "
                         "written by save_pretrained (default: base)")
     parser.add_argument("-l", "--layer", type=int, default=None,
                         help="vision-encoder layer, 1..N (default: the second-to-last)")
-    parser.add_argument("-s", "--sublayer", default=DEFAULT_SUBLAYER, choices=SUBLAYERS,
-                        help=f"which output inside the layer to explain (default: {DEFAULT_SUBLAYER})")
+    parser.add_argument("-s", "--sublayer", default=None,
+                        help="which output inside the layer to explain, in the family's own names (default: the "
+                        f"MLP's first projection). {sublayer_help()}")
     parser.add_argument("--method", default=DEFAULT_METHOD, choices=list(METHODS),
                         help=f"explanation method (default: {DEFAULT_METHOD}): the Grad-CAM family on --sublayer "
                         "(one forward and batched gradients); scorecam on --sublayer (no gradient, one masked "
@@ -70,6 +73,13 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--device", default="auto", help="auto (CUDA when present), cpu or cuda")
     parser.add_argument("--half", action="store_true", help="half precision (GPU only)")
     return parser
+
+
+def sublayer_help() -> str:
+    """Each family's sublayer names, for --help."""
+    from .models import families
+
+    return "; ".join(f"{cls.family_label}: {', '.join(cls.sublayers)}" for cls in families().values()) + "."
 
 
 def slug(text: str, index: int) -> str:
@@ -119,6 +129,8 @@ def run(args: argparse.Namespace) -> dict:
         "prompts": list(result.prompts),
         "logits": [float(x) for x in result.logits],
         "probs": [float(x) for x in result.probs],
+        "prob_kind": result.prob_kind,
+        "family": result.family,
         "model": args.model,
         "source": explainer.adapter.source,
         **layer_info,
@@ -147,6 +159,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except OSError as err:
         print(f"clipcam: cannot write the outputs: {err.strerror or err} ({err.filename}).", file=sys.stderr)
         return 2
+    if scores["prob_kind"] == "sigmoid":
+        print("SigLIP scores each prompt on its own (a sigmoid per prompt), so they need not add up to 100 %.")
     for prompt, prob in zip(scores["prompts"], scores["probs"]):
         print(f"{100 * prob:6.2f} %  {prompt}")
     for note in scores["notes"] + list(scores["dead"].values()):
@@ -197,8 +211,8 @@ def build_batch_parser() -> argparse.ArgumentParser:
                         help="a prompt for every image (repeat for several); a manifest's rows may name their own")
     add_model_options(parser, "base")
     parser.add_argument("-l", "--layer", type=int, default=None, help="layer 1..N (default: the second-to-last)")
-    parser.add_argument("-s", "--sublayer", default=DEFAULT_SUBLAYER, choices=SUBLAYERS, metavar="SUBLAYER",
-                        help=f"one of {', '.join(SUBLAYERS)} (default: {DEFAULT_SUBLAYER})")
+    parser.add_argument("-s", "--sublayer", default=None, metavar="SUBLAYER",
+                        help=f"the output inside the layer (default: the model family's, e.g. mlp.fc1). {sublayer_help()}")
     parser.add_argument("--method", default=DEFAULT_METHOD, choices=list(METHODS), metavar="METHOD",
                         help=f"one of {', '.join(METHODS)} (default: {DEFAULT_METHOD})")
     parser.add_argument("-t", "--target", default=DEFAULT_TARGET, choices=TARGETS, help="what is explained per prompt")
@@ -225,6 +239,11 @@ def run_batch(argv: Sequence[str]) -> int:
     quiet_transformers()
     if args.chunk < 1 or (args.workers is not None and args.workers < 1):
         parser.error("--chunk and --workers must be at least 1")
+    from .models import families
+
+    known = {name for cls in families().values() for name in cls.sublayers}
+    if args.sublayer is not None and args.sublayer not in known:
+        parser.error(f"argument --sublayer: {args.sublayer!r} is none of the families' sublayers. {sublayer_help()}")
     settings = Settings(model=args.model, method=args.method, layer=args.layer, sublayer=args.sublayer,
                         target=args.target, sweep=args.sweep, device=args.device, half=args.half)
     start = time.perf_counter()
@@ -298,6 +317,8 @@ def run_eval(argv: Sequence[str]) -> int:
     parser = build_eval_parser()
     args = parser.parse_args(argv)
     quiet_transformers()
+    from .constants import SUBLAYERS
+
     methods = _choices(parser, args.methods, METHODS, "methods")
     sublayers = _choices(parser, args.sublayers, SUBLAYERS, "sublayers")
     targets = _choices(parser, args.targets, TARGETS, "targets")

@@ -32,12 +32,13 @@ PROMPT_SEPARATOR = "|"
 
 @dataclass(frozen=True)
 class Settings:
-    """What every row of a run is explained with (``layer`` None: the model's second-to-last)."""
+    """What every row of a run is explained with (``layer`` None: the model's second-to-last;
+    ``sublayer`` None: the model family's default)."""
 
     model: str = "base"
     method: str = "gradcam"
     layer: int | None = None
-    sublayer: str = DEFAULT_SUBLAYER
+    sublayer: str | None = DEFAULT_SUBLAYER
     target: str = DEFAULT_TARGET
     sweep: bool = False
     device: str = "cpu"
@@ -250,6 +251,8 @@ def done_ids(out: str | Path, settings: Settings) -> set[str]:
     if table.num_rows == 0:
         return set()
     for name in ("model", "method", "sublayer", "target"):
+        if getattr(settings, name) is None:  # the family's default sublayer: whatever the rows say
+            continue
         values = set(table.column(name).to_pylist()) - {None}
         wanted = {getattr(settings, name)} | ({"self_attn"} if name == "sublayer" else set())
         if not values <= wanted:
