@@ -139,8 +139,10 @@ class ModelAdapter:
         raise NotImplementedError
 
     def tokens(self, output: torch.Tensor) -> torch.Tensor:
-        """A captured output as tokens (B, T, D): ``prefix`` tokens first, then the grid row by row.
-        Transformers already are; convolutional stages override this."""
+        """A captured output as tokens (B, T, D): ``prefix`` tokens first, then the grid row by row,
+        then any padding (SigLIP 2's NaFlex pads every image's patches to one count), which the
+        explainer drops before a method sees the tokens. Transformers already are; convolutional
+        stages override this."""
         return output
 
     def dead_reason(self, layer: int, sublayer: str) -> str | None:
@@ -159,8 +161,18 @@ class ModelAdapter:
 
     # ------------------------------------------------------------------ inputs
     def preprocess(self, rgb: Image.Image) -> torch.Tensor:
-        """The model's input for an RGB image: (1, 3, S, S) on the model's device and dtype."""
+        """The model's input for an RGB image: (1, 3, S, S) on the model's device and dtype (a family
+        whose input is more than pixels returns its own frozen input object, see ``mask_inputs``)."""
         raise NotImplementedError
+
+    def input_size(self, inputs: torch.Tensor) -> tuple[int, int]:
+        """(H, W) of the image that one input shows the model: where Score-CAM's masks are made."""
+        return tuple(inputs.shape[-2:])
+
+    def mask_inputs(self, inputs: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
+        """One image's input multiplied by each of B masks (B, 1, H, W) in [0, 1] at ``input_size``:
+        B inputs, the masked images that Score-CAM scores (as pytorch-grad-cam's input × mask)."""
+        return (inputs.float() * masks).to(inputs.dtype)  # (B, 3, H, W)
 
     def geometry(self, image_size: tuple[int, int], layer: int | None = None) -> CropGeometry:
         """How an image of ``image_size`` (W, H) became the input, seen as the token grid."""
@@ -198,7 +210,7 @@ class ModelAdapter:
 
     # ------------------------------------------------------------------ scores
     def image_features(self, pixels: torch.Tensor) -> torch.Tensor:
-        """The image embeddings (B, P) for inputs (B, 3, S, S), not normalised."""
+        """The image embeddings (B, P) for inputs (B, 3, S, S) (or the family's input object), not normalised."""
         raise NotImplementedError
 
     @property
