@@ -315,6 +315,8 @@ class Explainer:
         target: str = DEFAULT_TARGET,
         method: str = DEFAULT_METHOD,
         progress: Progress | None = None,
+        words: str | None = None,
+        words_layer: int | None = None,
     ) -> Explanation:
         """Scores and one heatmap per prompt at ``layer`` (1-based; default: second-to-last).
 
@@ -322,7 +324,9 @@ class Explainer:
         attention methods the sublayer is ignored and the method runs from ``layer`` to the last.
         sublayer: one of this family's sublayers (default: its MLP's first projection, as the
         notebook). target: what is explained per prompt (clipcam.constants.TARGETS).
-        progress(done, total) follows Score-CAM's forward passes.
+        progress(done, total) follows Score-CAM's forward passes. words: a word-relevance method
+        (clipcam.words.WORD_METHODS) to also say which words of each prompt matter, from a text
+        pass of its own (off by default); words_layer: its start layer in the text encoder.
         """
         start = time.perf_counter()
         record = self.check_method(method)
@@ -330,9 +334,11 @@ class Explainer:
         sublayer = self.adapter.check_sublayer(self.default_sublayer if sublayer is None else sublayer)
         target = check_target(target)
         prompts = clean_prompts(prompts)
+        words_layer = self._check_words(words, words_layer)
         rgb, pixels, geometry, notes = self.prepare_image(image, layer)
         text, text_notes = self.text_embeddings(prompts)
         logits, (maps,) = self._run(pixels, text, [layer], sublayer, target, record, progress)
+        relevance = self._words(pixels, prompts, target, words, words_layer)
         reason = self._dead(record, layer, sublayer)
         if record.reads == "attention":
             sublayer = "self_attn"
@@ -344,6 +350,7 @@ class Explainer:
             geometry=geometry, image=rgb, model=self.name, layer=layer, sublayer=sublayer, target=target,
             method=record.name, dead_reason=reason, notes=tuple(notes) + text_notes,
             seconds=time.perf_counter() - start, prob_kind=self.adapter.prob_kind, family=self.family,
+            word_relevance=relevance,
         )
 
     def sweep(
@@ -355,6 +362,8 @@ class Explainer:
         target: str = DEFAULT_TARGET,
         method: str = DEFAULT_METHOD,
         progress: Progress | None = None,
+        words: str | None = None,
+        words_layer: int | None = None,
     ) -> Sweep:
         """Maps of every layer (or the given ones) × every prompt, from a single forward pass
         (Score-CAM adds its masked forwards per layer). A CNN's stages have different grids; their
@@ -369,9 +378,11 @@ class Explainer:
         if not chosen or len(set(chosen)) != len(chosen):
             raise ValueError("Give each layer of the sweep once, and at least one layer.")
         prompts = clean_prompts(prompts)
+        words_layer = self._check_words(words, words_layer)
         rgb, pixels, _, notes = self.prepare_image(image)
         text, text_notes = self.text_embeddings(prompts)
         logits, maps = self._run(pixels, text, chosen, sublayer, target, record, progress)
+        relevance = self._words(pixels, prompts, target, words, words_layer)
         stacked, kept = _stack_grids(maps)
         notes.extend(self._notes(record, prompts, target))
         return Sweep(
@@ -380,8 +391,26 @@ class Explainer:
             sublayer="self_attn" if record.reads == "attention" else sublayer, target=target, method=record.name,
             dead_reasons=tuple(self._dead(record, layer, sublayer) for layer in chosen),
             notes=tuple(notes) + text_notes, seconds=time.perf_counter() - start,
-            prob_kind=self.adapter.prob_kind, family=self.family,
+            prob_kind=self.adapter.prob_kind, family=self.family, word_relevance=relevance,
         )
+
+    def _check_words(self, words: str | None, words_layer: object) -> int | None:
+        """The word method's text start layer (checked before any work), None when words are off."""
+        if words is None:
+            return None
+        from .words import get_word_method
+        from .words.text_pass import check_text_layer
+
+        return check_text_layer(self.adapter, get_word_method(words), words_layer)
+
+    def _words(self, pixels: torch.Tensor, prompts: tuple[str, ...], target: str, words: str | None,
+               words_layer: int | None):
+        """Word relevance from the text side's own pass (clipcam.words), or None when not asked for."""
+        if words is None:
+            return None
+        from .words.text_pass import word_relevance
+
+        return word_relevance(self.adapter, pixels, prompts, target, words, words_layer)
 
     def _notes(self, record: Method, prompts: tuple[str, ...], target: str) -> list[str]:
         notes = []
