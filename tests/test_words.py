@@ -294,3 +294,13 @@ def test_bad_word_settings_are_refused_with_a_sentence(kwargs, message, families
     ex, _ = families["hf-clip"]
     with pytest.raises(ValueError, match=message):
         ex.explain(noise_image(20, 20), WORD_PROMPTS, **kwargs)
+
+
+def test_word_colours_follow_the_legend():
+    from clipcam.render import colorize, word_colors
+
+    signed = word_colors(np.array([-1.0, 0.0, 1.0]), signed=True)
+    assert tuple(signed[1]) == (255, 255, 255)
+    assert signed[0][2] > signed[0][0] and signed[2][0] > signed[2][2]  # negative blue, positive red
+    shades = np.array([0.0, 0.5, 1.0], dtype=np.float32)
+    np.testing.assert_array_equal(word_colors(shades, signed=False, colormap="jet"), colorize(shades[None], "jet")[0])

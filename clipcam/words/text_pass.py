@@ -35,15 +35,22 @@ def check_text_layer(adapter: ModelAdapter, record: WordMethod, layer: object) -
 
 
 def word_relevance(adapter: ModelAdapter, pixels: torch.Tensor, prompts: Sequence[str], target: str,
-                   method: str, layer: int | None = None) -> WordRelevance:
+                   method: str, layer: int | None = None, counterfactual: bool = False,
+                   image: torch.Tensor | None = None) -> WordRelevance:
     """Word relevance of ``method`` for each prompt's score (``target``) against the image ``pixels``
-    (1, 3, S, S); ``layer`` is the text encoder's start layer for the attention methods."""
+    (1, 3, S, S); ``layer`` is the text encoder's start layer for the attention methods.
+
+    counterfactual=True explains −S instead, so a non-negative method shows the words that speak
+    against the prompt (Selvaraju et al.'s counterfactual explanations, ICCV 2017: the negated
+    gradient); a signed method's values simply change sign. image: the image embedding (1, P) when
+    the caller already has it (then ``pixels`` is not read)."""
     record = get_word_method(method)
     layer = check_text_layer(adapter, record, layer)
     prompts = tuple(prompts)
     inputs = adapter.text_inputs(prompts)
-    with torch.no_grad():
-        image = adapter.image_features(pixels)  # (1, P)
+    if image is None:
+        with torch.no_grad():
+            image = adapter.image_features(pixels)  # (1, P)
     if record.reads == "attention":
         sites = adapter.text_sites(layer)
         modules, reads = [s.out for s in sites], [m for s in sites for m in s.reads]
@@ -53,6 +60,8 @@ def word_relevance(adapter: ModelAdapter, pixels: torch.Tensor, prompts: Sequenc
         emb = adapter.encode_text(prompts)  # (K, P), in the graph from the first hooked output on
         unit = emb / emb.pow(2).sum(dim=-1, keepdim=True).sqrt()
         scores = target_scores(adapter.logits(image, unit)[0], target)  # (K,)
+        if counterfactual:
+            scores = -scores
     if any(c is None for c in caught):
         raise RuntimeError("A hooked text-encoder module did not run in the forward pass.")
     k = len(prompts)
@@ -74,7 +83,7 @@ def word_relevance(adapter: ModelAdapter, pixels: torch.Tensor, prompts: Sequenc
     tokens = tokens.detach().float().cpu().numpy()
     keep = inputs.keep.cpu().numpy()
     return WordRelevance(
-        method=record.name, layer=layer, target=target, signed=record.signed,
+        method=record.name, layer=layer, target=f"-{target}" if counterfactual else target, signed=record.signed,
         prompts=tuple(prompt_words(p, pieces, np.asarray(row[kk], dtype=np.float32))
                       for p, pieces, row, kk in zip(prompts, inputs.pieces, tokens, keep)),
     )
