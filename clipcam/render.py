@@ -197,3 +197,30 @@ def word_strip(words, signed: bool, colormap: str = DEFAULT_COLORMAP, label: str
         draw.text((x + 6, top + box_h + 3), f"{value:.3g}", fill=(90, 90, 90), font=small)
         x += w + 4
     return sheet
+
+
+def words_html(relevance, colormap: str = DEFAULT_COLORMAP, captions: Sequence[str] | None = None) -> str:
+    """Every prompt's words (a clipcam.words.WordRelevance) as HTML: one line per prompt, each word
+    on a background shaded like ``word_strip`` (the maps' colour map, or blue-white-red when signed),
+    its raw value in the tooltip, and a legend saying what the colours mean."""
+    from html import escape
+
+    lines = []
+    for k, prompt in enumerate(relevance.prompts):
+        colors = word_colors(prompt.shaded(relevance.signed), relevance.signed, colormap)
+        spans = []
+        for word, value, color in zip(prompt.words, prompt.word_relevance, colors):
+            r, g, b = (int(c) for c in color)
+            ink = "#000" if 0.299 * r + 0.587 * g + 0.114 * b > 140 else "#fff"
+            spans.append(f'<span class="clipcam-word" title="{value:.4g}" style="background:rgb({r},{g},{b});'
+                         f'color:{ink};padding:1px 4px;margin:1px;border-radius:3px;display:inline-block">'
+                         f"{escape(word)}</span>")
+        head = escape(captions[k]) if captions else f"{k + 1}."
+        lines.append(f'<div class="clipcam-words-row"><small>{head}</small><br>{"".join(spans)}</div>')
+    if relevance.signed:
+        legend = "blue: lowers the score · white: no effect · red: raises it (each prompt scaled by its largest value)"
+    else:
+        legend = (f"{colormap}: dark = little, bright = most relevant word of the prompt, as in the heatmaps "
+                  "(each prompt scaled by its largest value)")
+    return (f'<div class="clipcam-words">{"".join(lines)}<small class="clipcam-words-legend">{escape(legend)}'
+            "</small></div>")

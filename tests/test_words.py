@@ -304,3 +304,14 @@ def test_word_colours_follow_the_legend():
     assert signed[0][2] > signed[0][0] and signed[2][0] > signed[2][2]  # negative blue, positive red
     shades = np.array([0.0, 0.5, 1.0], dtype=np.float32)
     np.testing.assert_array_equal(word_colors(shades, signed=False, colormap="jet"), colorize(shades[None], "jet")[0])
+
+
+def test_words_html_escapes_and_shades_every_word(families):
+    from clipcam.render import words_html
+
+    ex, _ = families["hf-clip"]
+    res = ex.explain(noise_image(30, 30), ["a <b>red</b> cat", "a dog."], words="chefer")
+    html = words_html(res.word_relevance, "jet")
+    assert "<b>" not in html and "&lt;" in html
+    assert html.count('class="clipcam-word"') == sum(len(p.words) for p in res.word_relevance.prompts)
+    assert "as in the heatmaps" in html
