@@ -17,7 +17,7 @@ from typing import Sequence
 import numpy as np
 
 from .methods import DEFAULT_METHOD
-from .constants import DEFAULT_SUBLAYER, DEFAULT_TARGET, MODEL_ALIASES, SUBLAYERS, TARGETS
+from .constants import DEFAULT_TARGET, MODEL_ALIASES, TARGETS
 from .explainer import MASKING_METHODS, METHODS, load_explainer
 from .render import COLORMAPS, DEFAULT_ALPHA, DEFAULT_COLORMAP, explanation_images, sweep_grid, word_strip
 from .words import WORD_METHODS, WORD_REGISTRY
@@ -27,8 +27,9 @@ def build_parser() -> argparse.ArgumentParser:
     aliases = ", ".join(f"{k} = {v}" for k, v in MODEL_ALIASES.items())
     parser = argparse.ArgumentParser(
         prog="python -m clipcam",
-        description="Show where a CLIP model looks when it matches an image to each text prompt: "
-        "one heatmap per prompt, with CLIP's softmax score over the prompts.",
+        description="Show where a CLIP-family model looks when it matches an image to each text prompt: "
+        "one heatmap per prompt, with the model's score for each (a softmax over the prompts for CLIP, "
+        "one sigmoid per prompt for SigLIP).",
         epilog="Layers are numbered 1..N (layer 11 of the base model is vision_model.encoder.layers[10]). "
         "Outputs: one overlay PNG per prompt, grid.png, scores.json (prompts, logits, probs, model, layer, "
         "sublayer, seconds) and heatmaps.npz (grid_maps: the method's raw maps on the token grid; image_maps: each "
@@ -39,12 +40,14 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-p", "--prompt", action="append", required=True, metavar="TEXT",
                         help="a text prompt; repeat for several (e.g. --prompt 'a photo of a cat.')")
     parser.add_argument("-m", "--model", default="base",
-                        help=f"model alias ({aliases}), any Hugging Face CLIP id, or a local directory "
+                        help=f"model alias ({aliases}), a Hugging Face CLIP or SigLIP id, an open_clip name "
+                        "(hf-hub:org/repo or local-dir:/path: ViTs, ResNets, timm towers), or a local directory "
                         "written by save_pretrained (default: base)")
     parser.add_argument("-l", "--layer", type=int, default=None,
                         help="vision-encoder layer, 1..N (default: the second-to-last)")
-    parser.add_argument("-s", "--sublayer", default=DEFAULT_SUBLAYER, choices=SUBLAYERS,
-                        help=f"which output inside the layer to explain (default: {DEFAULT_SUBLAYER})")
+    parser.add_argument("-s", "--sublayer", default=None,
+                        help="which output inside the layer to explain, in the family's own names (default: the "
+                        f"MLP's first projection). {sublayer_help()}")
     parser.add_argument("--method", default=DEFAULT_METHOD, choices=list(METHODS),
                         help=f"explanation method (default: {DEFAULT_METHOD}): the Grad-CAM family on --sublayer "
                         "(one forward and batched gradients); scorecam on --sublayer (no gradient, one masked "
@@ -73,6 +76,13 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--device", default="auto", help="auto (CUDA when present), cpu or cuda")
     parser.add_argument("--half", action="store_true", help="half precision (GPU only)")
     return parser
+
+
+def sublayer_help() -> str:
+    """Each family's sublayer names, for --help."""
+    from .models import families
+
+    return "; ".join(f"{cls.family_label}: {', '.join(cls.sublayers)}" for cls in families().values()) + "."
 
 
 def slug(text: str, index: int) -> str:
@@ -129,6 +139,8 @@ def run(args: argparse.Namespace) -> dict:
         "prompts": list(result.prompts),
         "logits": [float(x) for x in result.logits],
         "probs": [float(x) for x in result.probs],
+        "prob_kind": result.prob_kind,
+        "family": result.family,
         "model": args.model,
         "source": explainer.adapter.source,
         **layer_info,
@@ -156,6 +168,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except OSError as err:
         print(f"clipcam: cannot write the outputs: {err.strerror or err} ({err.filename}).", file=sys.stderr)
         return 2
+    if scores["prob_kind"] == "sigmoid":
+        print("SigLIP scores each prompt on its own (a sigmoid per prompt), so they need not add up to 100 %.")
     for prompt, prob in zip(scores["prompts"], scores["probs"]):
         print(f"{100 * prob:6.2f} %  {prompt}")
     for note in scores["notes"] + list(scores["dead"].values()):

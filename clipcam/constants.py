@@ -31,6 +31,7 @@ class ModelInfo(NamedTuple):
     description: str
     width: int = 0  # vision hidden size (0: read it from the config)
     mlp_width: int = 0  # vision MLP hidden size (mlp.fc1's output)
+    family: str = "hf-clip"  # which adapter loads it (clipcam.models.families())
 
 
 #: Short names a person can type. Layer counts let the UI set its slider without any download.
@@ -38,10 +39,12 @@ MODEL_INFO: dict[str, ModelInfo] = {
     "base": ModelInfo("openai/clip-vit-base-patch32", 12, "CLIP ViT-B/32, 7×7 patches", 768, 3072),
     "large": ModelInfo("openai/clip-vit-large-patch14", 24, "CLIP ViT-L/14, 16×16 patches", 1024, 4096),
     "shapes": ModelInfo(str(SHAPES_MODEL_DIR), 4, "shapes world, offline, trained by clipcam"),
-    "siglip": ModelInfo("google/siglip-base-patch16-224", 12, "SigLIP B/16, 14×14 patches, sigmoid scores", 768, 3072),
-    "rn50": ModelInfo("hf-hub:timm/resnet50_clip.openai", 4, "OpenAI CLIP RN50 (open_clip), 4 stages", 2048, 2048),
+    "siglip": ModelInfo("google/siglip-base-patch16-224", 12, "SigLIP B/16, 14×14 patches, sigmoid scores", 768, 3072,
+                        "siglip"),
+    "rn50": ModelInfo("hf-hub:timm/resnet50_clip.openai", 4, "OpenAI CLIP RN50 (open_clip), 4 stages", 2048, 2048,
+                      "open_clip-resnet"),
     "laion-b32": ModelInfo("hf-hub:laion/CLIP-ViT-B-32-laion2B-s34B-b79K", 12, "LAION-2B ViT-B/32 (open_clip)",
-                           768, 3072),
+                           768, 3072, "open_clip-vit"),
 }
 
 #: Short names mapped to their sources.

@@ -31,6 +31,7 @@ from .geometry import CropGeometry
 from .images import load_image
 from .methods import DEFAULT_METHOD, METHODS, Method, get_method, methods_reading, supported_methods, unsupported_reason
 from .methods.attention import AttentionLayer
+from .methods.gradeclip_authors import single_head
 from .models import load_model
 from .models.base import ModelAdapter
 from .results import Explanation, Sweep
@@ -291,9 +292,54 @@ class Explainer:
         maps = record.compute(layers, adapter.grid, adapter.prefix)
         return logits.detach().float().cpu().numpy(), maps
 
+    def _single_head_pass(self, pixels: torch.Tensor, text: torch.Tensor, target: str, record: Method
+                          ) -> tuple[np.ndarray, np.ndarray]:
+        """Grad-ECLIP as its authors compute it: the last layer's attention replaced by one head over
+        the full width (changing the model from there on), the gradient taken at that head's output.
+        Returns the model's own logits (K,) and the map (K, rows, cols)."""
+        adapter = self.adapter
+        (site,) = adapter.attention_sites(adapter.num_layers)
+        read: list[torch.Tensor] = []
+        leaf: list[torch.Tensor] = []
+        owner = threading.get_ident()
+
+        def record_read(module, args, output):
+            if threading.get_ident() == owner:
+                read.append((output[0] if isinstance(output, tuple) else output).detach())
+
+        def replace(module, args, output):
+            if threading.get_ident() != owner:
+                return None
+            q, k, v = (t.float() for t in site.split(read))
+            heads = single_head(q, k, v)[None].to(pixels.dtype).requires_grad_(True)  # (1, T, D)
+            leaf.append(heads)
+            out = torch.nn.functional.linear(heads, site.out_weight, site.out_bias)
+            return (out, *output[1:]) if isinstance(output, tuple) else out
+
+        handles = [m.register_forward_hook(record_read) for m in site.reads]
+        handles.append(site.out.register_forward_hook(replace))
+        try:
+            with torch.enable_grad():
+                scores = target_scores(self._logits(pixels, text), target)  # (K,) of the modified model
+        finally:
+            for handle in handles:
+                handle.remove()
+        k = scores.shape[0]
+        eye = torch.eye(k, dtype=scores.dtype, device=scores.device)
+        (grad,) = torch.autograd.grad(scores, leaf[0], grad_outputs=eye, is_grads_batched=True)  # (K, 1, T, D)
+        q, key, v = (t.float() for t in site.split(read))
+        maps = record.compute(grad[:, 0].float(), q, key, v, site.out_weight.float(),
+                              None if site.out_bias is None else site.out_bias.float(), adapter.grid)
+        with torch.no_grad():
+            logits = self._logits(pixels, text)  # the model's own scores, unmodified
+        return logits.float().cpu().numpy(), maps
+
     def _run(self, pixels: torch.Tensor, text: torch.Tensor, layers: Sequence[int], sublayer: str, target: str,
              record: Method, progress: Progress | None) -> tuple[np.ndarray, list[np.ndarray]]:
         """Dispatch on how the method reads the model: (logits (K,), one (K, rows, cols) map per layer)."""
+        if record.single_head:  # always the last layer: the same map whatever layer is chosen
+            logits, maps = self._single_head_pass(pixels, text, target, record)
+            return logits, [maps for _ in layers]
         if record.reads == "attention":  # one pass gives the maps for every start layer
             logits, per_start = self._attention_pass(pixels, text, min(layers), target, record)
             return logits, [per_start[layer - min(layers)] for layer in layers]
@@ -417,6 +463,9 @@ class Explainer:
         if not record.uses_prompts and len(prompts) > 1:
             notes.append(f"{record.short} does not use the prompts (it is the activations' first principal "
                          "component), so every prompt gets the same map; pick another method to compare prompts.")
+        if not record.uses_layer:
+            notes.append(f"{record.short} always explains the last layer, as its authors' code does, whatever "
+                         "layer is chosen; the scores shown are the model's own.")
         if len(prompts) == 1 and target != "logit":
             notes.append(f"With a single prompt the {target} target is constant, so its heatmap is empty; "
                          "add prompts to compare, or use the logit target.")

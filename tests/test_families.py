@@ -4,6 +4,7 @@ same path hub models take, checked against the family's own forward and pytorch-
 
 from __future__ import annotations
 
+import cv2
 import numpy as np
 import pytest
 import pytorch_grad_cam as pgc
@@ -11,6 +12,7 @@ import torch
 from conftest import PROMPTS, noise_image
 
 from clipcam import load_explainer
+from clipcam.methods.cam import normalize_maps
 from clipcam.testing.families import save_random_open_clip, save_random_siglip
 
 
@@ -31,7 +33,19 @@ def oc_resnet(tmp_path_factory):
     return load_explainer(f"local-dir:{path}", device="cpu")
 
 
-FAMILIES = ["siglip", "oc_vit", "oc_resnet"]
+@pytest.fixture(scope="module")
+def oc_timm_vit(tmp_path_factory):
+    path = save_random_open_clip(tmp_path_factory.mktemp("octimm"), "timm-vit", seed=6)
+    return load_explainer(f"local-dir:{path}", device="cpu")
+
+
+@pytest.fixture(scope="module")
+def oc_convnext(tmp_path_factory):
+    path = save_random_open_clip(tmp_path_factory.mktemp("occnx"), "convnext", seed=7)
+    return load_explainer(f"local-dir:{path}", device="cpu")
+
+
+FAMILIES = ["siglip", "oc_vit", "oc_resnet", "oc_timm_vit", "oc_convnext"]
 
 
 def own_logits(ex, image, prompts):
@@ -94,6 +108,13 @@ def cases(ex):
         return [(1, blocks[0].mlp.c_fc, drop_cls, "mlp.c_fc"), (2, blocks[1].ln_2, drop_cls, "ln_2"),
                 (3, blocks[2].ln_1, drop_cls, "ln_1")]
     visual = ex.model.visual
+    if ex.family == "open_clip-timm-vit":
+        blocks, prefix = visual.trunk.blocks, visual.trunk.num_prefix_tokens
+        side = visual.trunk.patch_embed.grid_size[0]
+        drop = lambda x: x[:, prefix:].reshape(x.shape[0], side, side, x.shape[2]).permute(0, 3, 1, 2)
+        return [(12, blocks[11].mlp.fc1, drop, "mlp.fc1"), (6, blocks[5].norm1, drop, "norm1")]
+    if ex.family == "open_clip-convnext":
+        return [(4, visual.trunk.stages[3], None, "output"), (2, visual.trunk.stages[1], None, "output")]
     return [(4, visual.layer4, None, "output"), (3, visual.layer3, None, "output"), (1, visual.layer1, None, "output")]
 
 
@@ -123,7 +144,7 @@ def test_grad_cam_equals_pytorch_grad_cam_raw(family, target, request):
         assert np.abs(res.grid_maps).max() > 0
 
 
-@pytest.mark.parametrize("family", ["siglip", "oc_vit"])
+@pytest.mark.parametrize("family", ["siglip", "oc_vit", "oc_timm_vit"])
 def test_dead_sublayers_are_exactly_the_zero_gradient_ones(family, request):
     """dead_reason must say "dead" exactly where the gradient is exactly zero (SigLIP's pooling
     head reads every token, so nothing is dead there)."""
@@ -209,3 +230,57 @@ def test_non_safetensors_shard_in_an_index_is_refused(tiny_dir, tmp_path):
     with pytest.raises(ValueError, match=r"names weights that are not safetensors \(pytorch_model.bin\); clipcam "
                                          r"loads safetensors weights only"):
         load_model(str(target), device="cpu")
+
+
+@pytest.mark.parametrize("family,layer", [("oc_resnet", 3), ("oc_vit", 2)])
+def test_score_cam_equals_pytorch_grad_cam(family, layer, request):
+    """Score-CAM on a ResNet stage and an open_clip ViT sublayer against the package's ScoreCAM
+    (its masks, its batches, its softmax), normalised as the package returns it."""
+    ex = request.getfixturevalue(family)
+    image = noise_image(64, 64, seed=8)
+    wrapper = Wrapper(ex, PROMPTS)
+    pixels = ex.adapter.preprocess(image)
+    sublayer = "output" if family == "oc_resnet" else "ln_2"
+    module = ex.adapter.module(layer, sublayer)
+    side = ex.adapter.grid_at(layer)[0]
+    reshape = None if family == "oc_resnet" else (
+        lambda x: x[:, 1:].reshape(x.shape[0], side, side, x.shape[2]).permute(0, 3, 1, 2))
+    res = ex.explain(image, PROMPTS, layer=layer, sublayer=sublayer, method="scorecam")
+    with pgc.ScoreCAM(model=wrapper, target_layers=[module], reshape_transform=reshape) as cam:
+        cam.batch_size = 32
+        for k in range(len(PROMPTS)):
+            ref = cam(input_tensor=pixels.clone(), targets=[lambda out, k=k: out[k]])[0]  # (S, S), min-max scaled
+            ours = cv2.resize(normalize_maps(res.grid_maps[k][None])[0], ref.shape[::-1], interpolation=cv2.INTER_LINEAR)
+            ours = normalize_maps(ours[None])[0]
+            np.testing.assert_allclose(ours, ref, atol=1e-4)
+
+
+def test_command_line_on_siglip_says_its_scores_are_sigmoids(siglip, tmp_path, capsys):
+    import json
+
+    from clipcam.__main__ import main
+
+    image = tmp_path / "noise.png"
+    noise_image(48, 32, seed=9).save(image)
+    code = main([str(image), "--model", siglip.adapter.source, "--prompt", "a red circle.", "--prompt", "a cat",
+                 "--method", "legrad", "--out", str(tmp_path / "out"), "--device", "cpu"])
+    out = capsys.readouterr().out
+    assert code == 0
+    assert "SigLIP scores each prompt on its own (a sigmoid per prompt), so they need not add up to 100 %." in out
+    saved = json.loads((tmp_path / "out" / "scores.json").read_text())
+    assert saved["prob_kind"] == "sigmoid" and saved["family"] == "siglip" and saved["method"] == "legrad"
+    np.testing.assert_allclose(saved["probs"], 1 / (1 + np.exp(-np.array(saved["logits"]))), rtol=1e-6)
+
+
+def test_command_line_refuses_a_method_the_family_cannot_run(oc_resnet, tmp_path, capsys):
+    from clipcam.__main__ import main
+
+    image = tmp_path / "noise.png"
+    noise_image(48, 32, seed=9).save(image)
+    code = main([str(image), "--model", oc_resnet.adapter.source, "--prompt", "a cat", "--method", "chefer",
+                 "--out", str(tmp_path / "out"), "--device", "cpu"])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert err.strip() == ("clipcam: Chefer relevance needs self-attention layers whose queries, keys and values "
+                           "clipcam can read and a class token that the image embedding is read from, which open_clip "
+                           "ResNet models do not have; pick Grad-CAM or another method that this model supports.")

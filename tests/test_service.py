@@ -8,8 +8,9 @@ import numpy as np
 import pytest
 from conftest import PROMPTS, noise_image
 
+from clipcam.explainer import METHODS
 from clipcam.app.service import (
-    allowed_models, check_forwards, check_view, concentration, controls, method_note, method_note_for, model_defaults,
+    METHOD_LABELS, allowed_models, check_forwards, family_sublayers, method_choices, score_label, check_view, concentration, controls, method_note, method_note_for, model_defaults,
     parse_prompts, relative_layer, startup_model, write_downloads,
 )
 from clipcam.render import explanation_images
@@ -81,10 +82,26 @@ def test_method_notes_say_what_each_method_reads_and_costs():
     assert "128 forward passes" in method_note_for("shapes", "scorecam", "self_attn.v_proj")  # read from its config
     assert "one forward pass per channel" in method_note_for("/nowhere/model", "scorecam", "block")
     assert method_note("legrad").endswith("It reads attention, not a sublayer: the layer is where it starts.")
-    assert method_note("hirescam") == ("HiResCAM (Draelos & Carin, arXiv:2011.08891, 2020) on the sublayer's output; "
-                                       "one forward and one batched backward for all prompts.")
+    assert method_note("hirescam") == ("HiResCAM (Draelos & Carin, arXiv:2011.08891, 2020): gradient × activation, "
+                                       "summed over channels, per token, on the sublayer's output; one forward and "
+                                       "one batched backward for all prompts.")
     with pytest.raises(ValueError, match="^Unknown method 'occlusion': choose one of gradcam"):
         method_note_for("base", "occlusion", "block")
+
+
+def test_families_set_up_the_app_without_loading():
+    """SigLIP starts on LeGrad (no class token for Chefer), the ResNet on Grad-CAM at its last
+    stage; the method list says in one sentence what cannot run and why."""
+    assert model_defaults("siglip", 12) == (11, "mlp.fc1", "logit", "legrad")
+    assert model_defaults("rn50", 4) == (4, "output", "logit", "gradcam")
+    assert model_defaults("laion-b32", 12) == (11, "mlp.c_fc", "logit", "chefer")
+    choices, why = method_choices("siglip")
+    assert [m for _, m in choices] == [m for m in METHODS if m not in ("chefer", "gradeclip", "gradeclip-authors")]
+    assert why == ("Chefer relevance, Grad-ECLIP and Grad-ECLIP, authors' single head need a class token that the image embedding is read from, "
+                   "which SigLIP (Hugging Face) models do not have.")
+    assert method_choices("base") == ([(METHOD_LABELS[m], m) for m in METHODS], "")
+    assert score_label("sigmoid").startswith("SigLIP's sigmoid per prompt")
+    assert {"ln_1", "output", "mlp.fc1", "norm1"} <= set(family_sublayers())
 
 
 def test_check_forwards():
@@ -98,7 +115,8 @@ def test_check_forwards():
 
 
 def test_controls_that_do_not_apply_are_named():
-    assert controls("gradcam") == {"sublayer": True, "target": True}
-    assert controls("scorecam") == {"sublayer": True, "target": True}
-    assert controls("legrad") == {"sublayer": False, "target": True}
-    assert controls("eigencam") == {"sublayer": True, "target": False}
+    assert controls("gradcam") == {"sublayer": True, "target": True, "layer": True}
+    assert controls("scorecam") == {"sublayer": True, "target": True, "layer": True}
+    assert controls("legrad") == {"sublayer": False, "target": True, "layer": True}
+    assert controls("eigencam") == {"sublayer": True, "target": False, "layer": True}
+    assert controls("gradeclip-authors") == {"sublayer": False, "target": True, "layer": False}

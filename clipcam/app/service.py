@@ -16,9 +16,9 @@ from typing import Sequence
 import numpy as np
 from PIL import Image
 
-from ..constants import DEFAULT_SUBLAYER, DEFAULT_TARGET, MODEL_INFO, check_choice
+from ..constants import DEFAULT_TARGET, MODEL_INFO, check_choice
 from ..explainer import MASKING_METHODS, METHODS, Explanation, Sweep
-from ..methods import REGISTRY, get_method
+from ..methods import DEFAULT_METHOD, REGISTRY, get_method, supported_methods
 from ..render import COLORMAPS, caption, captions, display_size, explanation_images, sweep_grid
 
 #: The most prompts the app accepts at once (the library allows more).
@@ -60,7 +60,7 @@ def controls(method: str) -> dict[str, bool]:
     """Which settings apply to a method: attention methods have no sublayer; EigenCAM ignores the
     prompts, so it has no target either."""
     record = get_method(method)
-    return {"sublayer": record.reads != "attention", "target": record.uses_prompts}
+    return {"sublayer": record.reads != "attention", "target": record.uses_prompts, "layer": record.uses_layer}
 
 
 def check_forwards(forwards: int, limit: int, layers: int, sublayer: str) -> None:
@@ -148,9 +148,65 @@ MODEL_DEFAULTS: dict[str, tuple[int, str, str, str]] = {"shapes": (1, "self_attn
 
 
 def model_defaults(name: str, n_layers: int) -> tuple[int, str, str, str]:
-    """(layer, sublayer, target, method) a model starts with in the app."""
-    from_end, sublayer, target, method = MODEL_DEFAULTS.get(name, (1, DEFAULT_SUBLAYER, DEFAULT_TARGET, APP_METHOD))
-    return max(1, n_layers - from_end), sublayer, target, method
+    """(layer, sublayer, target, method) a model starts with in the app: its family's default
+    sublayer, and the app's method where the family supports it (SigLIP has no class token, so it
+    starts on LeGrad, which its authors define for SigLIP; CNNs start on Grad-CAM at the last stage)."""
+    if name in MODEL_DEFAULTS:
+        from_end, sublayer, target, method = MODEL_DEFAULTS[name]
+        return max(1, n_layers - from_end), sublayer, target, method
+    adapter = family_class(name)
+    supported = supported_methods(adapter.capabilities)
+    method = next(m for m in (APP_METHOD, "legrad", DEFAULT_METHOD) if m in supported)
+    from_end = 0 if adapter.layer_noun == "stage" else 1
+    return max(1, n_layers - from_end), adapter.default_sublayer, DEFAULT_TARGET, method
+
+
+def family_class(name: str):
+    """The adapter class of a model's family: known for the short names, else from the loaded model
+    (Hugging Face CLIP when it cannot be loaded now, so that the page still works)."""
+    from ..models import families
+
+    if name in MODEL_INFO:
+        return families()[MODEL_INFO[name].family]
+    try:
+        from ..models import load_model
+
+        return type(load_model(name))
+    except Exception:  # noqa: BLE001 - unreachable now: the page falls back to CLIP's settings
+        return families()["hf-clip"]
+
+
+def family_sublayers() -> list[str]:
+    """Every family's sublayer names, in a stable order (what the app's server accepts)."""
+    from ..models import families
+
+    return list(dict.fromkeys(s for cls in families().values() for s in cls.sublayers))
+
+
+def method_choices(name: str) -> tuple[list[tuple[str, str]], str]:
+    """The method dropdown's choices for a model (only the methods its family supports), and one
+    sentence naming the ones it cannot run and why ("" when it runs every method)."""
+    adapter = family_class(name)
+    supported = supported_methods(adapter.capabilities)
+    missing = [m for m in METHODS if m not in supported]
+    reason = ""
+    if missing:
+        from ..models.base import CAPABILITIES
+
+        lacking = sorted({c for m in missing for c in REGISTRY[m].needs - adapter.capabilities})
+        names = [short_name(m) for m in missing]
+        listed = names[0] if len(names) == 1 else ", ".join(names[:-1]) + " and " + names[-1]
+        reason = (f"{listed} need{'s' if len(names) == 1 else ''} {' and '.join(CAPABILITIES[c] for c in lacking)}, "
+                  f"which {adapter.family_label} models do not have.")
+    return [(METHOD_LABELS[m], m) for m in supported], reason
+
+
+def score_label(prob_kind: str) -> str:
+    """What the score bars are: a softmax that shares 100 % among the prompts, or SigLIP's
+    independent sigmoid per prompt."""
+    if prob_kind == "sigmoid":
+        return "SigLIP's sigmoid per prompt (each on its own: they need not add up to 100 %)"
+    return "CLIP's softmax over the prompts"
 
 
 def model_label(name: str) -> str:
@@ -162,7 +218,7 @@ def model_label(name: str) -> str:
 
 
 def scores_dict(result: Explanation | Sweep) -> dict[str, float]:
-    """Prompt → softmax score, in the prompts' order (what gr.Label shows as bars)."""
+    """Prompt → probability (softmax, or SigLIP's sigmoid), in the prompts' order (gr.Label's bars)."""
     return {p: float(q) for p, q in zip(result.prompts, result.probs)}
 
 

@@ -15,12 +15,14 @@ from typing import Callable, Sequence
 
 import gradio as gr
 
-from ..constants import SUBLAYERS, TARGETS, check_choice
+from ..constants import TARGETS, check_choice
 from ..explainer import ATTENTION_METHODS, METHODS, Explainer, load_explainer
 from ..images import MAX_PIXELS, load_image
+from ..methods import get_method
 from ..render import COLORMAPS, DEFAULT_ALPHA, DEFAULT_COLORMAP
 from .service import (
-    MAX_APP_PROMPTS, MAX_FORWARDS, METHOD_LABELS, allowed_models, check_forwards, check_view, concentration_figure,
+    MAX_APP_PROMPTS, MAX_FORWARDS, METHOD_LABELS, allowed_models, family_class, family_sublayers, method_choices,
+    score_label, check_forwards, check_view, concentration_figure,
     controls, explanation_outputs, method_note_for, model_defaults, model_label, model_layers, parse_prompts,
     relative_layer, scores_dict, short_name, startup_model, sweep_outputs, write_downloads,
 )
@@ -91,6 +93,7 @@ def build_demo(models: Sequence[str] | None = None, device: str = "auto", half: 
     a name; images larger than ``max_pixels`` are refused before they are decoded; a Score-CAM
     request that needs more than ``max_forwards`` masked forward passes is refused."""
     models = list(models or allowed_models())
+    all_sublayers = family_sublayers()  # the server accepts every family's names; the page narrows them
 
     def read_inputs(image, prompts_text, sublayer, target, method, colormap, alpha):
         """Check what every event shares (the HTTP API bypasses the widgets): (image, prompts, notes, colormap, alpha)."""
@@ -98,7 +101,7 @@ def build_demo(models: Sequence[str] | None = None, device: str = "auto", half: 
             raise ValueError("No image: upload an image, paste one, or click an example.")
         image, notes = load_image(image, max_pixels=max_pixels)
         prompts, prompt_notes = parse_prompts(prompts_text)
-        check_choice(sublayer, SUBLAYERS, "sublayer")
+        check_choice(sublayer, all_sublayers, "sublayer")
         check_choice(target, TARGETS, "target")
         check_choice(method, list(METHODS), "method")
         colormap, alpha = check_view(colormap, alpha)
@@ -180,20 +183,30 @@ def build_demo(models: Sequence[str] | None = None, device: str = "auto", half: 
         if not 0.0 < depth <= 1.0:
             raise ValueError(f"Relative depth must be above 0 and at most 1; got {depth}.")
         outputs, lines = [], []
-        for name in (left, right):
-            ex = explainer_for(name)
-            within_budget(ex, method, sublayer)
-            layer = relative_layer(depth, ex.num_layers)
-            res = ex.explain(image, prompts, layer=layer, sublayer=sublayer, target=target, method=method)
+        for name in (left, right):  # each side on its own: one that cannot run leaves the other working
+            try:
+                ex = explainer_for(name)
+                own = sublayer if sublayer in ex.sublayers else ex.default_sublayer  # families name them differently
+                ex.check_method(method)
+                within_budget(ex, method, own)
+                layer = relative_layer(depth, ex.num_layers)
+                res = ex.explain(image, prompts, layer=layer, sublayer=own, target=target, method=method)
+            except ValueError as err:
+                outputs += [[], {}]
+                lines.append(f"**{name}**: ⚠️ {err}")
+                continue
             gallery, _ = explanation_outputs(res, colormap, alpha, bool(shared))
             outputs += [gallery, scores_dict(res)]
-            lines.append(f"**{name}**: layer {layer} of {ex.num_layers}, {res.seconds:.2f} s"
+            noun = ex.adapter.layer_noun
+            lines.append(f"**{name}**: {noun} {layer} of {ex.num_layers}"
+                         + (f", sublayer {own}" if own != sublayer and get_method(method).reads != "attention" else "")
+                         + f", {res.seconds:.2f} s" + (" (sigmoid scores)" if res.prob_kind == "sigmoid" else "")
                          + (f" — ⚠️ {res.dead_reason}" if res.dead else ""))
         return (*outputs, "\n\n".join(lines + [f"ℹ️ {n}" for n in notes]))
 
-    def layer_label(method_name: str) -> str:
+    def layer_label(method_name: str, noun: str = "layer") -> str:
         return ("Start layer (from here to the last)" if method_name in ATTENTION_METHODS
-                else "Layer (1 = closest to the pixels)")
+                else f"{noun.capitalize()} (1 = closest to the pixels)")
 
     def about(model_name, method_name, sublayer_name) -> str:
         return method_note_for(model_name, method_name, sublayer_name) if method_name in METHODS else ""
@@ -201,15 +214,22 @@ def build_demo(models: Sequence[str] | None = None, device: str = "auto", half: 
     def on_method(model_name, name, sublayer_name):
         applies = controls(name)  # attention methods: no sublayer, the layer is a start; EigenCAM: no target
         return (gr.update(interactive=applies["sublayer"]), gr.update(interactive=applies["target"]),
-                gr.update(label=layer_label(name)), about(model_name, name, sublayer_name))
+                gr.update(label=layer_label(name, family_class(model_name).layer_noun), interactive=applies["layer"]),
+                about(model_name, name, sublayer_name))
 
     def on_model(name):
         n = layers_of(name)
         layer0, sublayer0, target0, method0 = model_defaults(name, n)  # each model starts at its best settings
-        return (gr.update(maximum=n, value=layer0, label=layer_label(method0)),
-                gr.update(value=sublayer0, interactive=controls(method0)["sublayer"]),
-                gr.update(value=target0, interactive=controls(method0)["target"]), gr.update(value=method0),
-                about(name, method0, sublayer0))
+        family = family_class(name)
+        choices, missing = method_choices(name)
+        sublayers = list(family.sublayers)
+        return (gr.update(maximum=n, value=layer0, label=layer_label(method0, family.layer_noun)),
+                gr.update(choices=sublayers, value=sublayer0,
+                          interactive=controls(method0)["sublayer"] and len(sublayers) > 1),
+                gr.update(value=target0, interactive=controls(method0)["target"]),
+                gr.update(choices=choices, value=method0),
+                about(name, method0, sublayer0) + (f"\n\nℹ️ {missing}" if missing else ""),
+                gr.update(label=score_label(family.prob_kind)))
 
     def on_load():
         """Start on the first model that can be loaded now (saying why when it is not the first
@@ -233,7 +253,7 @@ def build_demo(models: Sequence[str] | None = None, device: str = "auto", half: 
                 # build it for the deepest model, let the page narrow it, and let the explainer check the rest.
                 deepest = max(layers_of(m) for m in models)
                 layer = gr.Slider(1, deepest, value=layer0, step=1, label=layer_label(method0), elem_id="layer")
-                sublayer = gr.Dropdown(list(SUBLAYERS), value=sublayer0, label="Sublayer",
+                sublayer = gr.Dropdown(all_sublayers, value=sublayer0, label="Sublayer",
                                        interactive=controls(method0)["sublayer"],
                                        info="block = the whole layer's output", elem_id="sublayer")
                 target = gr.Dropdown(list(TARGETS), value=target0, label="Target",
@@ -288,8 +308,8 @@ def build_demo(models: Sequence[str] | None = None, device: str = "auto", half: 
             gr.Examples([[str(ASSETS / name), text] for name, text in SHAPES_EXAMPLES if (ASSETS / name).exists()],
                         inputs=[image, prompts], label="Shapes-world scenes (for the offline shapes model)")
 
-        model.change(on_model, model, [layer, sublayer, target, method, method_info], api_name=False)
-        demo.load(on_load, None, [model, startup_notice, layer, sublayer, target, method, method_info],
+        model.change(on_model, model, [layer, sublayer, target, method, method_info, label], api_name=False)
+        demo.load(on_load, None, [model, startup_notice, layer, sublayer, target, method, method_info, label],
                   api_name=False)
         method.change(on_method, [model, method, sublayer], [sublayer, target, layer, method_info], api_name=False)
         sublayer.change(about, [model, method, sublayer], method_info, api_name=False)

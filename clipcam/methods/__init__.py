@@ -33,6 +33,8 @@ class Method:
     needs: frozenset[str] = frozenset({"sublayer"})  # adapter capabilities (clipcam.models.base.CAPABILITIES)
     uses_prompts: bool = True  # False: every prompt gets the same map (EigenCAM)
     per_layer_score: bool = False  # attention methods: each layer scored on its own (LeGrad)
+    single_head: bool = False  # attention methods: the last layer recomputed as one head (Grad-ECLIP's own code)
+    uses_layer: bool = True  # False: the method always explains the last layer, whatever layer is chosen
 
     @property
     def short(self) -> str:
@@ -41,7 +43,7 @@ class Method:
 
 
 _MODULES = ("gradcam", "hirescam", "gradcampp", "xgradcam", "layercam", "eigencam", "eigengradcam",
-            "gradcam_elementwise", "scorecam", "chefer", "gradeclip", "legrad")
+            "gradcam_elementwise", "scorecam", "chefer", "gradeclip", "gradeclip_authors", "legrad")
 
 #: name → record, in the order the app and the CLI list them.
 REGISTRY: dict[str, Method] = {m.name: m for m in (import_module(f"{__name__}.{mod}").METHOD for mod in _MODULES)}

@@ -36,6 +36,18 @@ _INDEX_FILES = ("model.safetensors.index.json", "open_clip_model.safetensors.ind
 OPEN_CLIP_PREFIXES = ("hf-hub:", "local-dir:")
 
 
+def families() -> dict[str, type[ModelAdapter]]:
+    """Every family clipcam explains: family id → its adapter class (static facts: sublayers,
+    capabilities, layer noun, probability kind), so the app can set itself up before loading."""
+    from .hf_clip import HFClipAdapter, SiglipAdapter
+    from .open_clip import (OpenClipConvNeXtAdapter, OpenClipResNetAdapter, OpenClipTimmViTAdapter,
+                            OpenClipViTAdapter)
+
+    classes = (HFClipAdapter, SiglipAdapter, OpenClipViTAdapter, OpenClipResNetAdapter, OpenClipTimmViTAdapter,
+               OpenClipConvNeXtAdapter)
+    return {c.family: c for c in classes}
+
+
 def resolve_source(name: str) -> str:
     """Turn a short name into a hub id; hub ids, open_clip names and paths pass through unchanged."""
     if not isinstance(name, str) or not name.strip():

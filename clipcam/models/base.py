@@ -44,7 +44,7 @@ class AttentionSite:
 
     ``reads``' outputs are recorded (detached) and ``split`` turns them into the queries, keys and
     values of image 0, each (T, D), heads concatenated. ``out`` is the module whose output is the
-    attention block's output after its output projection (``out_weight``, (D, D)); the gradient is
+    attention block's output after its output projection (``out_weight`` (D, D), ``out_bias``); the gradient is
     taken there and mapped back onto the attention probabilities (clipcam.methods.attention).
     """
 
@@ -53,6 +53,7 @@ class AttentionSite:
     out: torch.nn.Module
     out_weight: torch.Tensor
     heads: int
+    out_bias: torch.Tensor | None = None
 
 
 @dataclass(frozen=True)
@@ -91,7 +92,8 @@ class ModelAdapter:
     lock-guarded.
     """
 
-    #: Short family id ("hf-clip", "siglip", "open_clip-vit", "open_clip-resnet", "open_clip-timm").
+    #: Short family id ("hf-clip", "siglip", "open_clip-vit", "open_clip-resnet", "open_clip-timm-vit",
+    #: "open_clip-convnext").
     family: ClassVar[str] = ""
     #: The family for people: "CLIP (Hugging Face)".
     family_label: ClassVar[str] = ""
@@ -102,6 +104,10 @@ class ModelAdapter:
     prob_kind: ClassVar[str] = "softmax"
     #: What a person calls one step of the slider: "layer" (a transformer block) or "stage".
     layer_noun: ClassVar[str] = "layer"
+    #: The named sublayers of one layer that can be explained, in forward order, in the family's names.
+    sublayers: ClassVar[tuple[str, ...]] = ()
+    #: Where the Grad-CAM family starts: the MLP's first projection (the reference notebook's fc1).
+    default_sublayer: ClassVar[str] = ""
 
     def __init__(self, name: str, source: str, model: torch.nn.Module, device: torch.device,
                  dtype: torch.dtype) -> None:
@@ -117,15 +123,6 @@ class ModelAdapter:
     @property
     def num_layers(self) -> int:
         """How many layers (blocks or stages) the slider offers, numbered 1..num_layers."""
-        raise NotImplementedError
-
-    @property
-    def sublayers(self) -> tuple[str, ...]:
-        """The named sublayers of one layer that can be explained, in forward order."""
-        raise NotImplementedError
-
-    @property
-    def default_sublayer(self) -> str:
         raise NotImplementedError
 
     @property

@@ -35,6 +35,8 @@ class HFClipAdapter(ModelAdapter):
     family = "hf-clip"
     family_label = "CLIP (Hugging Face)"
     capabilities = frozenset({"sublayer", "attention", "class_token", "layer_readout"})
+    sublayers = SUBLAYERS
+    default_sublayer = "mlp.fc1"
 
     def __init__(self, name, source, model, device, dtype, tokenizer, image_processor) -> None:
         super().__init__(name, source, model, device, dtype)
@@ -55,14 +57,6 @@ class HFClipAdapter(ModelAdapter):
     @property
     def num_layers(self) -> int:
         return len(self._blocks)
-
-    @property
-    def sublayers(self) -> tuple[str, ...]:
-        return SUBLAYERS
-
-    @property
-    def default_sublayer(self) -> str:
-        return "mlp.fc1"
 
     @property
     def grid(self) -> tuple[int, int]:
@@ -103,6 +97,7 @@ class HFClipAdapter(ModelAdapter):
                 reads=(b.self_attn.q_proj, b.self_attn.k_proj, b.self_attn.v_proj),
                 split=lambda outs: tuple(o[0] for o in outs),
                 out=b.self_attn.out_proj, out_weight=b.self_attn.out_proj.weight, heads=heads,
+                out_bias=b.self_attn.out_proj.bias,
             )
             for b in self._blocks[start - 1:]
         ]

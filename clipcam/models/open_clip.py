@@ -44,8 +44,7 @@ class OpenClipAdapter(ModelAdapter):
         self.resize_mode = cfg.get("resize_mode", "shortest")
         if self.resize_mode not in ("shortest", "squash", "longest"):
             raise ValueError(f"Unsupported open_clip resize mode {self.resize_mode!r}.")
-        if getattr(model, "logit_bias", None) is not None:
-            type(self).prob_kind  # noqa: B018 - class default; instances of sigmoid models override below
+        if getattr(model, "logit_bias", None) is not None:  # SigLIP trained in open_clip
             self.prob_kind = "sigmoid"  # type: ignore[misc]
 
     # ------------------------------------------------------------------ inputs
@@ -178,6 +177,9 @@ class OpenClipViTAdapter(OpenClipAdapter):
 
     family = "open_clip-vit"
     family_label = "open_clip ViT"
+    capabilities = frozenset({"sublayer", "attention", "class_token", "layer_readout"})
+    sublayers = ("ln_1", "attn", "ln_2", "mlp.c_fc", "mlp.gelu", "mlp.c_proj", "block")
+    default_sublayer = "mlp.c_fc"
 
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
@@ -194,14 +196,6 @@ class OpenClipViTAdapter(OpenClipAdapter):
     @property
     def num_layers(self) -> int:
         return len(self._blocks)
-
-    @property
-    def sublayers(self) -> tuple[str, ...]:
-        return ("ln_1", "attn", "ln_2", "mlp.c_fc", "mlp.gelu", "mlp.c_proj", "block")
-
-    @property
-    def default_sublayer(self) -> str:
-        return "mlp.c_fc"
 
     @property
     def grid(self) -> tuple[int, int]:
@@ -242,7 +236,7 @@ class OpenClipViTAdapter(OpenClipAdapter):
                 return tuple(F.linear(outs[0][0].float(), weight.float(), bias.float()).chunk(3, dim=-1))
 
             return AttentionSite(reads=(block.ln_1,), split=split, out=attn, out_weight=attn.out_proj.weight,
-                                 heads=attn.num_heads)
+                                 heads=attn.num_heads, out_bias=attn.out_proj.bias)
 
         return [site(b) for b in self._blocks[start - 1:]]
 
@@ -258,6 +252,8 @@ class _StagesAdapter(OpenClipAdapter):
     H×W tokens, no prefix, each stage with its own grid (measured once, on a blank input)."""
 
     layer_noun = "stage"
+    sublayers = ("output",)
+    default_sublayer = "output"
 
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
@@ -287,14 +283,6 @@ class _StagesAdapter(OpenClipAdapter):
     @property
     def default_layer(self) -> int:
         return self.num_layers  # the last stage, as the classic CLIP Grad-CAM demos
-
-    @property
-    def sublayers(self) -> tuple[str, ...]:
-        return ("output",)
-
-    @property
-    def default_sublayer(self) -> str:
-        return "output"
 
     @property
     def grid(self) -> tuple[int, int]:
@@ -337,7 +325,7 @@ class OpenClipResNetAdapter(_StagesAdapter):
 class OpenClipConvNeXtAdapter(_StagesAdapter):
     """A timm ConvNeXt trunk inside open_clip's TimmModel."""
 
-    family = "open_clip-timm"
+    family = "open_clip-convnext"
     family_label = "open_clip timm ConvNeXt"
 
     def stage_modules(self) -> list[torch.nn.Module]:
@@ -348,8 +336,10 @@ class OpenClipTimmViTAdapter(OpenClipAdapter):
     """A timm VisionTransformer trunk inside open_clip's TimmModel (ViT-B-16-SigLIP and others):
     blocks ``norm1``, ``attn`` (fused ``qkv``), ``norm2``, ``mlp.fc1``, ``mlp.act``, ``mlp.fc2``."""
 
-    family = "open_clip-timm"
+    family = "open_clip-timm-vit"
     family_label = "open_clip timm ViT"
+    sublayers = ("norm1", "attn", "norm2", "mlp.fc1", "mlp.act", "mlp.fc2", "block")
+    default_sublayer = "mlp.fc1"
 
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
@@ -359,14 +349,6 @@ class OpenClipTimmViTAdapter(OpenClipAdapter):
     @property
     def num_layers(self) -> int:
         return len(self._blocks)
-
-    @property
-    def sublayers(self) -> tuple[str, ...]:
-        return ("norm1", "attn", "norm2", "mlp.fc1", "mlp.act", "mlp.fc2", "block")
-
-    @property
-    def default_sublayer(self) -> str:
-        return "mlp.fc1"
 
     @property
     def grid(self) -> tuple[int, int]:
@@ -431,7 +413,7 @@ def load_open_clip(name: str, source: str, device: torch.device, dtype: torch.dt
     weights = _weights_file(source)
     model, _, preprocess = open_clip.create_model_and_transforms(source, load_weights=False, device="cpu")
     open_clip.load_checkpoint(model, str(weights), weights_only=True)
-    model = model.to(dtype)
+    model = model.to(device, dtype).eval()
     tokenizer = open_clip.get_tokenizer(source)
     visual = model.visual
     kind = type(visual).__name__

@@ -42,15 +42,22 @@ def save_random_siglip(path: str | Path, seed: int = 0, image_size: int = 32, pa
 
 
 def open_clip_config(kind: str, image_size: int) -> dict:
-    """A tiny open_clip model config: "vit" (open_clip's VisionTransformer) or "resnet" (ModifiedResNet)."""
+    """A tiny open_clip model config: "vit" (open_clip's VisionTransformer), "resnet" (ModifiedResNet),
+    or a timm trunk: "timm-vit" (ViT with an attention-pooling head) or "convnext"."""
     text = {"context_length": 16, "vocab_size": 49408, "width": 32, "heads": 4, "layers": 2}
     if kind == "vit":
         vision = {"image_size": image_size, "patch_size": 8, "width": 32, "layers": 3, "head_width": 8}
     elif kind == "resnet":
         vision = {"image_size": image_size, "layers": [1, 1, 1, 1], "width": 8, "head_width": 8}
+    elif kind == "timm-vit":  # a timm ViT trunk read out by an attention-pooling head, like ViT-B-16-SigLIP
+        vision = {"image_size": image_size, "timm_model_name": "vit_tiny_patch16_224", "timm_model_pretrained": False,
+                  "timm_pool": "map", "timm_proj": "none"}  # the trunk's own head: 192-wide embeddings
+    elif kind == "convnext":
+        vision = {"image_size": image_size, "timm_model_name": "convnext_atto", "timm_model_pretrained": False,
+                  "timm_pool": "avg", "timm_proj": "linear"}
     else:
-        raise ValueError(f"Unknown open_clip test model {kind!r}: use 'vit' or 'resnet'.")
-    return {"embed_dim": 16, "vision_cfg": vision, "text_cfg": text}
+        raise ValueError(f"Unknown open_clip test model {kind!r}: use 'vit', 'resnet', 'timm-vit' or 'convnext'.")
+    return {"embed_dim": 192 if kind == "timm-vit" else 16, "vision_cfg": vision, "text_cfg": text}
 
 
 def save_random_open_clip(path: str | Path, kind: str = "vit", seed: int = 0, image_size: int | None = None,
@@ -61,7 +68,7 @@ def save_random_open_clip(path: str | Path, kind: str = "vit", seed: int = 0, im
 
     path = Path(path)
     path.mkdir(parents=True, exist_ok=True)
-    image_size = image_size or (40 if kind == "vit" else 64)
+    image_size = image_size or {"vit": 40, "resnet": 64}.get(kind, 224)  # timm trunks keep their own input size
     model_cfg = open_clip_config(kind, image_size)
     torch.manual_seed(seed)
     model = open_clip.model.CLIP(**model_cfg).eval()
