@@ -480,6 +480,16 @@ class Explainer:
             logits = self._logits(pixels, text).float().cpu().numpy()
         return logits, self.adapter.probabilities(logits)
 
+    def words(self, image: object, prompts: Sequence[str] | str, method: str = "chefer", target: str = DEFAULT_TARGET,
+              layer: int | None = None):
+        """Which words of each prompt matter, without heatmaps: a clipcam.words.WordRelevance from
+        the text side's own pass (``explain(..., words=method)`` gives the same with the maps)."""
+        prompts = clean_prompts(prompts)
+        target = check_target(target)
+        layer = self._check_words(method, layer)
+        _, pixels, _, _ = self.prepare_image(image)
+        return self._words(pixels, prompts, target, method, layer)
+
 
 def load_explainer(model: str = "base", device: str = "auto", half: bool = False) -> Explainer:
     """An Explainer for a short name ("base", "siglip", "rn50", …), a hub id, an open_clip name

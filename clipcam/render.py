@@ -213,7 +213,7 @@ def words_html(relevance, colormap: str = DEFAULT_COLORMAP, captions: Sequence[s
             r, g, b = (int(c) for c in color)
             ink = "#000" if 0.299 * r + 0.587 * g + 0.114 * b > 140 else "#fff"
             spans.append(f'<span class="clipcam-word" title="{value:.4g}" style="background:rgb({r},{g},{b});'
-                         f'color:{ink};padding:1px 4px;margin:1px;border-radius:3px;display:inline-block">'
+                         f'color:{ink};padding:2px 6px;margin:1px;border-radius:4px;display:inline-block;font-size:1.1em">'
                          f"{escape(word)}</span>")
         head = escape(captions[k]) if captions else f"{k + 1}."
         lines.append(f'<div class="clipcam-words-row"><small>{head}</small><br>{"".join(spans)}</div>')

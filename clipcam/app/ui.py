@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 import logging
+from html import escape as html_escape
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -19,7 +20,8 @@ from ..constants import TARGETS, check_choice
 from ..explainer import ATTENTION_METHODS, METHODS, Explainer, load_explainer
 from ..images import MAX_PIXELS, load_image
 from ..methods import get_method
-from ..render import COLORMAPS, DEFAULT_ALPHA, DEFAULT_COLORMAP
+from ..render import COLORMAPS, DEFAULT_ALPHA, DEFAULT_COLORMAP, words_html
+from ..words import WORD_REGISTRY
 from .service import (
     MAX_APP_PROMPTS, MAX_FORWARDS, METHOD_LABELS, allowed_models, family_class, family_sublayers, method_choices,
     score_label, check_forwards, check_view, concentration_figure,
@@ -43,6 +45,10 @@ SHAPES_EXAMPLES: list[tuple[str, str]] = [
     ("shapes/scene-2.png", "a photo of a yellow square.\na photo of a red triangle.\na photo of a blue circle."),
     ("shapes/scene-3.png", "a photo of a green circle.\na photo of a yellow triangle."),
 ]
+
+#: The word-relevance control: off, or a method that shades each prompt's words (clipcam.words).
+WORD_CHOICES: list[tuple[str, str]] = [("Off", "off")] + [(m.label, m.name) for m in WORD_REGISTRY.values()]
+DEFAULT_WORDS = "chefer"
 
 INTRO = """# clipcam — where does CLIP look?
 Upload an image, type a few prompts (one per line), pick a model, a vision-encoder layer and a
@@ -204,6 +210,37 @@ def build_demo(models: Sequence[str] | None = None, device: str = "auto", half: 
                          + (f" — ⚠️ {res.dead_reason}" if res.dead else ""))
         return (*outputs, "\n\n".join(lines + [f"ℹ️ {n}" for n in notes]))
 
+    def word_method(words: str) -> str | None:
+        """The word method a request asks for, None for off (the HTTP API bypasses the dropdown)."""
+        check_choice(words, [name for _, name in WORD_CHOICES], "word method")
+        return None if words == "off" else words
+
+    @user_errors
+    def explain_words(image, prompts_text, model, sublayer, target, method, colormap, alpha, words):
+        """Each prompt's words shaded by relevance, under the Explain tab's heatmaps ("" when off)."""
+        name = word_method(words)
+        if name is None:
+            return ""
+        image, prompts, _, colormap, _ = read_inputs(image, prompts_text, sublayer, target, method, colormap, alpha)
+        relevance = explainer_for(model).words(image, prompts, method=name, target=target)
+        return words_html(relevance, colormap, [p.prompt for p in relevance.prompts])
+
+    @user_errors
+    def compare_words(image, prompts_text, left, right, sublayer, target, method, colormap, alpha, words):
+        """The same for both models of the Compare tab, each side on its own."""
+        name = word_method(words)
+        if name is None:
+            return "", ""
+        image, prompts, _, colormap, _ = read_inputs(image, prompts_text, sublayer, target, method, colormap, alpha)
+        out = []
+        for side in (left, right):
+            try:
+                relevance = explainer_for(side).words(image, prompts, method=name, target=target)
+                out.append(words_html(relevance, colormap, [p.prompt for p in relevance.prompts]))
+            except ValueError as err:
+                out.append(f"<p>⚠️ {html_escape(str(err))}</p>")
+        return tuple(out)
+
     def layer_label(method_name: str, noun: str = "layer") -> str:
         return ("Start layer (from here to the last)" if method_name in ATTENTION_METHODS
                 else f"{noun.capitalize()} (1 = closest to the pixels)")
@@ -263,6 +300,9 @@ def build_demo(models: Sequence[str] | None = None, device: str = "auto", half: 
                 method = gr.Dropdown([(METHOD_LABELS[m], m) for m in METHODS], value=method0, label="Method",
                                      elem_id="method")
                 method_info = gr.Markdown(about(models[0], method0, sublayer0), elem_id="method-info")
+                words = gr.Dropdown(WORD_CHOICES, value=DEFAULT_WORDS, label="Which words matter",
+                                    info="each prompt's words shaded under the heatmaps (a text pass of its own); "
+                                    "Off turns it off", elem_id="words")
                 with gr.Accordion("Display", open=False):
                     colormap = gr.Dropdown(list(COLORMAPS), value=DEFAULT_COLORMAP, label="Colour map")
                     alpha = gr.Slider(0, 1, value=DEFAULT_ALPHA, step=0.05, label="Heatmap opacity")
@@ -274,6 +314,7 @@ def build_demo(models: Sequence[str] | None = None, device: str = "auto", half: 
                         notice = gr.Markdown(elem_id="notice")
                         gallery = gr.Gallery(label="Heatmaps, one per prompt", columns=3, height="auto",
                                              object_fit="contain", elem_id="gallery")
+                        words_out = gr.HTML(elem_id="words-explain")
                         label = gr.Label(label="CLIP's softmax over the prompts", num_top_classes=MAX_APP_PROMPTS,
                                          elem_id="scores")
                         scores = gr.JSON(label="Scores and settings", visible=False)
@@ -298,9 +339,11 @@ def build_demo(models: Sequence[str] | None = None, device: str = "auto", half: 
                         with gr.Row():
                             with gr.Column():
                                 left_gallery = gr.Gallery(label="Left", columns=2, height="auto")
+                                left_words = gr.HTML(elem_id="words-left")
                                 left_label = gr.Label(label="Left scores")
                             with gr.Column():
                                 right_gallery = gr.Gallery(label="Right", columns=2, height="auto")
+                                right_words = gr.HTML(elem_id="words-right")
                                 right_label = gr.Label(label="Right scores")
         gr.Examples([[str(ASSETS / name), text] for name, text in EXAMPLES if (ASSETS / name).exists()],
                     inputs=[image, prompts], label="Photos (public domain / CC0, see assets/ATTRIBUTION.md)")
@@ -315,9 +358,15 @@ def build_demo(models: Sequence[str] | None = None, device: str = "auto", half: 
         sublayer.change(about, [model, method, sublayer], method_info, api_name=False)
         view = [colormap, alpha, shared]
         run.click(explain, [image, prompts, model, layer, sublayer, target, method, *view],
-                  [gallery, label, scores, notice, files], api_name="explain")
+                  [gallery, label, scores, notice, files], api_name="explain"
+                  ).success(explain_words, [image, prompts, model, sublayer, target, method, colormap, alpha, words],
+                            words_out, api_name="explain_words")
         sweep_btn.click(sweep, [image, prompts, model, sublayer, target, method, *view],
                         [sweep_img, sweep_plot, sweep_notice, sweep_files], api_name="sweep")
         compare_btn.click(compare, [image, prompts, left, right, depth, sublayer, target, method, *view],
-                          [left_gallery, left_label, right_gallery, right_label, compare_notice], api_name="compare")
+                          [left_gallery, left_label, right_gallery, right_label, compare_notice], api_name="compare"
+                          ).success(compare_words, [image, prompts, left, right, sublayer, target, method, colormap,
+                                                    alpha, words], [left_words, right_words], api_name="compare_words")
+        words.change(lambda w: ("", "", "") if w == "off" else (gr.update(),) * 3, words,
+                     [words_out, left_words, right_words], api_name=False)
     return demo
