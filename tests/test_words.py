@@ -49,6 +49,8 @@ def apply_target(logits, target):
         return torch.log_softmax(logits, dim=0)
     if target == "contrast":
         return logits - logits.mean()
+    if target == "negated":
+        return -logits
     return logits
 
 
@@ -315,3 +317,23 @@ def test_words_html_escapes_and_shades_every_word(families):
     assert "<b>" not in html and "&lt;" in html
     assert html.count('class="clipcam-word"') == sum(len(p.words) for p in res.word_relevance.prompts)
     assert "as in the heatmaps" in html
+
+
+def test_counterfactual_explains_the_negated_score(families):
+    """Chefer on −S keeps the attention paths with a negative gradient, which the plain run drops;
+    gradient × input only changes sign."""
+    from clipcam.words.text_pass import word_relevance
+
+    ex, model_dir = families["open_clip"]
+    image = noise_image(40, 40, seed=11)
+    pixels = ex.adapter.preprocess(image)
+    plain = word_relevance(ex.adapter, pixels, WORD_PROMPTS, "logit", "gradinput")
+    counter = word_relevance(ex.adapter, pixels, WORD_PROMPTS, "logit", "gradinput", counterfactual=True)
+    for a, b in zip(plain.prompts, counter.prompts):
+        np.testing.assert_allclose(b.token_relevance, -a.token_relevance, rtol=1e-5, atol=1e-7)
+    assert counter.target == "-logit"
+    counter = word_relevance(ex.adapter, pixels, WORD_PROMPTS, "logit", "chefer", layer=1, counterfactual=True)
+    ids, rows = ref_chefer(reference("open_clip", ex, model_dir), image, WORD_PROMPTS, "negated", 1)
+    for i, row in enumerate(rows):
+        np.testing.assert_allclose(counter[i].token_relevance, row[kept("open_clip", ex, ids, i)].numpy(),
+                                   rtol=1e-4, atol=1e-7)
