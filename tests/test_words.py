@@ -35,8 +35,33 @@ def rn_dir(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def families(explainer, tiny_dir, siglip_dir, oc_dir, rn_dir):
+def custom_dir(tmp_path_factory):
+    """open_clip's CustomTextCLIP with a bidirectional TextTransformer pooled at the last position
+    (the text-tower layout of open_clip's SigLIP models)."""
+    import json
+
+    import open_clip
+    from safetensors.torch import save_file
+
+    path = tmp_path_factory.mktemp("woccustom")
+    cfg = {"embed_dim": 16, "custom_text": True,
+           "vision_cfg": {"image_size": 40, "patch_size": 8, "width": 32, "layers": 2, "head_width": 8},
+           "text_cfg": {"context_length": 16, "vocab_size": 49408, "width": 32, "heads": 4, "layers": 2,
+                        "no_causal_mask": True, "pool_type": "last"}}
+    torch.manual_seed(6)
+    model = open_clip.model.CustomTextCLIP(**{k: v for k, v in cfg.items() if k != "custom_text"}).eval()
+    pre = {"size": [40, 40], "mode": "RGB", "mean": list(open_clip.OPENAI_DATASET_MEAN),
+           "std": list(open_clip.OPENAI_DATASET_STD), "interpolation": "bicubic", "resize_mode": "shortest",
+           "fill_color": 0}
+    (path / "open_clip_config.json").write_text(json.dumps({"model_cfg": cfg, "preprocess_cfg": pre}))
+    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(path / "open_clip_model.safetensors"))
+    return path
+
+
+@pytest.fixture(scope="module")
+def families(explainer, tiny_dir, siglip_dir, oc_dir, rn_dir, custom_dir):
     return {
+        "open_clip-custom": (load_explainer(f"local-dir:{custom_dir}", device="cpu"), custom_dir),
         "hf-clip": (explainer, tiny_dir),
         "siglip": (load_explainer(str(siglip_dir), device="cpu"), siglip_dir),
         "open_clip": (load_explainer(f"local-dir:{oc_dir}", device="cpu"), oc_dir),
@@ -110,32 +135,38 @@ class OpenClipRef:
     def __init__(self, ex, model_dir):
         self.model = ex.model
         self.ex = ex
-        self.heads = self.model.transformer.resblocks[0].attn.num_heads
+        self.tower = getattr(ex.model, "text", ex.model)  # CustomTextCLIP's TextTransformer, or CLIP itself
+        self.heads = self.tower.transformer.resblocks[0].attn.num_heads
 
     def run(self, image, prompts):
-        m = self.model
+        m, tower = self.model, self.tower
         ids = self.ex.adapter.tokenizer(list(prompts))
-        pooled = ids.argmax(dim=-1).tolist()  # the end-of-text token has the highest id
-        emb = m.token_embedding(ids).detach().requires_grad_(True)
-        x = emb + m.positional_embedding
+        pool = getattr(tower, "pool_type", getattr(m, "text_pool_type", None))
+        # argmax: the end-of-text token has the highest id; last: the last (padding) position
+        pooled = ids.argmax(dim=-1).tolist() if pool == "argmax" else [ids.shape[1] - 1] * len(prompts)
+        emb = tower.token_embedding(ids).detach().requires_grad_(True)
+        x = emb + tower.positional_embedding
         found = {"q": [], "k": [], "v": [], "o": []}
         probs_all = []
         kk, t, d = x.shape
         h = self.heads
-        for blk in m.transformer.resblocks:
+        mask = tower.attn_mask[:t, :t] if tower.attn_mask is not None else 0.0  # causal, or none (bidirectional)
+        for blk in tower.transformer.resblocks:
             y = blk.ln_1(x)
             q, k, v = F.linear(y, blk.attn.in_proj_weight, blk.attn.in_proj_bias).chunk(3, dim=-1)
             found["q"].append(q), found["k"].append(k), found["v"].append(v)
             qh = q.reshape(kk, t, h, d // h).transpose(1, 2) * (d // h) ** -0.5
             kh = k.reshape(kk, t, h, d // h).transpose(1, 2)
             vh = v.reshape(kk, t, h, d // h).transpose(1, 2)
-            probs = torch.softmax(qh @ kh.transpose(-1, -2) + m.attn_mask[:t, :t], dim=-1)  # (K, H, T, T)
+            probs = torch.softmax(qh @ kh.transpose(-1, -2) + mask, dim=-1)  # (K, H, T, T)
             probs_all.append(probs)
             o = (probs @ vh).transpose(1, 2).reshape(kk, t, d)
             found["o"].append(o)
             x = x + blk.attn.out_proj(o)
             x = x + blk.mlp(blk.ln_2(x))
-        x = m.ln_final(x)[torch.arange(kk), ids.argmax(dim=-1)] @ m.text_projection
+        x = tower.ln_final(x)[torch.arange(kk), pooled]
+        proj = tower.text_projection
+        x = proj(x) if isinstance(proj, torch.nn.Linear) else x @ proj
         with torch.no_grad():
             image_f = m.encode_image(self.ex.adapter.transform(image)[None])
         logits = m.logit_scale.exp() * F.normalize(image_f, dim=-1) @ F.normalize(x, dim=-1).T
@@ -206,7 +237,7 @@ def kept(name, ex, ids, row_index):
     return [j for j, i in enumerate(row) if i not in specials]
 
 
-FAMILIES = ["hf-clip", "siglip", "open_clip", "open_clip-resnet"]
+FAMILIES = ["hf-clip", "siglip", "open_clip", "open_clip-resnet", "open_clip-custom"]
 
 
 @pytest.mark.parametrize("name", FAMILIES)
@@ -234,7 +265,7 @@ def test_gradeclip_text_equals_the_slow_loops(name, families):
     ref = reference(name, ex, model_dir)
     for start, target in [(1, "logit"), (2, "contrast")]:
         res = ex.explain(image, WORD_PROMPTS, target=target, words="gradeclip", words_layer=start)
-        ids, rows = ref_gradeclip(ref, image, WORD_PROMPTS, target, start, causal=name != "siglip")
+        ids, rows = ref_gradeclip(ref, image, WORD_PROMPTS, target, start, causal=name not in ("siglip", "open_clip-custom"))
         for i, row in enumerate(rows):
             np.testing.assert_allclose(res.word_relevance[i].token_relevance, row[kept(name, ex, ids, i)].numpy(),
                                        rtol=1e-4, atol=1e-6)
