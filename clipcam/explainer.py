@@ -19,7 +19,7 @@ from __future__ import annotations
 import threading
 import time
 from contextlib import contextmanager
-from typing import Callable, Iterator, Sequence
+from typing import TYPE_CHECKING, Callable, Iterator, Sequence
 
 import cv2
 import numpy as np
@@ -35,6 +35,9 @@ from .methods.gradeclip_authors import single_head
 from .models import load_model
 from .models.base import ModelAdapter
 from .results import Explanation, Sweep
+
+if TYPE_CHECKING:
+    from .words import WordRelevance
 
 #: Methods that read attention, not a sublayer: the layer is where they start.
 ATTENTION_METHODS: tuple[str, ...] = methods_reading("attention")
@@ -450,7 +453,7 @@ class Explainer:
         return check_text_layer(self.adapter, get_word_method(words), words_layer)
 
     def _words(self, pixels: torch.Tensor, prompts: tuple[str, ...], target: str, words: str | None,
-               words_layer: int | None):
+               words_layer: int | None) -> WordRelevance | None:
         """Word relevance from the text side's own pass (clipcam.words), or None when not asked for."""
         if words is None:
             return None
@@ -481,7 +484,7 @@ class Explainer:
         return logits, self.adapter.probabilities(logits)
 
     def words(self, image: object, prompts: Sequence[str] | str, method: str = "chefer", target: str = DEFAULT_TARGET,
-              layer: int | None = None):
+              layer: int | None = None) -> WordRelevance:
         """Which words of each prompt matter, without heatmaps: a clipcam.words.WordRelevance from
         the text side's own pass (``explain(..., words=method)`` gives the same with the maps)."""
         prompts = clean_prompts(prompts)
