@@ -483,7 +483,7 @@ class Explainer:
             logits = self._logits(pixels, text).float().cpu().numpy()
         return logits, self.adapter.probabilities(logits)
 
-    def words(self, image: object, prompts: Sequence[str] | str, method: str = "chefer", target: str = DEFAULT_TARGET,
+    def words(self, image: object, prompts: Sequence[str] | str, method: str = "gradinput", target: str = DEFAULT_TARGET,
               layer: int | None = None) -> WordRelevance:
         """Which words of each prompt matter, without heatmaps: a clipcam.words.WordRelevance from
         the text side's own pass (``explain(..., words=method)`` gives the same with the maps)."""

@@ -48,7 +48,7 @@ SHAPES_EXAMPLES: list[tuple[str, str]] = [
 
 #: The word-relevance control: off, or a method that shades each prompt's words (clipcam.words).
 WORD_CHOICES: list[tuple[str, str]] = [("Off", "off")] + [(m.label, m.name) for m in WORD_REGISTRY.values()]
-DEFAULT_WORDS = "chefer"
+DEFAULT_WORDS = "gradinput"  # the best measured on shapes world (BENCHMARKS.md, "Which words matter")
 
 INTRO = """# clipcam — where does CLIP look?
 Upload an image, type a few prompts (one per line), pick a model, a vision-encoder layer and a
