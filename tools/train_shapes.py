@@ -1,14 +1,31 @@
-"""Train the shapes-world CLIP shipped in assets/shapes-clip (a ~1.4 M-parameter CLIPModel).
+"""Train the shapes-world models shipped in assets/: a CLIP, a SigLIP and a ResNet CLIP, one per family.
 
-    python tools/train_shapes.py                       # reproduces the shipped weights (seed 0)
+    python tools/train_shapes.py                       # the CLIP in assets/shapes-clip (seed 0)
+    python tools/train_shapes.py --family siglip       # the SigLIP in assets/shapes-siglip
+    python tools/train_shapes.py --family rn           # the open_clip ResNet CLIP in assets/shapes-rn
     python tools/train_shapes.py --steps 200 --out /tmp/shapes-try   # a quick try
 
 Scenes come from clipcam.eval.shapes. Captions name a random subset of a scene's objects in random
 order ("a photo of a red circle and a blue square."), and about 30 % of each batch are copies of
 other scenes in it with the colours swapped between the shapes, captioned the same way — hard
 negatives that make the model bind colour to shape and look at the object it names instead of
-learning one "an image with objects" direction. CLIP's own contrastive loss, AdamW with warm-up
-and cosine decay. Training is not part of the tests or CI; using the shipped model is.
+learning one "an image with objects" direction. AdamW with warm-up and cosine decay. Each family
+is saved in its own format and loaded back through its own loader:
+
+- ``clip``: transformers ``CLIPModel`` (ViT, 8×8 patch grid), CLIP's contrastive softmax loss.
+- ``siglip``: transformers ``SiglipModel`` (ViT, 8×8 grid, attention-pooling head), SigLIP's sigmoid
+  loss (Zhai et al., ICCV 2023) with a learnable temperature and bias initialised as in the paper
+  (t' = log 10, b = -10). A pair is positive when everything its caption names is in the image (a
+  caption naming one object is true of every image that has it), not only on the diagonal. Text is
+  padded to 32 tokens and pooled at the last one, as SigLIP is; the processor squashes the image to
+  a square without a crop.
+- ``rn``: an open_clip ``CLIP`` with a ``ModifiedResNet`` image tower (scenes upsampled to 128 px by
+  its own transform, so ``layer4`` has a 4×4 grid) and open_clip's CLIP BPE tokenizer, CLIP's
+  contrastive loss; saved as an open_clip local directory (``open_clip_config.json`` and
+  ``open_clip_model.safetensors``) for ``open_clip.create_model_and_transforms("local-dir:...")``.
+
+Held-out zero-shot accuracy and colour binding go to ``training.json`` next to the weights.
+Training is not part of the tests or CI; using the shipped models is.
 """
 
 from __future__ import annotations
@@ -19,9 +36,11 @@ import math
 import sys
 import time
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -31,6 +50,17 @@ from clipcam.eval.shapes import (  # noqa: E402
     COLOURS, SHAPES, SIZE, VOCABULARY, ShapeObject, caption, object_prompt, random_scene, render, swap_colours,
 )
 from clipcam.testing import BOS, EOS, word_tokenizer  # noqa: E402
+
+#: Text length of the SigLIP and open_clip models (the longest caption, three objects, is 17 tokens).
+CONTEXT = 32
+#: open_clip's ResNet sees the scenes at this size: its stem and stages divide by 32, so layer4 is 4×4.
+RN_IMAGE_SIZE = 128
+
+FAMILIES = {
+    "clip": dict(steps=1800, batch=128, lr=1e-3, warmup=100, out=ROOT / "assets" / "shapes-clip"),
+    "siglip": dict(steps=1300, batch=128, lr=1e-3, warmup=100, out=ROOT / "assets" / "shapes-siglip"),
+    "rn": dict(steps=1000, batch=128, lr=1e-3, warmup=100, out=ROOT / "assets" / "shapes-rn"),
+}
 
 
 def shapes_config(tokenizer) -> CLIPConfig:
@@ -43,42 +73,179 @@ def shapes_config(tokenizer) -> CLIPConfig:
     return CLIPConfig(text_config=text, vision_config=vision, projection_dim=64)
 
 
+def siglip_config(tokenizer):
+    """The shapes CLIP's sizes in SigLIP's architecture (no projection: both towers end at 128)."""
+    from transformers import SiglipConfig
+
+    vocab = tokenizer.get_vocab()
+    text = dict(vocab_size=len(vocab), hidden_size=128, intermediate_size=512, num_hidden_layers=3,
+                num_attention_heads=4, max_position_embeddings=CONTEXT, pad_token_id=vocab[EOS],
+                bos_token_id=vocab[BOS], eos_token_id=vocab[EOS])
+    vision = dict(hidden_size=128, intermediate_size=512, num_hidden_layers=4, num_attention_heads=4,
+                  image_size=SIZE, patch_size=8)
+    return SiglipConfig(text_config=text, vision_config=vision)
+
+
+def rn_model_cfg() -> dict:
+    """open_clip's model_cfg: a ModifiedResNet (one bottleneck per stage, width 16) and a small text tower."""
+    return {"embed_dim": 64,
+            "vision_cfg": {"image_size": RN_IMAGE_SIZE, "layers": [1, 1, 1, 1], "width": 16, "head_width": 64},
+            "text_cfg": {"context_length": CONTEXT, "vocab_size": 49408, "width": 32, "heads": 4, "layers": 3}}
+
+
 def make_batch(rng: np.random.Generator, size: int, swap_share: float):
-    """(images (B, 64, 64, 3) uint8, captions) with swapped-colour copies as hard negatives."""
+    """(images (B, 64, 64, 3) uint8, captions, true (B, B) bool: caption j names only objects of image i),
+    with swapped-colour copies as hard negatives."""
     n_swapped = int(round(size * swap_share))
     scenes = [random_scene(rng) for _ in range(size - n_swapped)]
-    images, captions, subsets = [], [], []
+    images, captions, subsets, named, present = [], [], [], [], []
     for scene in scenes:
         n = len(scene.objects)
         subset = rng.choice(n, size=int(rng.integers(1, n + 1)), replace=False)
         images.append(scene.image)
         captions.append(caption([scene.objects[i] for i in subset]))
         subsets.append(subset)
+        named.append({scene.objects[i].name for i in subset})
+        present.append({o.name for o in scene.objects})
     multi = [i for i, s in enumerate(scenes) if len(s.objects) > 1]
     for j in rng.choice(multi, size=n_swapped, replace=len(multi) < n_swapped):
         swapped = render(swap_colours(scenes[j].objects, rng), rng)
         images.append(swapped.image)
         captions.append(caption([swapped.objects[i] for i in subsets[j]]))
-    return np.stack(images), captions
+        named.append({swapped.objects[i].name for i in subsets[j]})
+        present.append({o.name for o in swapped.objects})
+    true = np.array([[n <= p for n in named] for p in present])  # (B images, B captions)
+    return np.stack(images), captions, true
 
 
-def evaluate(model, tokenizer, processor, seed: int = 99, n: int = 300) -> dict:
+class ClipRun:
+    """transformers CLIPModel, CLIP's own contrastive loss (the labels are the diagonal)."""
+
+    def __init__(self):
+        self.tokenizer = word_tokenizer(VOCABULARY)
+        self.processor = CLIPImageProcessor(size={"shortest_edge": SIZE}, crop_size={"height": SIZE, "width": SIZE})
+        self.model = CLIPModel(shapes_config(self.tokenizer)).train()
+
+    def loss(self, images: np.ndarray, captions: list[str], true: np.ndarray) -> torch.Tensor:
+        pixels = self.processor(images=list(images), return_tensors="pt")["pixel_values"]
+        tokens = self.tokenizer(captions, padding=True, return_tensors="pt")
+        return self.model(pixel_values=pixels, **tokens, return_loss=True).loss
+
+    def save(self, out: Path) -> Callable:
+        self.model.eval()
+        self.model.save_pretrained(out, safe_serialization=True)
+        self.tokenizer.save_pretrained(out)
+        self.processor.save_pretrained(out)
+        return hf_embedders(self.model, self.tokenizer, self.processor, {"padding": True})
+
+
+class SiglipRun:
+    """transformers SiglipModel, SigLIP's sigmoid loss over every image-caption pair of the batch."""
+
+    def __init__(self):
+        from transformers import SiglipImageProcessor, SiglipModel, SiglipProcessor
+
+        self.tokenizer = word_tokenizer(VOCABULARY, model_max_length=CONTEXT, model_input_names=["input_ids"])
+        # squash to a square, no crop: the model sees the whole image (SigLIP's processor does this)
+        image_processor = SiglipImageProcessor(size={"height": SIZE, "width": SIZE})
+        self.processor = SiglipProcessor(image_processor=image_processor, tokenizer=self.tokenizer)
+        self.model = SiglipModel(siglip_config(self.tokenizer)).train()
+        with torch.no_grad():  # the paper's initialisation; SiglipModel's own zeroes both
+            self.model.logit_scale.fill_(math.log(10.0))
+            self.model.logit_bias.fill_(-10.0)
+
+    def loss(self, images: np.ndarray, captions: list[str], true: np.ndarray) -> torch.Tensor:
+        inputs = self.processor(text=captions, images=list(images), padding="max_length", truncation=True,
+                                return_tensors="pt")
+        logits = self.model(**inputs).logits_per_image  # (B images, B captions): t·cos + b
+        signs = torch.from_numpy(true).float() * 2 - 1  # +1 for a true pair, -1 otherwise
+        return -F.logsigmoid(signs * logits).sum(dim=1).mean()
+
+    def save(self, out: Path) -> Callable:
+        from transformers import AutoProcessor, SiglipModel
+
+        self.model.eval()
+        self.model.save_pretrained(out, safe_serialization=True)
+        self.processor.save_pretrained(out)
+        model = SiglipModel.from_pretrained(out).eval()  # evaluate what was saved, loaded as users load it
+        processor = AutoProcessor.from_pretrained(out)
+        return hf_embedders(model, processor.tokenizer, processor.image_processor, {"padding": "max_length"})
+
+
+class ResNetRun:
+    """open_clip CLIP with a ModifiedResNet image tower, CLIP's contrastive loss."""
+
+    def __init__(self):
+        import open_clip
+        from open_clip.transform import PreprocessCfg, image_transform_v2
+
+        self.model_cfg = rn_model_cfg()
+        self.preprocess_cfg = {**vars(PreprocessCfg(size=RN_IMAGE_SIZE)), "resize_mode": "shortest"}
+        self.model = open_clip.CLIP(**self.model_cfg).train()
+        self.transform = image_transform_v2(PreprocessCfg(**self.preprocess_cfg), is_train=False)
+        self.tokenizer = open_clip.SimpleTokenizer(context_length=CONTEXT)
+
+    def pixels(self, images: np.ndarray) -> torch.Tensor:
+        from PIL import Image
+
+        return torch.stack([self.transform(Image.fromarray(im)) for im in images])  # (B, 3, 128, 128)
+
+    def loss(self, images: np.ndarray, captions: list[str], true: np.ndarray) -> torch.Tensor:
+        img, txt, scale = self.model(self.pixels(images), self.tokenizer(captions))  # normalised features
+        logits = scale * img @ txt.T  # (B, B)
+        labels = torch.arange(len(captions))
+        return (F.cross_entropy(logits, labels) + F.cross_entropy(logits.T, labels)) / 2
+
+    def save(self, out: Path) -> Callable:
+        import open_clip
+        from safetensors.torch import save_file
+
+        self.model.eval()
+        out.mkdir(parents=True, exist_ok=True)
+        config = {"model_cfg": self.model_cfg, "preprocess_cfg": self.preprocess_cfg}
+        (out / "open_clip_config.json").write_text(json.dumps(config, indent=2) + "\n")
+        state = {k: v.contiguous() for k, v in self.model.state_dict().items()}
+        save_file(state, str(out / "open_clip_model.safetensors"))
+        # evaluate what was saved, loaded the way open_clip users load a local directory
+        model, _, preprocess = open_clip.create_model_and_transforms(f"local-dir:{out}")
+        tokenizer = open_clip.get_tokenizer(f"local-dir:{out}")
+        model.eval()
+
+        def text(prompts):
+            return F.normalize(model.encode_text(tokenizer(prompts)), dim=-1)
+
+        def image(im):
+            from PIL import Image
+
+            return F.normalize(model.encode_image(preprocess(Image.fromarray(im))[None]), dim=-1)[0]
+        return text, image
+
+
+def hf_embedders(model, tokenizer, image_processor, padding: dict) -> tuple[Callable, Callable]:
+    """Normalised text and image embeddings of a transformers CLIP or SigLIP model."""
+    def text(prompts):
+        tokens = tokenizer(prompts, return_tensors="pt", **padding)
+        return F.normalize(model.get_text_features(**tokens).pooler_output, dim=-1)
+
+    def image(im):
+        pixels = image_processor(images=im, return_tensors="pt")["pixel_values"]
+        return F.normalize(model.get_image_features(pixel_values=pixels).pooler_output, dim=-1)[0]
+    return text, image
+
+
+def evaluate(text_features: Callable, image_features: Callable, seed: int = 99, n: int = 300) -> dict:
     """Zero-shot accuracy (top prompt names an object in the scene) and colour–shape binding
-    (the true 'colour shape' beats the same shape with another present object's colour)."""
+    (the true 'colour shape' beats the same shape with another present object's colour) on n
+    held-out scenes (their seed is not the training seed)."""
     rng = np.random.default_rng(seed)
     all_objects = [ShapeObject(s, c, (0, 0), 0) for c in COLOURS for s in SHAPES]
     prompts = [object_prompt(o) for o in all_objects]
-    tokens = tokenizer(prompts, padding=True, return_tensors="pt")
     hits = binding_hits = binding_total = 0
-    model.eval()
     with torch.no_grad():
-        text = model.get_text_features(**tokens).pooler_output
-        text = text / text.norm(dim=-1, keepdim=True)
+        text = text_features(prompts)  # (P, D)
         for _ in range(n):
             scene = random_scene(rng)
-            pixels = processor(images=scene.image, return_tensors="pt")["pixel_values"]
-            img = model.get_image_features(pixel_values=pixels).pooler_output
-            sims = (img / img.norm(dim=-1, keepdim=True) @ text.T)[0]
+            sims = text @ image_features(scene.image)  # (P,)
             present = {o.name for o in scene.objects}
             hits += all_objects[int(sims.argmax())].name in present
             for a in scene.objects:
@@ -90,37 +257,47 @@ def evaluate(model, tokenizer, processor, seed: int = 99, n: int = 300) -> dict:
                     ib = prompts.index(f"a photo of a {wrong}.")
                     binding_hits += bool(sims[ia] > sims[ib])
                     binding_total += 1
-    model.train()
     return {"zero_shot": hits / n, "binding": binding_hits / max(1, binding_total)}
+
+
+def optimizer(model: torch.nn.Module, family: str, lr: float) -> torch.optim.Optimizer:
+    """AdamW; for the new families without weight decay on the temperature, bias, norms and biases
+    (as open_clip trains). The CLIP keeps its original recipe, so its weights stay reproducible."""
+    if family == "clip":
+        return torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.05)
+    decay = [p for n, p in model.named_parameters() if p.ndim >= 2 and "logit" not in n]
+    rest = [p for n, p in model.named_parameters() if not (p.ndim >= 2 and "logit" not in n)]
+    return torch.optim.AdamW([{"params": decay, "weight_decay": 0.05}, {"params": rest, "weight_decay": 0.0}], lr=lr)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--steps", type=int, default=1800)
-    parser.add_argument("--batch", type=int, default=128)
-    parser.add_argument("--lr", type=float, default=1e-3)
-    parser.add_argument("--warmup", type=int, default=100)
+    parser.add_argument("--family", choices=FAMILIES, default="clip")
+    parser.add_argument("--steps", type=int, help="default: clip 1800, siglip 1300, rn 1000")
+    parser.add_argument("--batch", type=int)
+    parser.add_argument("--lr", type=float)
+    parser.add_argument("--warmup", type=int)
     parser.add_argument("--swap-share", type=float, default=0.3)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--out", type=Path, default=ROOT / "assets" / "shapes-clip")
+    parser.add_argument("--out", type=Path, help="default: assets/shapes-clip, shapes-siglip or shapes-rn")
     args = parser.parse_args()
+    for key, value in FAMILIES[args.family].items():
+        if getattr(args, key) is None:
+            setattr(args, key, value)
 
     torch.manual_seed(args.seed)
     rng = np.random.default_rng(args.seed)
-    tokenizer = word_tokenizer(VOCABULARY)
-    processor = CLIPImageProcessor(size={"shortest_edge": SIZE}, crop_size={"height": SIZE, "width": SIZE})
-    model = CLIPModel(shapes_config(tokenizer)).train()
+    run = {"clip": ClipRun, "siglip": SiglipRun, "rn": ResNetRun}[args.family]()
+    model = run.model
     n_params = sum(p.numel() for p in model.parameters())
-    opt = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=0.05)
+    opt = optimizer(model, args.family, args.lr)
     schedule = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / args.warmup) * 0.5 * (
         1 + math.cos(math.pi * min(1.0, s / args.steps))))
     start = time.time()
-    print(f"training {n_params / 1e6:.2f} M parameters for {args.steps} steps", flush=True)
+    print(f"training a {args.family} of {n_params / 1e6:.2f} M parameters for {args.steps} steps", flush=True)
     for step in range(1, args.steps + 1):
-        images, captions = make_batch(rng, args.batch, args.swap_share)
-        pixels = processor(images=list(images), return_tensors="pt")["pixel_values"]
-        tokens = tokenizer(captions, padding=True, return_tensors="pt")
-        loss = model(pixel_values=pixels, **tokens, return_loss=True).loss
+        images, captions, true = make_batch(rng, args.batch, args.swap_share)
+        loss = run.loss(images, captions, true)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -129,15 +306,18 @@ def main() -> None:
         if step % 100 == 0 or step == args.steps:
             print(f"step {step:5d}  loss {loss.item():.3f}  lr {schedule.get_last_lr()[0]:.2e}  "
                   f"{time.time() - start:.0f} s", flush=True)
-    metrics = evaluate(model, tokenizer, processor)
+    seconds = round(time.time() - start)
+    if args.family == "clip":  # the CLIP's record has always measured the model before saving
+        metrics = evaluate(*hf_embedders(model.eval(), run.tokenizer, run.processor, {"padding": True}))
+        run.save(args.out)
+    else:
+        metrics = evaluate(*run.save(args.out))
     print(f"zero-shot {metrics['zero_shot']:.3f}  binding {metrics['binding']:.3f}", flush=True)
-    model.eval()
-    model.save_pretrained(args.out, safe_serialization=True)
-    tokenizer.save_pretrained(args.out)
-    processor.save_pretrained(args.out)
     record = {**vars(args), "out": str(args.out.relative_to(ROOT)) if args.out.is_relative_to(ROOT) else str(args.out),
-              "parameters": n_params, "final_loss": loss.item(), "seconds": round(time.time() - start),
+              "parameters": n_params, "final_loss": loss.item(), "seconds": seconds,
               "torch": torch.__version__, **metrics}
+    if args.family == "siglip":
+        record.update(logit_scale=model.logit_scale.exp().item(), logit_bias=model.logit_bias.item())
     (args.out / "training.json").write_text(json.dumps(record, indent=2) + "\n")
 
 

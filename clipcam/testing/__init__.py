@@ -18,38 +18,60 @@ from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel, CLIPTokenize
 
 BOS, EOS = "<|startoftext|>", "<|endoftext|>"
 
-#: Words the test tokenizer knows as whole tokens; anything else is spelled letter by letter.
+#: Words the test tokenizer knows as one token each; anything else is spelled in pieces, letters at worst.
 DEFAULT_WORDS = (
     "a photo of an the and cat dog astronaut flag space shuttle helmet cup coffee spoon wooden table "
     "rocket red green blue yellow circle square triangle with image"
 ).split()
 
 
-def word_tokenizer(words: Iterable[str] = DEFAULT_WORDS) -> CLIPTokenizer:
-    """A CLIP BPE tokenizer whose merges spell out ``words`` as single tokens.
+def _segment(word: str, ranks: dict[tuple[str, str], int]) -> list[str]:
+    """CLIP's BPE on one lower-case word: merge the lowest-ranked adjacent pair until none applies."""
+    parts = list(word[:-1]) + [word[-1] + "</w>"]
+    while len(parts) > 1:
+        pair = min(zip(parts, parts[1:]), key=lambda p: ranks.get(p, len(ranks)))
+        if pair not in ranks:
+            break
+        merged, i = [], 0
+        while i < len(parts):
+            if i < len(parts) - 1 and (parts[i], parts[i + 1]) == pair:
+                merged.append(parts[i] + parts[i + 1])
+                i += 2
+            else:
+                merged.append(parts[i])
+                i += 1
+        parts = merged
+    return parts
+
+
+def word_tokenizer(words: Iterable[str] = DEFAULT_WORDS, **kwargs) -> CLIPTokenizer:
+    """A CLIP BPE tokenizer that knows each of ``words`` as one token.
 
     Every lower-case letter, digit and punctuation mark is a token too (with and without the
     end-of-word marker), so any ASCII text tokenizes; ``<|endoftext|>`` is the unknown token,
     as in CLIP. The special tokens come last, so ids stay below a config's vocab_size.
+    ``kwargs`` go to ``CLIPTokenizer`` (for SigLIP: ``model_max_length``, ``model_input_names``).
+
+    Why the merges are appended the way they are: BPE always applies the lowest-ranked merge that
+    fits, so a merge learned for one word ("r e" for "red") can pre-empt the chain another word
+    needs ("g r", "gr e", ... for "green") and leave it in pieces. So each word is segmented with
+    the merges so far, and merges of its leftover pieces are appended, left to right, until it is
+    one token. An appended merge ranks below every earlier one, so it never changes how an earlier
+    word (which never runs out of earlier merges before it is whole) is segmented.
     """
     symbols = list(string.ascii_lowercase + string.digits + string.punctuation)
     vocab: dict[str, int] = {}
     for sym in symbols:
         vocab.setdefault(sym, len(vocab))
         vocab.setdefault(sym + "</w>", len(vocab))
-    merges: list[tuple[str, str]] = []
+    ranks: dict[tuple[str, str], int] = {}
     for word in dict.fromkeys(w.lower() for w in words):
-        parts = list(word[:-1]) + [word[-1] + "</w>"]
-        left = parts[0]
-        for right in parts[1:]:
-            merged = left + right
-            if merged not in vocab:
-                vocab[merged] = len(vocab)
-                merges.append((left, right))
-            left = merged
+        while len(parts := _segment(word, ranks)) > 1:
+            ranks[(parts[0], parts[1])] = len(ranks)
+            vocab.setdefault(parts[0] + parts[1], len(vocab))
     vocab[BOS] = len(vocab)
     vocab[EOS] = len(vocab)
-    return CLIPTokenizer(vocab=vocab, merges=merges)
+    return CLIPTokenizer(vocab=vocab, merges=list(ranks), **kwargs)
 
 
 def tiny_config(

@@ -1,0 +1,87 @@
+"""The shapes-world SigLIP and ResNet CLIP (tools/train_shapes.py --family siglip / rn), loaded through
+each family's own loader exactly as a hub model of that family is, and still seeing the scenes."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from clipcam.eval.shapes import COLOURS, SHAPES, VOCABULARY, ShapeObject, evaluation_set, object_prompt, render
+
+ASSETS = Path(__file__).resolve().parents[1] / "assets"
+SIGLIP_DIR, RN_DIR = ASSETS / "shapes-siglip", ASSETS / "shapes-rn"
+OBJECTS = [ShapeObject(s, c, (0, 0), 0) for c in COLOURS for s in SHAPES]
+PROMPTS = [object_prompt(o) for o in OBJECTS]
+SCENES = evaluation_set(40, seed=7)  # not the training stream (seed 0) nor training.json's held-out set (99)
+
+
+def zero_shot(similarities: torch.Tensor) -> float:
+    """Share of SCENES whose top prompt (of all 12 objects) names an object in the scene."""
+    top = similarities.argmax(dim=1)  # (scenes,)
+    return float(np.mean([OBJECTS[int(t)].name in {o.name for o in s.objects} for t, s in zip(top, SCENES)]))
+
+
+def two_objects():
+    return render((ShapeObject("circle", "red", (16, 18), 11), ShapeObject("square", "blue", (46, 44), 11)),
+                  np.random.default_rng(0)).image
+
+
+@pytest.mark.skipif(not (SIGLIP_DIR / "model.safetensors").exists(), reason="the shapes SigLIP is not shipped")
+def test_shapes_siglip_loads_as_siglip_and_sees_the_scenes():
+    from transformers import AutoProcessor, SiglipModel
+
+    model = SiglipModel.from_pretrained(SIGLIP_DIR).eval()
+    processor = AutoProcessor.from_pretrained(SIGLIP_DIR)
+    assert model.config.vision_config.vision_use_head, "SigLIP reads the image through its attention-pooling head"
+    assert processor.image_processor.size == {"height": 64, "width": 64}  # a squash, no crop
+    assert not getattr(processor.image_processor, "do_center_crop", False)
+    record = json.loads((SIGLIP_DIR / "training.json").read_text())
+    assert record["family"] == "siglip" and record["zero_shot"] >= 0.9 and record["binding"] >= 0.9
+
+    tokens = processor(text=PROMPTS, padding="max_length", return_tensors="pt")
+    assert set(tokens) == {"input_ids"} and tokens["input_ids"].shape == (12, model.config.text_config.max_position_embeddings)
+    assert all(len(processor.tokenizer.tokenize(w)) == 1 for w in VOCABULARY)
+    with torch.no_grad():
+        out = model(**processor(text=PROMPTS, images=[s.image for s in SCENES], padding="max_length",
+                                return_tensors="pt"))
+        assert zero_shot(out.logits_per_image) >= 0.9
+        # sigmoid scores: the objects in the picture are likely, a colour-swapped one is not
+        pair = model(**processor(text=["a photo of a red circle.", "a photo of a blue circle.",
+                                       "a photo of a blue square.", "a photo of a red square."],
+                                 images=[two_objects()], padding="max_length", return_tensors="pt"))
+    probs = torch.sigmoid(pair.logits_per_image[0])
+    assert probs[0] > 0.5 and probs[2] > 0.5 and probs[1] < 0.5 and probs[3] < 0.5, probs
+
+
+@pytest.mark.skipif(not (RN_DIR / "open_clip_model.safetensors").exists(), reason="the shapes ResNet is not shipped")
+def test_shapes_resnet_loads_as_an_open_clip_local_dir_and_sees_the_scenes():
+    import open_clip
+    from open_clip.modified_resnet import ModifiedResNet
+    from PIL import Image
+
+    model, _, preprocess = open_clip.create_model_and_transforms(f"local-dir:{RN_DIR}")
+    tokenizer = open_clip.get_tokenizer(f"local-dir:{RN_DIR}")
+    model.eval()
+    assert isinstance(model.visual, ModifiedResNet)
+    record = json.loads((RN_DIR / "training.json").read_text())
+    assert record["family"] == "rn" and record["zero_shot"] >= 0.9 and record["binding"] >= 0.9
+    assert all(len(tokenizer.encode(w)) == 1 for w in VOCABULARY)  # open_clip's own CLIP BPE
+
+    pixels = torch.stack([preprocess(Image.fromarray(s.image)) for s in SCENES])
+    assert pixels.shape[-2:] == (128, 128)
+    with torch.no_grad():
+        grid = model.visual.layer4(model.visual.layer3(model.visual.layer2(model.visual.layer1(
+            model.visual.stem(pixels[:1])))))
+        assert grid.shape[-2:] == (4, 4)  # layer4's grid, where the classic ResNet CLIP Grad-CAM reads
+        text = F.normalize(model.encode_text(tokenizer(PROMPTS)), dim=-1)
+        image = F.normalize(model.encode_image(pixels), dim=-1)
+        assert zero_shot(image @ text.T) >= 0.9
+        sims = F.normalize(model.encode_image(preprocess(Image.fromarray(two_objects()))[None]), dim=-1) @ text.T
+    idx = {p: i for i, p in enumerate(PROMPTS)}
+    assert sims[0, idx["a photo of a red circle."]] > sims[0, idx["a photo of a blue circle."]]
+    assert sims[0, idx["a photo of a blue square."]] > sims[0, idx["a photo of a red square."]]

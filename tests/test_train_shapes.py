@@ -1,0 +1,89 @@
+"""tools/train_shapes.py: the batch's positive pairs, and each family's loss against the library's own.
+
+Training itself is not part of the tests (minutes to half an hour); what it optimises is.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+TOOL = Path(__file__).resolve().parents[1] / "tools" / "train_shapes.py"
+
+
+@pytest.fixture(scope="module")
+def tool():
+    spec = importlib.util.spec_from_file_location("train_shapes", TOOL)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_a_pair_is_positive_exactly_when_the_caption_names_only_objects_in_the_image(tool):
+    images, captions, true = tool.make_batch(np.random.default_rng(3), 40, 0.3)
+    assert images.shape == (40, 64, 64, 3) and len(captions) == 40 and true.shape == (40, 40)
+    assert true.diagonal().all()
+    words = "red green blue yellow circle square triangle".split()
+    for i in range(40):
+        for j in range(40):
+            # an independent reading of the caption: colour-shape word pairs
+            toks = captions[j].replace(",", " ").replace(".", " ").split()
+            named = {f"{a} {b}" for a, b in zip(toks, toks[1:]) if a in words[:4] and b in words[4:]}
+            assert named, captions[j]
+            # the image's objects by colour: every named object must be drawn with its colour somewhere
+            assert true[i, j] == (named <= present_names(images[i]))
+    assert not true.all() and true.sum() > 40  # some captions are true of other images too
+
+
+def present_names(image: np.ndarray) -> set[str]:
+    """Which 'colour shape' objects an image shows, read from its pixels (no scene record)."""
+    from clipcam.eval.shapes import COLOURS
+
+    names = set()
+    for colour, rgb in COLOURS.items():
+        mask = (np.abs(image.astype(int) - rgb).sum(axis=-1) == 0)
+        if mask.sum() < 20:
+            continue
+        ys, xs = np.nonzero(mask)
+        fill = mask.sum() / ((np.ptp(ys) + 1) * (np.ptp(xs) + 1))  # share of the bounding box it fills
+        shape = "square" if fill > 0.9 else "circle" if fill > 0.6 else "triangle"  # 1, ≥ 0.66, ≈ 0.5
+        names.add(f"{colour} {shape}")
+    return names
+
+
+def test_siglip_loss_is_the_papers_sigmoid_loss(tool):
+    """With positives on the diagonal only, the loss equals transformers' own SigLIP loss; with more
+    positives, it equals open_clip's SigLipLoss formula with those labels; t' and b start at log 10, -10."""
+    torch.manual_seed(0)
+    run = tool.SiglipRun()
+    assert run.model.logit_scale.item() == pytest.approx(np.log(10)) and run.model.logit_bias.item() == -10
+    images, captions, true = tool.make_batch(np.random.default_rng(1), 6, 0.3)
+    inputs = run.processor(text=captions, images=list(images), padding="max_length", return_tensors="pt")
+    assert set(inputs) == {"input_ids", "pixel_values"} and inputs["input_ids"].shape[1] == tool.CONTEXT
+    with torch.no_grad():
+        hf = run.model(**inputs, return_loss=True)
+        ours_eye = run.loss(images, captions, np.eye(6, dtype=bool))
+        ours = run.loss(images, captions, true)
+    torch.testing.assert_close(ours_eye, hf.loss)
+    labels = torch.from_numpy(true).float() * 2 - 1
+    expected = -torch.nn.functional.logsigmoid(labels * hf.logits_per_image).sum() / 6  # open_clip's _loss
+    torch.testing.assert_close(ours, expected)
+
+
+def test_resnet_loss_is_clips_contrastive_loss(tool):
+    import open_clip
+
+    torch.manual_seed(0)
+    run = tool.ResNetRun()
+    run.model.eval()  # BatchNorm on running statistics, so both passes see the same features
+    images, captions, true = tool.make_batch(np.random.default_rng(1), 6, 0.3)
+    with torch.no_grad():
+        ours = run.loss(images, captions, true)
+        img, txt, scale = run.model(run.pixels(images), run.tokenizer(captions))
+        expected = open_clip.ClipLoss()(img, txt, scale)
+    torch.testing.assert_close(ours, expected)
+    assert run.pixels(images[:1]).shape == (1, 3, tool.RN_IMAGE_SIZE, tool.RN_IMAGE_SIZE)
