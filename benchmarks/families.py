@@ -1,12 +1,14 @@
 """Speed of every model family through its adapter, and of Hugging Face CLIP before and after the
 adapters, measured side by side in one run.
 
-    python benchmarks/families.py                      # SigLIP base, RN50, open_clip ViT-B/32, base before/after
+    python benchmarks/families.py                      # SigLIP base, SigLIP 2 NaFlex base, RN50, open_clip ViT-B/32, base before/after
+    python benchmarks/families.py --models siglip2     # only some of them
     python benchmarks/families.py --vit-h              # also open_clip's ViT-H/14 (4 GB of random weights)
     python benchmarks/families.py --before REV         # the "before" code: a git revision (default 8ec88e7)
 
 The real architectures are built with random weights (timing does not depend on their values):
-transformers' SiglipModel at google/siglip-base-patch16-224's sizes, and open_clip's own built-in
+transformers' SiglipModel at google/siglip-base-patch16-224's sizes, Siglip2Model at
+google/siglip2-base-patch16-naflex's (at most 256 patches of 16 px), and open_clip's own built-in
 configs RN50, ViT-B-32 and ViT-H-14, saved in each family's own format. Each row runs in its own
 process: a 640×480 image, K = 8 prompts, text embeddings cached (warm), median of the repeats.
 
@@ -29,6 +31,7 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+KINDS = ["base", "siglip", "siglip2", "rn50", "laion-b32"]
 PROMPTS = [
     "a photo of a cat.", "a photo of a dog.", "a photo of a dog and a cat.", "a cup of coffee.",
     "a spoon.", "a wooden table.", "a photo of an astronaut.", "a photo of a rocket.",
@@ -60,6 +63,18 @@ def build(kind: str, cache: Path) -> str:
             model.save_pretrained(path, safe_serialization=True)
             tok.save_pretrained(path)
             SiglipImageProcessor(size={"height": 224, "width": 224}).save_pretrained(path)
+        return str(path)
+    if kind == "siglip2":
+        from transformers import Siglip2Config, Siglip2ImageProcessor, Siglip2Model, Siglip2Processor
+
+        from clipcam.testing.families import gemma_word_tokenizer
+
+        if not (path / "model.safetensors").exists():
+            torch.manual_seed(0)
+            model = Siglip2Model(Siglip2Config()).eval()  # the defaults are siglip2-base-patch16-naflex's sizes
+            model.save_pretrained(path, safe_serialization=True)
+            processor = Siglip2ImageProcessor(patch_size=16, max_num_patches=256)
+            Siglip2Processor(image_processor=processor, tokenizer=gemma_word_tokenizer()).save_pretrained(path)
         return str(path)
     import open_clip
     from safetensors.torch import save_file
@@ -123,6 +138,8 @@ def child(source: str, code: str, repeats: int) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--vit-h", action="store_true", help="also time open_clip's ViT-H/14")
+    parser.add_argument("--models", nargs="+", default=None, choices=KINDS + ["vit-h"],
+                        help="time only these (default: all but vit-h)")
     parser.add_argument("--before", default="8ec88e7", help="git revision of the code before the adapters")
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--cache", type=Path, default=Path(tempfile.gettempdir()) / "clipcam-bench-families")
@@ -133,7 +150,7 @@ def main() -> None:
     if args.child:
         print(json.dumps(measure(args.child, args.code, args.repeats)))
         return
-    kinds = ["base", "siglip", "rn50", "laion-b32"] + (["vit-h"] if args.vit_h else [])
+    kinds = args.models or KINDS + (["vit-h"] if args.vit_h else [])
     sources = {kind: build(kind, args.cache) for kind in kinds}
     before = Path(tempfile.mkdtemp(prefix="clipcam-before-"))
     subprocess.run(["git", "-C", str(ROOT), "worktree", "add", "--detach", str(before), args.before],

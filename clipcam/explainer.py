@@ -121,6 +121,13 @@ def target_scores(logits: torch.Tensor, target: str) -> torch.Tensor:
     return logits
 
 
+def on_grid(tokens: torch.Tensor, grid: tuple[int, int], prefix: int) -> torch.Tensor:
+    """tokens (..., T, D) → the prefix and grid tokens (..., prefix + rows·cols, D). What follows
+    them is padding (SigLIP 2's NaFlex pads every image's patches to one count; the model masks
+    it out), which no method may see; for the other families this keeps every token."""
+    return tokens[..., :prefix + grid[0] * grid[1], :]
+
+
 def _stack_grids(maps: list[np.ndarray]) -> tuple[np.ndarray, int]:
     """Stack per-layer maps (K, rows, cols); layers of a CNN have different grids, so each is
     resampled (bilinear, cell centres aligned) onto the finest one. Returns (L, K, rows, cols) and
@@ -159,7 +166,8 @@ class Explainer:
 
     @property
     def grid(self) -> tuple[int, int]:
-        """(rows, cols) of the token grid (of the last stage for CNNs)."""
+        """(rows, cols) of the token grid (of the last stage for CNNs; of a square image for SigLIP 2
+        NaFlex, whose grid follows each image: see a result's ``geometry.grid``)."""
         return self.adapter.grid
 
     @property
@@ -197,9 +205,15 @@ class Explainer:
     # ----------------------------------------------------------------- inputs
     def prepare_image(self, image: object, layer: int | None = None
                       ) -> tuple[Image.Image, torch.Tensor, CropGeometry, list[str]]:
-        """Read the image and run the model's preprocessing: (rgb image, pixels (1, 3, S, S), geometry, notes)."""
+        """Read the image and run the model's preprocessing: (rgb image, the model's input (pixels
+        (1, 3, S, S) for most families), geometry, notes)."""
         rgb, notes = load_image(image)
         return rgb, self.adapter.preprocess(rgb), self.adapter.geometry(rgb.size, layer), notes
+
+    def grids(self, image_size: tuple[int, int], layers: Sequence[int]) -> dict[int, tuple[int, int]]:
+        """Each layer's token grid (rows, cols) for an image of ``image_size`` (W, H), read from the
+        preprocessing geometry: a CNN's grid changes with the stage, SigLIP 2 NaFlex's with the image."""
+        return {layer: self.adapter.geometry(image_size, layer).grid for layer in layers}
 
     def text_embeddings(self, prompts: Sequence[str]) -> tuple[torch.Tensor, tuple[str, ...]]:
         """Unit-norm text embeddings (K, P) for the prompts, cached per prompt list, and notes."""
@@ -214,8 +228,9 @@ class Explainer:
         """The logits (K,) of one image."""
         return self._batch_logits(pixels, text)[0]
 
-    def _sublayer_pass(self, pixels: torch.Tensor, text: torch.Tensor, layers: Sequence[int], sublayer: str,
-                       target: str, record: Method) -> tuple[np.ndarray, list[np.ndarray]]:
+    def _sublayer_pass(self, pixels: torch.Tensor, text: torch.Tensor, layers: Sequence[int],
+                       grids: dict[int, tuple[int, int]], sublayer: str, target: str, record: Method
+                       ) -> tuple[np.ndarray, list[np.ndarray]]:
         """One forward, one batched gradient: logits (K,) and raw maps (K, rows, cols) per layer."""
         adapter = self.adapter
         modules = [adapter.module(layer, sublayer) for layer in layers]
@@ -234,33 +249,40 @@ class Explainer:
         for layer, act, grad in zip(layers, acts, grads):
             if grad is None:
                 grad = torch.zeros((k, *act.shape), dtype=act.dtype, device=act.device)
-            tokens = adapter.tokens(act)[0]  # (T, D)
-            grad_tokens = adapter.tokens(grad.flatten(0, 1))  # (K, T, D): one image, so K·1 rows
-            maps.append(record.compute(tokens, grad_tokens, adapter.grid_at(layer), adapter.prefix))
+            grid = grids[layer]
+            tokens = on_grid(adapter.tokens(act)[0], grid, adapter.prefix)  # (T, D)
+            grad_tokens = on_grid(adapter.tokens(grad.flatten(0, 1)), grid, adapter.prefix)  # (K, T, D): K·1 rows
+            maps.append(record.compute(tokens, grad_tokens, grid, adapter.prefix))
         return logits.detach().float().cpu().numpy(), maps
 
-    def _masking_pass(self, pixels: torch.Tensor, text: torch.Tensor, layers: Sequence[int], sublayer: str,
-                      target: str, record: Method, progress: Progress | None) -> tuple[np.ndarray, list[np.ndarray]]:
-        """One forward to read the activations, then the masked forwards for each layer."""
+    def _masking_pass(self, pixels: torch.Tensor, text: torch.Tensor, layers: Sequence[int],
+                      grids: dict[int, tuple[int, int]], sublayer: str, target: str, record: Method,
+                      progress: Progress | None) -> tuple[np.ndarray, list[np.ndarray]]:
+        """One forward to read the activations, then the masked forwards for each layer (the
+        adapter multiplies its input by the masks)."""
         adapter = self.adapter
         modules = [adapter.module(layer, sublayer) for layer in layers]
         with capture_outputs([], values=modules) as acts, torch.no_grad():
             logits = self._logits(pixels, text)
-        tokens = [adapter.tokens(a)[0] for a in acts]  # (T, D) each
+        tokens = [on_grid(adapter.tokens(a)[0], grids[layer], adapter.prefix) for layer, a in zip(layers, acts)]
         total = sum(t.shape[-1] for t in tokens)
+        size = adapter.input_size(pixels)
+
+        def scores_of(masks: torch.Tensor) -> torch.Tensor:  # masks (B, 1, H, W) → target scores (B, K)
+            return target_scores(self._batch_logits(adapter.mask_inputs(pixels, masks), text), target)
+
         maps, done = [], 0
         for layer, act in zip(layers, tokens):
             report = None if progress is None else (lambda n, _, base=done: progress(base + n, total))
-            maps.append(record.compute(pixels, act, adapter.grid_at(layer),
-                                       lambda batch: target_scores(self._batch_logits(batch, text), target),
-                                       report, prefix=adapter.prefix))
+            maps.append(record.compute(size, act, grids[layer], scores_of, report, prefix=adapter.prefix))
             done += act.shape[-1]
         return logits.float().cpu().numpy(), maps
 
-    def _attention_pass(self, pixels: torch.Tensor, text: torch.Tensor, start: int, target: str, record: Method
-                        ) -> tuple[np.ndarray, list[np.ndarray]]:
+    def _attention_pass(self, pixels: torch.Tensor, text: torch.Tensor, start: int, grid: tuple[int, int],
+                        target: str, record: Method) -> tuple[np.ndarray, list[np.ndarray]]:
         """One forward and batched gradients: logits (K,) and the maps (K, rows, cols) of an
-        attention method for every start layer from ``start`` to the last."""
+        attention method for every start layer from ``start`` to the last. Padding tokens (NaFlex)
+        are dropped everywhere, also before a layer is read out, which is the model's own masking."""
         adapter = self.adapter
         sites = adapter.attention_sites(start)
         n = len(sites)
@@ -270,33 +292,36 @@ class Explainer:
         with capture_outputs([*(s.out for s in sites), *states], values=reads) as caught, torch.enable_grad():
             logits = self._logits(pixels, text)  # (K,)
             scores = target_scores(logits, target)
-            readouts = [adapter.layer_features(h) for h in caught[n:n + len(states)]]  # (features, head probs)
+            readouts = [adapter.layer_features(on_grid(h, grid, adapter.prefix))  # (features, head probs)
+                        for h in caught[n:n + len(states)]]
             layer_scores = [target_scores(adapter.logits(f, text)[0], target) for f, _ in readouts]
         out_acts, values = caught[:n], caught[n + len(states):]
         k = logits.shape[0]
         eye = torch.eye(k, dtype=logits.dtype, device=logits.device)
         pieces, at = [], 0
         for site in sites:
-            pieces.append(tuple(t.float() for t in site.split(values[at:at + len(site.reads)])))  # q, k, v (T, D)
+            pieces.append(tuple(on_grid(t.float(), grid, adapter.prefix)
+                                for t in site.split(values[at:at + len(site.reads)])))  # q, k, v (T, D)
             at += len(site.reads)
         layers = []
         if record.per_layer_score:  # each layer's own score, differentiated at its own attention only
             for site, out, score, (_, probs), (q, key, v) in zip(sites, out_acts, layer_scores, readouts, pieces):
                 wrt = probs if probs is not None else out
                 (grad,) = torch.autograd.grad(score, wrt, grad_outputs=eye, is_grads_batched=True, retain_graph=True)
+                grad = grad if probs is not None else on_grid(grad, grid, adapter.prefix)
                 layers.append(AttentionLayer(
                     grad_out=None if probs is not None else grad[:, 0].float(), out_weight=site.out_weight.float(),
                     q=q, k=key, v=v, heads=site.heads, head_grad=grad[:, 0].float() if probs is not None else None))
         else:
             grads = torch.autograd.grad(scores, out_acts, grad_outputs=eye, is_grads_batched=True)
-            layers = [AttentionLayer(grad_out=g[:, 0].float(), out_weight=site.out_weight.float(), q=q, k=key, v=v,
-                                     heads=site.heads)
+            layers = [AttentionLayer(grad_out=on_grid(g[:, 0].float(), grid, adapter.prefix),
+                                     out_weight=site.out_weight.float(), q=q, k=key, v=v, heads=site.heads)
                       for site, g, (q, key, v) in zip(sites, grads, pieces)]
-        maps = record.compute(layers, adapter.grid, adapter.prefix)
+        maps = record.compute(layers, grid, adapter.prefix)
         return logits.detach().float().cpu().numpy(), maps
 
-    def _single_head_pass(self, pixels: torch.Tensor, text: torch.Tensor, target: str, record: Method
-                          ) -> tuple[np.ndarray, np.ndarray]:
+    def _single_head_pass(self, pixels: torch.Tensor, text: torch.Tensor, grid: tuple[int, int], target: str,
+                          record: Method) -> tuple[np.ndarray, np.ndarray]:
         """Grad-ECLIP as its authors compute it: the last layer's attention replaced by one head over
         the full width (changing the model from there on), the gradient taken at that head's output.
         Returns the model's own logits (K,) and the map (K, rows, cols)."""
@@ -314,7 +339,7 @@ class Explainer:
             if threading.get_ident() != owner:
                 return None
             q, k, v = (t.float() for t in site.split(read))
-            heads = single_head(q, k, v)[None].to(pixels.dtype).requires_grad_(True)  # (1, T, D)
+            heads = single_head(q, k, v)[None].to(site.out_weight.dtype).requires_grad_(True)  # (1, T, D)
             leaf.append(heads)
             out = torch.nn.functional.linear(heads, site.out_weight, site.out_bias)
             return (out, *output[1:]) if isinstance(output, tuple) else out
@@ -332,23 +357,24 @@ class Explainer:
         (grad,) = torch.autograd.grad(scores, leaf[0], grad_outputs=eye, is_grads_batched=True)  # (K, 1, T, D)
         q, key, v = (t.float() for t in site.split(read))
         maps = record.compute(grad[:, 0].float(), q, key, v, site.out_weight.float(),
-                              None if site.out_bias is None else site.out_bias.float(), adapter.grid)
+                              None if site.out_bias is None else site.out_bias.float(), grid)
         with torch.no_grad():
             logits = self._logits(pixels, text)  # the model's own scores, unmodified
         return logits.float().cpu().numpy(), maps
 
-    def _run(self, pixels: torch.Tensor, text: torch.Tensor, layers: Sequence[int], sublayer: str, target: str,
-             record: Method, progress: Progress | None) -> tuple[np.ndarray, list[np.ndarray]]:
-        """Dispatch on how the method reads the model: (logits (K,), one (K, rows, cols) map per layer)."""
+    def _run(self, pixels: torch.Tensor, text: torch.Tensor, layers: Sequence[int], grids: dict[int, tuple[int, int]],
+             sublayer: str, target: str, record: Method, progress: Progress | None) -> tuple[np.ndarray, list[np.ndarray]]:
+        """Dispatch on how the method reads the model: (logits (K,), one (K, rows, cols) map per layer
+        on that layer's grid, ``grids``)."""
         if record.single_head:  # always the last layer: the same map whatever layer is chosen
-            logits, maps = self._single_head_pass(pixels, text, target, record)
+            logits, maps = self._single_head_pass(pixels, text, grids[layers[0]], target, record)
             return logits, [maps for _ in layers]
-        if record.reads == "attention":  # one pass gives the maps for every start layer
-            logits, per_start = self._attention_pass(pixels, text, min(layers), target, record)
+        if record.reads == "attention":  # one pass gives the maps for every start layer (a ViT: one grid)
+            logits, per_start = self._attention_pass(pixels, text, min(layers), grids[min(layers)], target, record)
             return logits, [per_start[layer - min(layers)] for layer in layers]
         if record.reads == "masking":
-            return self._masking_pass(pixels, text, layers, sublayer, target, record, progress)
-        return self._sublayer_pass(pixels, text, layers, sublayer, target, record)
+            return self._masking_pass(pixels, text, layers, grids, sublayer, target, record, progress)
+        return self._sublayer_pass(pixels, text, layers, grids, sublayer, target, record)
 
     def _dead(self, record: Method, layer: int, sublayer: str) -> str | None:
         """Only gradient methods on a sublayer are blind to a sublayer that cannot reach the score."""
@@ -386,7 +412,7 @@ class Explainer:
         words_layer = self._check_words(words, words_layer)
         rgb, pixels, geometry, notes = self.prepare_image(image, layer)
         text, text_notes = self.text_embeddings(prompts)
-        logits, (maps,) = self._run(pixels, text, [layer], sublayer, target, record, progress)
+        logits, (maps,) = self._run(pixels, text, [layer], {layer: geometry.grid}, sublayer, target, record, progress)
         relevance = self._words(pixels, prompts, target, words, words_layer)
         reason = self._dead(record, layer, sublayer)
         if record.reads == "attention":
@@ -430,7 +456,7 @@ class Explainer:
         words_layer = self._check_words(words, words_layer)
         rgb, pixels, _, notes = self.prepare_image(image)
         text, text_notes = self.text_embeddings(prompts)
-        logits, maps = self._run(pixels, text, chosen, sublayer, target, record, progress)
+        logits, maps = self._run(pixels, text, chosen, self.grids(rgb.size, chosen), sublayer, target, record, progress)
         relevance = self._words(pixels, prompts, target, words, words_layer)
         stacked, kept = _stack_grids(maps)
         notes.extend(self._notes(record, prompts, target))

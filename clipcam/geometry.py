@@ -4,10 +4,15 @@ CLIP's processor resizes the image (short side to 224 for the OpenAI models) and
 it. Each heatmap lives on the crop's token grid; to draw it on the user's own image we invert
 exactly that resize and crop, read from the processor's settings, so that a heatmap cell lands
 on the very pixels the model saw. Pixels outside the crop were never seen: they get NaN.
+
+SigLIP 2's variable-resolution (NaFlex) processor crops nothing: it squashes the whole image to a
+size of its own (``naflex_size``), each side a multiple of the patch size, the aspect ratio kept as
+closely as the patch budget allows, so the grid differs from image to image.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import cv2
@@ -20,6 +25,30 @@ def size_setting(obj: object, key: str) -> int | None:
         return None
     value = obj.get(key) if isinstance(obj, dict) else getattr(obj, key, None)
     return int(value) if value is not None else None
+
+
+def naflex_size(image_size: tuple[int, int], patch_size: int, max_num_patches: int) -> tuple[int, int]:
+    """(W', H') that SigLIP 2's NaFlex processor resizes an image of ``image_size`` (W, H) to.
+
+    The largest scale s at which ceil(s·H / p) · ceil(s·W / p) ≤ max_num_patches, each side
+    rounded up to a multiple of the patch size p and at least one patch; s is found by the same
+    bisection over [1e-6, 100] to 1e-5 as transformers' get_image_size_for_max_num_patches, so
+    the result is the processor's to the last pixel. The image is squashed to (W', H'), never
+    cropped, and seen as a grid of (H' / p, W' / p) patches.
+    """
+    width, height = image_size
+
+    def side(scale: float, size: int) -> int:
+        return max(patch_size, math.ceil(size * scale / patch_size) * patch_size)
+
+    low, high = 1e-6, 100.0
+    while high - low >= 1e-5:
+        mid = (low + high) / 2
+        if (side(mid, height) / patch_size) * (side(mid, width) / patch_size) <= max_num_patches:
+            low = mid
+        else:
+            high = mid
+    return side(low, width), side(low, height)
 
 
 @dataclass(frozen=True)
@@ -63,6 +92,13 @@ class CropGeometry:
             left = -((crop_w - new_w) // 2) if crop_w > new_w else int((new_w - crop_w) / 2.0)
             top = -((crop_h - new_h) // 2) if crop_h > new_h else int((new_h - crop_h) / 2.0)
         return cls((width, height), (new_w, new_h), (left, top), (crop_w, crop_h), grid)
+
+    @classmethod
+    def naflex(cls, image_size: tuple[int, int], patch_size: int, max_num_patches: int) -> "CropGeometry":
+        """SigLIP 2's NaFlex preprocessing: the whole image squashed to ``naflex_size``, no crop;
+        the grid is (H' / p, W' / p), this image's own."""
+        new_w, new_h = naflex_size(image_size, patch_size, max_num_patches)
+        return cls(tuple(image_size), (new_w, new_h), (0, 0), (new_w, new_h), (new_h // patch_size, new_w // patch_size))
 
     def crop_box(self) -> tuple[float, float, float, float]:
         """The crop as (left, top, right, bottom) in the original image's pixel coordinates."""

@@ -114,3 +114,67 @@ def evaluation_set(n: int = 300, seed: int = 2024) -> list[Scene]:
     """The fixed, seeded evaluation scenes of the quality benchmark: 2–3 objects each."""
     rng = np.random.default_rng(seed)
     return [random_scene(rng, 2, 3) for _ in range(n)]
+
+
+# ----------------------------------------------------------------------------- harder scenes
+#: Radii of the harder scenes' objects: down to 4 px (small objects; the easy scenes use 7–13).
+HARD_RADII = (4, 13)
+#: The least share of an object's own pixels that stays visible when later objects overlap it.
+MIN_VISIBLE = 0.5
+
+
+def visible_masks(objects: tuple[ShapeObject, ...]) -> np.ndarray:
+    """(n, SIZE, SIZE) bool: each object's pixels that no later-drawn object covers (later ones lie on top)."""
+    full = np.zeros((len(objects), SIZE, SIZE), dtype=np.uint8)
+    for i, obj in enumerate(objects):
+        _draw(full[i], obj, (1,))
+    full = full.astype(bool)
+    covered = np.zeros((SIZE, SIZE), bool)
+    visible = np.zeros_like(full)
+    for i in range(len(objects) - 1, -1, -1):
+        visible[i] = full[i] & ~covered
+        covered |= full[i]
+    return visible
+
+
+def sample_hard_objects(rng: np.random.Generator, n: int) -> tuple[ShapeObject, ...]:
+    """n objects with distinct names (colour + shape) but shared colours and shapes (distractors),
+    sizes from 4 px, and overlaps that leave each object at least MIN_VISIBLE of its pixels.
+
+    The first two objects share a colour and the first and third share a shape, so every scene has
+    a same-colour and a same-shape distractor; the rest are drawn at random among unused names.
+    """
+    names = [(str(c), str(s)) for c in COLOURS for s in SHAPES]
+    first = names[int(rng.integers(len(names)))]
+    same_colour = [x for x in names if x[0] == first[0] and x != first]
+    second = same_colour[int(rng.integers(len(same_colour)))]
+    same_shape = [x for x in names if x[1] == first[1] and x[0] not in (first[0], second[0])]
+    chosen = [first, second, same_shape[int(rng.integers(len(same_shape)))]]
+    rest = [x for x in names if x not in chosen]
+    chosen += [rest[i] for i in rng.choice(len(rest), size=n - 3, replace=False)]
+    order = rng.permutation(n)  # which of them is drawn on top is random too
+    placed: list[ShapeObject] = []
+    for colour, shape in (chosen[i] for i in order):
+        for _ in range(400):
+            r = int(rng.integers(HARD_RADII[0], HARD_RADII[1] + 1))
+            x, y = (int(v) for v in rng.integers(r + 1, SIZE - r - 1, size=2))
+            candidate = (*placed, ShapeObject(shape, colour, (x, y), r))
+            own = np.array([visible_masks((o,))[0].sum() for o in candidate])  # each alone, unoccluded
+            if (visible_masks(candidate).sum(axis=(1, 2)) >= MIN_VISIBLE * own).all():
+                placed.append(candidate[-1])
+                break
+    return tuple(placed)
+
+
+def hard_scene(rng: np.random.Generator, min_objects: int = 4, max_objects: int = 6) -> Scene:
+    """A seeded harder scene: 4–6 objects with same-colour and same-shape distractors, small objects
+    and partial occlusion; masks are each object's visible pixels (they never overlap)."""
+    objects = sample_hard_objects(rng, int(rng.integers(min_objects, max_objects + 1)))
+    scene = render(objects, rng)
+    return Scene(scene.image, objects, visible_masks(objects))
+
+
+def hard_evaluation_set(n: int = 300, seed: int = 2025) -> list[Scene]:
+    """The fixed, seeded harder evaluation scenes (4–6 objects each)."""
+    rng = np.random.default_rng(seed)
+    return [hard_scene(rng) for _ in range(n)]

@@ -27,17 +27,17 @@ BATCH_SIZE = 32
 
 def channel_masks(activations: torch.Tensor, grid: tuple[int, int], size: tuple[int, int],
                   prefix: int = 1) -> torch.Tensor:
-    """activations (P+N, D), prefix tokens first → (D, 1, S, S) masks in [0, 1], one per channel."""
+    """activations (P+N, D), prefix tokens first → (D, 1, H, W) masks in [0, 1] of ``size`` (H, W), one per channel."""
     rows, cols = grid
     maps = activations[prefix:].float().T.reshape(1, -1, rows, cols)  # (1, D, rows, cols)
-    up = F.interpolate(maps, size=size, mode="bilinear", align_corners=True)[0]  # (D, S, S)
+    up = F.interpolate(maps, size=size, mode="bilinear", align_corners=True)[0]  # (D, H, W)
     low = up.amin(dim=(1, 2), keepdim=True)
     high = up.amax(dim=(1, 2), keepdim=True)
     return ((up - low) / (high - low + 1e-8))[:, None]  # the package's scaling, epsilon included
 
 
 def score_cam_maps(
-    pixels: torch.Tensor,
+    size: tuple[int, int],
     activations: torch.Tensor,
     grid: tuple[int, int],
     scores_of: Callable[[torch.Tensor], torch.Tensor],
@@ -47,17 +47,17 @@ def score_cam_maps(
 ) -> np.ndarray:
     """Score-CAM maps (K, rows, cols) float32, ≥ 0, not normalised.
 
-    pixels (1, 3, S, S): the model input; activations (P+N, D): the hooked output for it, prefix first;
-    scores_of: masked inputs (B, 3, S, S) → the K prompts' target scores (B, K);
-    progress(done, total) is called after every batch of forwards.
+    size (H, W): the model input's image size, where the masks are made; activations (P+N, D):
+    the hooked output for the image, prefix first; scores_of: masks (B, 1, H, W) in [0, 1] → the
+    K prompts' target scores (B, K) of the input multiplied by each mask (the adapter's
+    ``mask_inputs``); progress(done, total) is called after every batch of forwards.
     """
-    masks = channel_masks(activations, grid, tuple(pixels.shape[-2:]), prefix)  # (D, 1, S, S)
+    masks = channel_masks(activations, grid, size, prefix)  # (D, 1, H, W)
     channels = masks.shape[0]
     scores = []
     with torch.inference_mode():
         for start in range(0, channels, batch_size):
-            batch = pixels.float() * masks[start:start + batch_size]  # (B, 3, S, S)
-            scores.append(scores_of(batch.to(pixels.dtype)).float())
+            scores.append(scores_of(masks[start:start + batch_size]).float())  # (B, K)
             if progress is not None:
                 progress(min(start + batch_size, channels), channels)
     weights = torch.softmax(torch.cat(scores).T, dim=-1)  # (K, D): softmax over channels

@@ -42,9 +42,10 @@ def families() -> dict[str, type[ModelAdapter]]:
     from .hf_clip import HFClipAdapter, SiglipAdapter
     from .open_clip import (OpenClipConvNeXtAdapter, OpenClipResNetAdapter, OpenClipTimmViTAdapter,
                             OpenClipViTAdapter)
+    from .siglip2 import Siglip2NaFlexAdapter
 
-    classes = (HFClipAdapter, SiglipAdapter, OpenClipViTAdapter, OpenClipResNetAdapter, OpenClipTimmViTAdapter,
-               OpenClipConvNeXtAdapter)
+    classes = (HFClipAdapter, SiglipAdapter, Siglip2NaFlexAdapter, OpenClipViTAdapter, OpenClipResNetAdapter,
+               OpenClipTimmViTAdapter, OpenClipConvNeXtAdapter)
     return {c.family: c for c in classes}
 
 

@@ -60,7 +60,8 @@ class AttentionSite:
 class TextInputs:
     """K prompts as the text encoder reads them, and what word relevance needs to read it back.
 
-    ids (K, T): the token ids, exactly as ``encode_text`` tokenizes them; mask (K, T, T) bool:
+    ids (K, T): the token ids, exactly as ``encode_text`` tokenizes them (word relevance runs
+    ``encode_text`` itself, so both must tokenize alike); mask (K, T, T) bool:
     True where query i may attend to key j (causal and padding masks, all True for a
     bidirectional encoder); pooled (K,): the position the text embedding is read from; keep
     (K, T) bool: the prompt's own tokens (no start, end or padding tokens); pieces: per prompt,
@@ -167,8 +168,10 @@ class ModelAdapter:
         raise NotImplementedError
 
     def tokens(self, output: torch.Tensor) -> torch.Tensor:
-        """A captured output as tokens (B, T, D): ``prefix`` tokens first, then the grid row by row.
-        Transformers already are; convolutional stages override this."""
+        """A captured output as tokens (B, T, D): ``prefix`` tokens first, then the grid row by row,
+        then any padding (SigLIP 2's NaFlex pads every image's patches to one count), which the
+        explainer drops before a method sees the tokens. Transformers already are; convolutional
+        stages override this."""
         return output
 
     def dead_reason(self, layer: int, sublayer: str) -> str | None:
@@ -187,8 +190,18 @@ class ModelAdapter:
 
     # ------------------------------------------------------------------ inputs
     def preprocess(self, rgb: Image.Image) -> torch.Tensor:
-        """The model's input for an RGB image: (1, 3, S, S) on the model's device and dtype."""
+        """The model's input for an RGB image: (1, 3, S, S) on the model's device and dtype (a family
+        whose input is more than pixels returns its own frozen input object, see ``mask_inputs``)."""
         raise NotImplementedError
+
+    def input_size(self, inputs: torch.Tensor) -> tuple[int, int]:
+        """(H, W) of the image that one input shows the model: where Score-CAM's masks are made."""
+        return tuple(inputs.shape[-2:])
+
+    def mask_inputs(self, inputs: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
+        """One image's input multiplied by each of B masks (B, 1, H, W) in [0, 1] at ``input_size``:
+        B inputs, the masked images that Score-CAM scores (as pytorch-grad-cam's input × mask)."""
+        return (inputs.float() * masks).to(inputs.dtype)  # (B, 3, H, W)
 
     def geometry(self, image_size: tuple[int, int], layer: int | None = None) -> CropGeometry:
         """How an image of ``image_size`` (W, H) became the input, seen as the token grid."""
@@ -226,7 +239,7 @@ class ModelAdapter:
 
     # ------------------------------------------------------------------ scores
     def image_features(self, pixels: torch.Tensor) -> torch.Tensor:
-        """The image embeddings (B, P) for inputs (B, 3, S, S), not normalised."""
+        """The image embeddings (B, P) for inputs (B, 3, S, S) (or the family's input object), not normalised."""
         raise NotImplementedError
 
     @property
@@ -260,10 +273,6 @@ class ModelAdapter:
     def text_inputs(self, prompts: Sequence[str]) -> TextInputs:
         """The prompts' token ids, attention masks, pooled positions and token strings."""
         raise ValueError(f"clipcam cannot read the text encoder of {self.family_label} models yet.")
-
-    def encode_text_inputs(self, inputs: TextInputs) -> torch.Tensor:
-        """Text embeddings (K, P), not normalised, from ``text_inputs``' ids (same as ``encode_text``)."""
-        raise NotImplementedError
 
     @property
     def text_num_layers(self) -> int:

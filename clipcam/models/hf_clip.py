@@ -239,7 +239,7 @@ class SiglipAdapter(HFClipAdapter):
 
 
 def load_hf(name: str, source: str, device: torch.device, dtype: torch.dtype) -> HFClipAdapter:
-    """Load a transformers CLIPModel or SiglipModel (hub id or local directory, safetensors only)."""
+    """Load a transformers CLIPModel, SiglipModel or Siglip2Model (hub id or local directory, safetensors only)."""
     from pathlib import Path
 
     from transformers import AutoConfig, AutoImageProcessor, AutoTokenizer, CLIPModel, SiglipModel
@@ -254,16 +254,16 @@ def load_hf(name: str, source: str, device: torch.device, dtype: torch.dtype) ->
         _check_hub_index(source)
     kind = AutoConfig.from_pretrained(source, trust_remote_code=False).model_type
     families = {"clip": (CLIPModel, HFClipAdapter), "siglip": (SiglipModel, SiglipAdapter)}
-    if kind == "siglip2":
-        raise ValueError(
-            f"{source} is a SigLIP 2 NaFlex model (variable resolution: the image keeps its aspect ratio on a grid "
-            "that changes with every image), which clipcam does not explain yet; SigLIP 2's fixed-resolution "
-            "checkpoints (such as google/siglip2-base-patch16-224) load as SigLIP models and work."
-        )
+    if kind == "siglip2":  # SigLIP 2's NaFlex variant (its fixed-resolution checkpoints are "siglip")
+        from transformers import Siglip2Model
+
+        from .siglip2 import Siglip2NaFlexAdapter
+
+        families[kind] = (Siglip2Model, Siglip2NaFlexAdapter)
     if kind not in families:
         raise ValueError(
-            f"{source} is a {kind!r} model; clipcam explains CLIP and SigLIP models from transformers and "
-            "open_clip models (hf-hub:org/repo, local-dir:/path)."
+            f"{source} is a {kind!r} model; clipcam explains CLIP, SigLIP and SigLIP 2 models from transformers "
+            "and open_clip models (hf-hub:org/repo, local-dir:/path)."
         )
     model_class, adapter_class = families[kind]
     try:
