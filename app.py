@@ -6,7 +6,9 @@ Settings: --host/--port, else GRADIO_SERVER_NAME/GRADIO_SERVER_PORT (Spaces sets
 CLIPCAM_QUEUE_SIZE (waiting requests beyond which people are told to retry, default 32);
 CLIPCAM_DEVICE (auto, cpu or cuda); CLIPCAM_MAX_UPLOAD_MB (largest upload, default 50);
 CLIPCAM_MAX_PIXELS (largest image in pixels, checked before decoding, default 120 million);
-CLIPCAM_MAX_FORWARDS (most masked forward passes of one Score-CAM request, default 5000).
+CLIPCAM_MAX_FORWARDS (most masked forward passes of one request, default 5000);
+CLIPCAM_TIME_LIMIT (seconds one request may run, default 600); CLIPCAM_CACHE_SECONDS (age at
+which gradio's cached files are deleted, default 1800).
 """
 
 from __future__ import annotations
@@ -27,11 +29,14 @@ def main() -> None:
     parser.add_argument("--max-upload-mb", type=float, default=float(os.environ.get("CLIPCAM_MAX_UPLOAD_MB", "50")))
     parser.add_argument("--max-pixels", type=int, default=int(os.environ.get("CLIPCAM_MAX_PIXELS", "120000000")))
     parser.add_argument("--max-forwards", type=int, default=int(os.environ.get("CLIPCAM_MAX_FORWARDS", "5000")))
+    parser.add_argument("--time-limit", type=float, default=float(os.environ.get("CLIPCAM_TIME_LIMIT", "600")))
+    parser.add_argument("--cache-seconds", type=int, default=int(os.environ.get("CLIPCAM_CACHE_SECONDS", "1800")))
     args = parser.parse_args()
 
     from clipcam.app.ui import build_demo
 
-    demo = build_demo(device=args.device, max_pixels=args.max_pixels, max_forwards=args.max_forwards)
+    demo = build_demo(device=args.device, max_pixels=args.max_pixels, max_forwards=args.max_forwards,
+                      time_limit=args.time_limit, cache_seconds=args.cache_seconds)
     demo.queue(max_size=args.queue_size, default_concurrency_limit=2)
     demo.launch(server_name=args.host, server_port=args.port, ssr_mode=False, show_error=True,
                 max_file_size=f"{args.max_upload_mb:g}mb")

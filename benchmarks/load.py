@@ -6,10 +6,11 @@ the same request made alone.
 
 The app is served on 127.0.0.1 only (a free port), with the real ViT-B/32 architecture and random
 weights (the hub is unreachable here; see benchmarks/speed.py). Each client has its own image,
-prompts, layer and sublayer and repeats its request until the time is up. Afterwards every
-response's probabilities and raw grid maps (from its heatmaps.npz download) are compared with the
-same request run alone, in process, through the library. Reports throughput, p50/p95 latency,
-failures and the largest difference.
+prompts, layer and sublayer and repeats its request until the time is up. Every response's
+probabilities, and after every fourth request the raw grid maps (from the heatmaps.npz that
+/downloads builds from the result kept for that client's session), are compared with the same
+request run alone, in process, through the library. Reports throughput, p50/p95 latency of
+/explain, failures and the largest difference.
 """
 
 from __future__ import annotations
@@ -86,13 +87,16 @@ def run(clients: int, seconds: float, model_dir: Path, queue_size: int = 32) -> 
             while time.perf_counter() < deadline:
                 t0 = time.perf_counter()
                 try:
-                    _, _, scores, _, files = client.predict(
+                    _, _, scores, _, _ = client.predict(
                         image=handle_file(r["image"]), prompts_text="\n".join(r["prompts"]), model=str(model_dir),
                         layer=r["layer"], sublayer=r["sublayer"], target="logit", method="gradcam", colormap="inferno",
                         alpha=0.5, shared=False, api_name="/explain")
-                    npz = np.load([f for f in files if f.endswith(".npz")][0])
-                    results[i].append({"seconds": time.perf_counter() - t0, "probs": np.array(scores["probs"]),
-                                       "prompts": scores["prompts"], "grid_maps": npz["grid_maps"]})
+                    answer = {"seconds": time.perf_counter() - t0, "probs": np.array(scores["probs"]),
+                              "prompts": scores["prompts"], "grid_maps": None}
+                    if len(results[i]) % 4 == 0:  # the maps kept for this session, through its downloads
+                        files = client.predict(colormap="inferno", alpha=0.5, shared=False, api_name="/downloads")
+                        answer["grid_maps"] = np.load([f for f in files if f.endswith(".npz")][0])["grid_maps"]
+                    results[i].append(answer)
                 except Exception as err:  # noqa: BLE001 - counted and reported
                     failures.append(f"client {i}: {type(err).__name__}: {err}")
 
@@ -103,18 +107,21 @@ def run(clients: int, seconds: float, model_dir: Path, queue_size: int = 32) -> 
         for t in threads:
             t.join()
         elapsed = time.perf_counter() - t_start
-    worst, mixed = 0.0, 0
+    worst, mixed, checked = 0.0, 0, 0
     for i, answers in enumerate(results):
         for a in answers:
             if a["prompts"] != list(solo[i].prompts):
                 mixed += 1
                 continue
-            worst = max(worst, float(np.abs(a["probs"] - solo[i].probs).max()),
-                        float(np.abs(a["grid_maps"] - solo[i].grid_maps).max()))
+            worst = max(worst, float(np.abs(a["probs"] - solo[i].probs).max()))
+            if a["grid_maps"] is not None:
+                checked += 1
+                worst = max(worst, float(np.abs(a["grid_maps"] - solo[i].grid_maps).max()))
     latencies = [a["seconds"] for answers in results for a in answers]
     return {
         "clients": clients, "seconds": round(elapsed, 1), "requests": len(latencies), "failures": len(failures),
-        "failure_examples": failures[:3], "mixed_results": mixed, "max_abs_diff_vs_alone": worst,
+        "failure_examples": failures[:3], "mixed_results": mixed, "maps_checked": checked,
+        "max_abs_diff_vs_alone": worst,
         "throughput_per_s": len(latencies) / elapsed if elapsed else 0.0,
         "p50_s": statistics.median(latencies) if latencies else None,
         "p95_s": float(np.percentile(latencies, 95)) if latencies else None,

@@ -1,17 +1,24 @@
-"""Memory over many calls: resident memory must not grow with use.
+"""Memory and disk over many requests: the served app's resident memory and files must not grow with use.
 
-    python benchmarks/memory.py                 # 300 explain calls on the base architecture
-    python benchmarks/memory.py --calls 50
+    python benchmarks/memory.py                                 # 300 varied calls on the base architecture
+    python benchmarks/memory.py --arch tiny --calls 1000 --light  # disk over 1,000 quick requests
 
-Random-weight ViT-B/32 (see benchmarks/speed.py). Each call uses a different image size, prompt
-list, layer and sublayer, so that the text-embedding cache fills up and must evict. Resident memory
-(VmRSS) is read after a warm-up of 20 calls and at the end; the growth is the figure that matters.
+The app (app.py) runs in its own process with a temporary folder of its own (TMPDIR and
+GRADIO_TEMP_DIR point inside it), serving the random-weight ViT-B/32 architecture (the hub cannot
+be reached here) and the shipped shapes model; requests come through gradio_client, as a person's
+do. The calls vary: images from 16×16 to 12 MP (JPEG and PNG), 1 to 16 prompts (a new prompt
+list every call, so the text cache must evict), every layer and sublayer, explain, sweeps (every
+7th call), Score-CAM on the shapes model (every 10th: 128 masked forwards; on base one call would
+take minutes), a display change (every 3rd) and the downloads (every 5th). --light keeps to
+explain on images up to 640×480. The server's RSS (VmRSS) and the bytes under its temporary
+folder are read after every call; the growth after the warm-up is the figure that matters.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import tempfile
 import time
@@ -21,52 +28,121 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
+os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-from PIL import Image  # noqa: E402
-
-from clipcam import SUBLAYERS, load_explainer  # noqa: E402
-from clipcam.testing import architecture_config, save_random_clip, word_tokenizer  # noqa: E402
+from latency import serve  # noqa: E402
 
 WORDS = "cat dog astronaut flag rocket helmet spoon coffee table circle square triangle".split()
+SIZES = [(16, 16), (64, 48), (33, 400), (320, 240), (640, 480), (1024, 768), (1920, 1080), (3000, 2000),
+         (4032, 3024)]
 
 
-def rss_mb() -> float:
-    for line in Path("/proc/self/status").read_text().splitlines():
+def rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmRSS:"):
             return int(line.split()[1]) / 1024
     return float("nan")
 
 
+def disk_mb(folder: Path) -> float:
+    return sum(p.lstat().st_size for p in folder.rglob("*")) / 2**20
+
+
+def make_images(folder: Path, light: bool) -> list[Path]:
+    from PIL import Image
+
+    src = Image.open(ROOT / "assets" / "astronaut.png").convert("RGB")
+    paths = []
+    for i, size in enumerate(SIZES):
+        if light and size[0] * size[1] > 640 * 480:
+            continue
+        path = folder / f"image-{size[0]}x{size[1]}.{'jpg' if i % 2 else 'png'}"
+        src.resize(size).save(path, **({"quality": 90} if i % 2 else {}))
+        paths.append(path)
+    return paths
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--calls", type=int, default=300)
-    parser.add_argument("--warmup", type=int, default=20)
-    parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "memory.json")
+    parser.add_argument("--warmup", type=int, default=30)
+    parser.add_argument("--arch", choices=["base", "tiny"], default="base")
+    parser.add_argument("--light", action="store_true", help="explain only, images up to 640×480")
+    parser.add_argument("--cache-seconds", type=int, default=60, help="the app's CLIPCAM_CACHE_SECONDS")
+    parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args()
+    out = args.out or ROOT / "benchmarks" / "results" / f"memory-{args.arch}{'-light' if args.light else ''}.json"
+
+    from gradio_client import Client, handle_file
+
+    from clipcam.constants import SUBLAYERS
+    from clipcam.testing import architecture_config, save_random_clip, word_tokenizer
+
+    work = Path(tempfile.mkdtemp(prefix="clipcam-memory-"))
+    served = work / "server-tmp"  # everything the server writes
+    served.mkdir()
     tok = word_tokenizer()
-    path = save_random_clip(Path(tempfile.mkdtemp()) / "base", config=architecture_config("base", tok), tokenizer=tok)
-    ex = load_explainer(str(path), device="cpu")
+    config = architecture_config("base", tok) if args.arch == "base" else None
+    model = str(save_random_clip(work / "model", config=config, tokenizer=tok, seed=0))
+    n_layers = 12 if args.arch == "base" else 2
+    images = make_images(work, args.light)
+    proc, url = serve(["app.py", "--port", "PORT", "--device", "cpu", "--cache-seconds", str(args.cache_seconds)],
+                      env={"CLIPCAM_MODELS": f"{model},shapes", "TMPDIR": str(served),
+                           "GRADIO_TEMP_DIR": str(served / "gradio")})
+    client = Client(url, verbose=False)
     rng = np.random.default_rng(0)
-    base_img = Image.open(ROOT / "assets" / "coffee.png").convert("RGB")
-    trace = []
+    view = dict(colormap="inferno", alpha=0.5, shared=False)
+    rss, disk, kinds, failures = [], [], [], []
     start = time.perf_counter()
-    for i in range(args.calls):
-        w, h = int(rng.integers(200, 900)), int(rng.integers(200, 900))
-        prompts = [f"a photo of a {WORDS[j]}." for j in rng.choice(len(WORDS), size=int(rng.integers(1, 9)), replace=False)]
-        prompts.append(f"a photo number {i}.")  # a new prompt list every call: the text cache must evict
-        res = ex.explain(base_img.resize((w, h)), prompts, layer=int(rng.integers(1, 12)),
-                         sublayer=SUBLAYERS[i % len(SUBLAYERS)])
-        _ = res.image_maps  # the full-resolution maps too
-        trace.append(rss_mb())
-    after_warmup, end = trace[args.warmup - 1], trace[-1]
-    result = {"calls": args.calls, "warmup": args.warmup, "rss_after_warmup_mb": round(after_warmup, 1),
-              "rss_end_mb": round(end, 1), "growth_mb": round(end - after_warmup, 1),
-              "rss_max_mb": round(max(trace), 1), "text_cache_entries": len(ex.adapter.text_cache),
-              "seconds": round(time.perf_counter() - start, 1), "command": "python " + " ".join(sys.argv),
-              "trace_mb": [round(x, 1) for x in trace]}
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=1) + "\n")
-    print(json.dumps({k: v for k, v in result.items() if k != "trace_mb"}, indent=1))
+    try:
+        for i in range(args.calls):
+            image = handle_file(str(images[i % len(images)]))
+            k = int(rng.integers(1, 17))
+            prompts = [f"a photo of a {WORDS[j % len(WORDS)]} number {j}." for j in rng.choice(64, size=k - 1,
+                                                                                            replace=False)]
+            prompts.append(f"a photo number {i}.")  # a new prompt list every call: the text cache must evict
+            common = dict(image=image, prompts_text="\n".join(prompts), target="logit", **view)
+            try:
+                if not args.light and i % 10 == 9:
+                    kind = "scorecam"
+                    client.predict(**common, model="shapes", layer=4, sublayer="self_attn.v_proj", method="scorecam",
+                                   api_name="/explain")
+                elif not args.light and i % 7 == 6:
+                    kind = "sweep"
+                    client.predict(**common, model=model, sublayer=SUBLAYERS[i % len(SUBLAYERS)],
+                                   method="gradcam" if i % 2 else "chefer", api_name="/sweep")
+                else:
+                    kind = "explain"
+                    client.predict(**common, model=model, layer=int(rng.integers(1, n_layers + 1)),
+                                   sublayer=SUBLAYERS[i % len(SUBLAYERS)], method=["gradcam", "chefer"][i % 2],
+                                   api_name="/explain")
+                if i % 3 == 0:
+                    client.predict(colormap="jet", alpha=0.7, shared=bool(i % 2), api_name="/restyle")
+                if i % 5 == 0:
+                    client.predict(**view, api_name="/sweep_downloads" if kind == "sweep" else "/downloads")
+            except Exception as err:  # noqa: BLE001 - counted and reported
+                failures.append(f"call {i} ({kind}): {type(err).__name__}: {str(err)[:200]}")
+            kinds.append(kind)
+            rss.append(rss_mb(proc.pid))
+            disk.append(disk_mb(served))
+    finally:
+        proc.kill()
+    w = args.warmup - 1
+    result = {
+        "command": "python " + " ".join(sys.argv), "arch": args.arch, "calls": args.calls, "warmup": args.warmup,
+        "calls_by_kind": {k: kinds.count(k) for k in sorted(set(kinds))}, "failures": len(failures),
+        "failure_examples": failures[:3], "cache_seconds": args.cache_seconds,
+        "rss_after_warmup_mb": round(rss[w], 1), "rss_end_mb": round(rss[-1], 1),
+        "rss_growth_mb": round(rss[-1] - rss[w], 1), "rss_max_mb": round(max(rss), 1),
+        "disk_after_warmup_mb": round(disk[w], 1), "disk_end_mb": round(disk[-1], 1),
+        "disk_max_mb": round(max(disk), 1), "seconds": round(time.perf_counter() - start, 1),
+        "rss_trace_mb": [round(x, 1) for x in rss], "disk_trace_mb": [round(x, 1) for x in disk],
+    }
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=1) + "\n")
+    print(json.dumps({k: v for k, v in result.items() if not k.endswith("trace_mb")}, indent=1))
 
 
 if __name__ == "__main__":

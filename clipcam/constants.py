@@ -16,7 +16,9 @@ def check_choice(value: T, choices: Iterable[object], what: str) -> T:
     "Unknown sublayer 'mlp.fc3': choose one of layer_norm1, ...". Shared by every named setting."""
     choices = list(choices)
     if value not in choices:
-        raise ValueError(f"Unknown {what} {value!r}: choose one of {', '.join(map(str, choices))}.")
+        shown = repr(value)
+        shown = shown if len(shown) <= 80 else shown[:79] + "…"  # the API can send megabytes: never echo them
+        raise ValueError(f"Unknown {what} {shown}: choose one of {', '.join(map(str, choices))}.")
     return value
 
 #: The project's own shapes-world CLIP, trained by tools/train_shapes.py and shipped in assets/.
@@ -74,6 +76,10 @@ DEFAULT_TARGET = "logit"
 
 #: The most prompts one call may explain: every prompt costs one gradient per hooked layer.
 MAX_PROMPTS = 64
+
+#: The longest prompt, in characters, checked before anything tokenises it. CLIP reads at most 77
+#: tokens (about 300 characters of English); a longer text only costs time and memory.
+MAX_PROMPT_CHARS = 300
 
 #: The reference pipeline's normalisation adds this to the denominator of a min-max scaling.
 NORM_EPS = 1e-7

@@ -26,7 +26,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from .constants import DEFAULT_TARGET, MAX_PROMPTS, TARGETS, check_choice
+from .constants import DEFAULT_TARGET, MAX_PROMPT_CHARS, MAX_PROMPTS, TARGETS, check_choice
 from .geometry import CropGeometry
 from .images import load_image
 from .methods import DEFAULT_METHOD, METHODS, Method, get_method, methods_reading, supported_methods, unsupported_reason
@@ -96,9 +96,14 @@ def capture_outputs(
 
 
 def clean_prompts(prompts: Sequence[str] | str) -> tuple[str, ...]:
-    """Strip prompts and drop blank ones; raise ValueError when none is left or too many are given."""
+    """Strip prompts and drop blank ones; raise ValueError when none is left, too many are given or
+    one is longer than MAX_PROMPT_CHARS (checked before stripping, so a huge text costs nothing)."""
     if isinstance(prompts, str):
         prompts = [prompts]
+    for i, p in enumerate(prompts):
+        if isinstance(p, str) and len(p) > MAX_PROMPT_CHARS:
+            raise ValueError(f"Prompt {i + 1} is {len(p)} characters long; clipcam accepts at most {MAX_PROMPT_CHARS} "
+                             "per prompt (CLIP reads only 77 tokens). Shorten it.")
     cleaned = tuple(p.strip() for p in prompts if isinstance(p, str) and p.strip())
     if not cleaned:
         raise ValueError("No prompts given: type at least one text prompt, such as 'a photo of a cat.'.")

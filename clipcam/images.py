@@ -51,6 +51,20 @@ def load_image(image: object, max_pixels: int = MAX_PIXELS,
     return image, notes
 
 
+def check_file_size(image: object, max_pixels: int = MAX_PIXELS) -> None:
+    """Refuse an image file with more than ``max_pixels`` from its header alone, before anything
+    decodes it; anything else (a file that is not an image, a PIL image, an array) is left to
+    load_image, which says what is wrong with it."""
+    if not isinstance(image, (str, os.PathLike)) or not Path(image).is_file():
+        return
+    try:
+        with Image.open(image) as header:
+            size = header.size
+    except (OSError, SyntaxError, Image.DecompressionBombError):
+        return
+    _check_size(size, max_pixels)
+
+
 def _shrink(image: Image.Image, work_pixels: int, notes: list[str]) -> Image.Image:
     width, height = image.size
     if width * height <= work_pixels:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 from apphelpers import running_app
 from conftest import PROMPTS
@@ -38,9 +39,30 @@ def test_explain_returns_one_image_and_score_per_prompt_in_order(client, tiny_di
     assert scores["prompts"] == PROMPTS
     assert sum(scores["probs"]) == pytest.approx(1.0)
     assert {c["label"] for c in label["confidences"]} == set(PROMPTS)
+    assert files is None  # downloads are built when asked for, from the result kept on the server
+    files = client.predict(**VIEW, api_name="/downloads")
     assert sorted(Path(f).name for f in files) == ["grid.png", "heatmaps.npz", "scores.json"]
     saved = json.loads(Path([f for f in files if f.endswith(".json")][0]).read_text())
     assert saved["prompts"] == PROMPTS and saved["layer"] == 1
+
+
+def test_downloads_before_any_result_say_what_to_do(tiny_dir):
+    with running_app([tiny_dir]) as url:
+        with pytest.raises(Exception) as err:
+            Client(url, verbose=False).predict(**VIEW, api_name="/downloads")
+    assert "Nothing to download yet: run an explanation first" in str(err.value)
+
+
+def test_display_settings_redraw_the_kept_result_without_the_model(client, tiny_dir):
+    """/restyle re-draws this session's gallery from the maps kept on the server: other colours,
+    the same prompts in the same order, and no second model call (the scores stay as they were)."""
+    gallery, *_ = call_explain(client, tiny_dir, prompts="a cat\na dog", colormap="inferno", alpha=0.5)
+    shown, sweep_img, left, right = client.predict(colormap="jet", alpha=1.0, shared=True, api_name="/restyle")
+    assert [item["caption"] for item in shown] == [item["caption"] for item in gallery]
+    from PIL import Image
+
+    before, after = (np.asarray(Image.open(item["image"]), dtype=float) for item in (gallery[0], shown[0]))
+    assert before.shape == after.shape and np.abs(before - after).mean() > 10
 
 
 def test_deeper_model_accepts_its_own_layers(client, tiny5_dir):
@@ -89,7 +111,10 @@ def test_sweep_and_compare(client, tiny_dir, tiny5_dir):
         image=handle_file(CAT), prompts_text="a cat\na dog", model=str(tiny5_dir), sublayer="mlp.fc1", target="logit", method="gradcam",
         **VIEW,
         api_name="/sweep")
-    assert Path(grid).exists() and len(files) == 3
+    assert Path(grid).exists() and files is None
+    files = client.predict(**VIEW, api_name="/sweep_downloads")
+    assert sorted(Path(f).name for f in files) == ["grid.png", "heatmaps.npz", "scores.json"]
+    assert np.load([f for f in files if f.endswith(".npz")][0])["grid_maps"].shape == (3, 2, 5, 5)
     assert "Layer 3" in notice
     out = client.predict(image=handle_file(CAT), prompts_text="a cat\na dog", left=str(tiny_dir),
                          right=str(tiny5_dir), depth=0.5, sublayer="mlp.fc1", target="contrast", method="layercam",
@@ -115,6 +140,15 @@ def test_bad_input_gets_its_sentence(client, tiny_dir, kwargs, message):
     with pytest.raises(Exception) as err:
         call_explain(client, tiny_dir, **kwargs)
     assert message in str(err.value)
+
+
+def test_a_huge_invalid_value_is_echoed_shortened(client, tiny_dir):
+    for field in ("model", "sublayer"):
+        with pytest.raises(Exception) as err:
+            call_explain(client, tiny_dir, **{field: "z" * 5_000_000}) if field != "model" else \
+                call_explain(client, "z" * 5_000_000)
+        message = str(err.value)
+        assert "Value: " + "z" * 79 + "… is not in the list of choices" in message and len(message) < 2000
 
 
 def test_model_outside_the_allowlist_is_refused(client):
@@ -179,3 +213,28 @@ def test_word_relevance_under_the_heatmaps_and_off(client, tiny_dir):
         client.predict(image=handle_file(CAT), prompts_text="a cat", model=str(tiny_dir), sublayer="mlp.fc1",
                        target="logit", method="gradcam", colormap="inferno", alpha=0.5, words="nouns",
                        api_name="/explain_words")
+
+
+def test_a_user_error_prints_no_traceback(client, tiny_dir, capfd, caplog):
+    import logging
+
+    capfd.readouterr()
+    with caplog.at_level(logging.INFO, logger="clipcam.app.ui"), pytest.raises(Exception, match="No prompts given"):
+        call_explain(client, tiny_dir, prompts="")
+    assert "Traceback" not in capfd.readouterr().err
+    assert [r.getMessage() for r in caplog.records if r.name == "clipcam.app.ui"] == [
+        "explain refused: No prompts given: type at least one prompt, one per line, such as 'a photo of a cat.'."]
+
+
+def test_compare_counts_both_models_against_the_forward_limit(tiny_dir, tiny5_dir):
+    """Each model alone (128 masked forwards on mlp.fc1) is within the limit of 200; both together are not."""
+    with running_app([tiny_dir, tiny5_dir], max_forwards=200) as url:
+        client = Client(url, verbose=False)
+        _, _, scores, _, _ = call_explain(client, tiny_dir, method="scorecam", sublayer="mlp.fc1")
+        assert scores["method"] == "scorecam"
+        with pytest.raises(Exception) as err:
+            client.predict(image=handle_file(CAT), prompts_text="a cat\na dog", left=str(tiny_dir), right=str(tiny5_dir),
+                           depth=0.5, sublayer="mlp.fc1", target="logit", method="scorecam", **VIEW,
+                           api_name="/compare")
+    assert ("Score-CAM would run 256 forward passes here (2 models together), above this server's limit of 200 "
+            "(CLIPCAM_MAX_FORWARDS).") in str(err.value)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -10,10 +11,11 @@ from conftest import PROMPTS, noise_image
 
 from clipcam.explainer import METHODS
 from clipcam.app.service import (
-    METHOD_LABELS, allowed_models, check_forwards, family_sublayers, method_choices, score_label, check_view, concentration, controls, method_note, method_note_for, model_defaults,
-    parse_prompts, relative_layer, startup_model, write_downloads,
+    DISPLAY_SIDE, METHOD_LABELS, allowed_models, check_forwards, check_view, concentration, controls,
+    family_sublayers, gallery_items, keep, method_choices, method_note, method_note_for, model_defaults,
+    parse_prompts, relative_layer, score_label, startup_model, write_downloads,
 )
-from clipcam.render import explanation_images
+from clipcam.render import caption, explanation_images
 
 
 def test_parse_prompts():
@@ -65,14 +67,33 @@ def test_startup_model_offline_env(monkeypatch):
     assert name == "shapes" and "HF_HUB_OFFLINE is set" in notice
 
 
-def test_downloads(explainer):
+def test_downloads(explainer, tmp_path):
     res = explainer.explain(noise_image(120, 80), PROMPTS, layer=1)
-    _, grid = explanation_images(res)
-    files = write_downloads(res, grid, {"model": "tiny", "layer": 1}, ["a note"])
-    saved = json.loads(files.scores_json.read_text())
+    grid_png, scores_json, npz = write_downloads(keep(res, {"model": "tiny", "layer": 1}, ["a note"]), "inferno", 0.5,
+                                                 False, tmp_path)
+    saved = json.loads(Path(scores_json).read_text())
     assert saved["prompts"] == PROMPTS and saved["image_maps_size"] == [120, 80] and saved["notes"] == ["a note"]
-    arrays = np.load(files.heatmaps_npz)
+    arrays = np.load(npz)
     assert arrays["grid_maps"].shape == (3, 4, 4) and arrays["image_maps"].shape == (3, 80, 120)
+    np.testing.assert_array_equal(arrays["grid_maps"], res.grid_maps)
+    np.testing.assert_allclose(arrays["image_maps"], res.image_maps, atol=1e-3)  # float16 of the same maps
+
+
+@pytest.mark.parametrize("shared", [False, True])
+def test_kept_result_draws_what_the_full_result_draws(explainer, shared):
+    """The gallery drawn from the kept display image and grid maps equals the overlays drawn from
+    the full result at display size (the path before results were kept), up to the display's
+    fixed-point interpolation (test_display_levels_equal_the_geometry_s_maps bounds it by 8 levels)."""
+    from PIL import Image
+
+    res = explainer.explain(noise_image(1500, 900), PROMPTS, layer=1)
+    items = gallery_items(keep(res, {}, []), "turbo", 0.6, shared)
+    tiles, _ = explanation_images(res, "turbo", 0.6, max_side=DISPLAY_SIDE, shared=shared)
+    assert [text for _, text in items] == [caption(p, q) for p, q in zip(res.prompts, res.probs)]
+    for (tile, _), want in zip(items, tiles):
+        assert tile.size == want.size == (DISPLAY_SIDE, 614)
+        diff = np.abs(np.asarray(tile, dtype=int) - np.asarray(want, dtype=int))
+        assert np.percentile(diff, 99) <= 8 and diff.mean() < 1 and isinstance(tile, Image.Image)
 
 
 def test_method_notes_say_what_each_method_reads_and_costs():
@@ -120,3 +141,24 @@ def test_controls_that_do_not_apply_are_named():
     assert controls("legrad") == {"sublayer": False, "target": True, "layer": True}
     assert controls("eigencam") == {"sublayer": True, "target": False, "layer": True}
     assert controls("gradeclip-authors") == {"sublayer": False, "target": True, "layer": False}
+
+
+@pytest.mark.parametrize("shared", [False, True])
+def test_display_levels_equal_the_geometry_s_maps(explainer, shared):
+    """The screen's uint8 levels equal levels(geometry.grid_to_image(...)) inside the crop up to
+    OpenCV's fixed-point interpolation weights (1/32: 8 of 255 levels where neighbouring cells
+    differ most), and the crop rows and columns are exactly the non-NaN ones."""
+    from clipcam.render import levels
+
+    for result in (explainer.explain(noise_image(333, 120), PROMPTS, layer=1),
+                   explainer.sweep(noise_image(90, 200), PROMPTS)):
+        kept = keep(result, {}, [])
+        for size in [(333, 120), (90, 200), (50, 31), (31, 50)]:
+            fast, (rows, cols) = kept.display_levels(size, shared)
+            slow = kept.maps_at(size, shared)
+            assert fast.shape == slow.shape
+            seen = np.zeros(slow.shape[-2:], bool)
+            seen[rows, cols] = True
+            np.testing.assert_array_equal(~np.isnan(slow[(0,) * (slow.ndim - 2)]), seen)
+            diff = np.abs(fast[..., rows, cols].astype(int) - levels(slow)[..., rows, cols].astype(int))
+            assert diff.max() <= 8 and diff.mean() < 1

@@ -6,20 +6,30 @@ these functions to widgets and turns ValueError into ``gr.Error``.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
+import shutil
 import tempfile
-from dataclasses import dataclass, field
+import threading
+import time
+from collections import OrderedDict
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Sequence
 
+import cv2
 import numpy as np
 from PIL import Image
 
-from ..constants import DEFAULT_TARGET, MODEL_INFO, check_choice
+from ..constants import DEFAULT_TARGET, MAX_PROMPT_CHARS, MODEL_INFO, check_choice
 from ..explainer import MASKING_METHODS, METHODS, Explanation, Sweep
+from ..geometry import CropGeometry
 from ..methods import DEFAULT_METHOD, REGISTRY, get_method, supported_methods
-from ..render import COLORMAPS, caption, captions, display_size, explanation_images, sweep_grid
+from ..methods.cam import normalize_maps, normalize_shared
+from ..render import (
+    COLORMAPS, caption, dimmed, display_size, grid_image, layer_grid, levels, shorten, tint, to_size,
+)
 
 #: The most prompts the app accepts at once (the library allows more).
 MAX_APP_PROMPTS = 16
@@ -63,19 +73,39 @@ def controls(method: str) -> dict[str, bool]:
     return {"sublayer": record.reads != "attention", "target": record.uses_prompts, "layer": record.uses_layer}
 
 
-def check_forwards(forwards: int, limit: int, layers: int, sublayer: str) -> None:
-    """Refuse a request whose masked forward passes exceed the server's limit, saying what to change."""
+def check_forwards(forwards: int, limit: int, layers: int, sublayer: str, models: int = 1) -> None:
+    """Refuse a request whose masked forward passes exceed the server's limit, saying what to change.
+    ``forwards`` counts every model of the request (Compare runs two)."""
     if forwards > limit:
-        where = f"{layers} layers × {forwards // layers}" if layers > 1 else f"{forwards}"
+        if models > 1:
+            where = f"{models} models together"
+        else:
+            where = f"{layers} layers × {forwards // layers}" if layers > 1 else f"{forwards}"
+            where += f" channels of {sublayer}"
         raise ValueError(
-            f"Score-CAM would run {forwards} forward passes here ({where} channels of {sublayer}), above this "
+            f"Score-CAM would run {forwards} forward passes here ({where}), above this "
             f"server's limit of {limit} (CLIPCAM_MAX_FORWARDS). Pick a narrower sublayer (mlp.fc1 is 4× wider), "
             "one layer instead of a sweep, or a gradient method.")
 
 
 def parse_prompts(text: str | None, limit: int = MAX_APP_PROMPTS) -> tuple[list[str], list[str]]:
-    """One prompt per line: blank lines ignored, duplicates dropped (with a notice). Returns (prompts, notices)."""
-    lines = [line.strip() for line in (text or "").splitlines()]
+    """One prompt per line: blank lines ignored, duplicates dropped (with a notice). Returns (prompts, notices).
+
+    The text's length is checked first, before it is split or copied: at most ``limit`` prompts of
+    MAX_PROMPT_CHARS characters (and their line breaks), each line at most MAX_PROMPT_CHARS.
+    """
+    text = text or ""
+    if not isinstance(text, str):
+        raise ValueError(f"The prompts must be text, one per line; got {type(text).__name__}.")
+    most = limit * (MAX_PROMPT_CHARS + 2)  # a line break (\r\n) after each prompt
+    if len(text) > most:
+        raise ValueError(f"The prompts are {len(text)} characters long; the app accepts at most {most} in all "
+                         f"({limit} prompts of up to {MAX_PROMPT_CHARS} characters, one per line).")
+    lines = [line.strip() for line in text.splitlines()]
+    for i, line in enumerate(line for line in lines if line):
+        if len(line) > MAX_PROMPT_CHARS:
+            raise ValueError(f"Prompt {i + 1} is {len(line)} characters long; the app accepts at most "
+                             f"{MAX_PROMPT_CHARS} per prompt (CLIP reads only 77 tokens). Shorten it.")
     prompts = list(dict.fromkeys(line for line in lines if line))
     notices = []
     if not prompts:
@@ -218,8 +248,11 @@ def model_label(name: str) -> str:
 
 
 def scores_dict(result: Explanation | Sweep) -> dict[str, float]:
-    """Prompt → probability (softmax, or SigLIP's sigmoid), in the prompts' order (gr.Label's bars)."""
-    return {p: float(q) for p, q in zip(result.prompts, result.probs)}
+    """Prompt (shortened for the label) → probability (softmax, or SigLIP's sigmoid), in the
+    prompts' order (gr.Label's bars); prompts that shorten alike are told apart by their number."""
+    labels = [shorten(p) for p in result.prompts]
+    labels = [f"{i + 1}. {label}" if labels.count(label) > 1 else label for i, label in enumerate(labels)]
+    return {label: float(q) for label, q in zip(labels, result.probs)}
 
 
 def concentration(grid_maps: np.ndarray, top: float = 0.1) -> np.ndarray:
@@ -235,52 +268,311 @@ def concentration(grid_maps: np.ndarray, top: float = 0.1) -> np.ndarray:
         return np.where(total > 0, top_mass / total, np.nan)
 
 
-@dataclass
-class Downloads:
-    """Files for one result, in a fresh temporary directory."""
+# ----------------------------------------------------------------- what the server keeps per session
+@dataclass(frozen=True)
+class Kept:
+    """What the server keeps of one result, to re-draw it with other display settings and to build
+    its downloads on request: scores, raw grid maps, the geometry and the image at display size.
 
-    grid_png: Path
-    scores_json: Path
-    heatmaps_npz: Path
-    paths: list[str] = field(default_factory=list)
+    Never the full photo: a kept result costs about ``DISPLAY_SIDE``² × 3 bytes (3 MB) plus the
+    grid maps. ``layers`` is empty for a single explanation, the sweep's layers otherwise (then
+    ``grid_maps`` is (L, K, rows, cols)).
+    """
+
+    prompts: tuple[str, ...]
+    logits: np.ndarray  # (K,)
+    probs: np.ndarray  # (K,)
+    grid_maps: np.ndarray  # (K, rows, cols) or (L, K, rows, cols), raw
+    geometry: CropGeometry
+    display: Image.Image  # the explained image, longer side at most DISPLAY_SIDE
+    settings: dict
+    notes: tuple[str, ...] = ()
+    seconds: float = 0.0
+    layers: tuple[int, ...] = ()
+
+    @property
+    def image_size(self) -> tuple[int, int]:
+        """(W, H) of the image that was explained."""
+        return self.geometry.image_size
+
+    def scaled(self, shared: bool = False) -> np.ndarray:
+        """The grid maps scaled to [0, 1]: each on its own, or (shared) by one maximum per layer."""
+        if not self.layers:
+            return normalize_shared(self.grid_maps) if shared else normalize_maps(self.grid_maps)
+        return np.stack([normalize_shared(m) for m in self.grid_maps]) if shared else normalize_maps(self.grid_maps)
+
+    def display_levels(self, size: tuple[int, int], shared: bool = False) -> tuple[np.ndarray, tuple[slice, slice]]:
+        """The maps for the screen as uint8 colour levels (K, H, W) on a (W, H) canvas, and the
+        (rows, columns) the model saw (CLIP's crop; outside it the levels mean nothing).
+
+        The same sampling as maps_at (geometry's coordinates, bilinear between cell centres, edge
+        cells held), done by OpenCV on the grid's levels with the coordinates converted once to its
+        fixed-point form (weights in steps of 1/32): within 8 of 255 levels of
+        ``levels(maps_at(...))`` inside the crop, and a few milliseconds per map at 1024 pixels."""
+        gx, gy, inside_x, inside_y = self.geometry._sample_coords(size)
+        map_x = np.broadcast_to(gx[None, :].astype(np.float32), (len(gy), len(gx)))
+        map_y = np.broadcast_to(gy[:, None].astype(np.float32), (len(gy), len(gx)))
+        fixed, fraction = cv2.convertMaps(map_x, map_y, cv2.CV_16SC2)
+        grids = levels(self.scaled(shared).reshape(-1, *self.grid_maps.shape[-2:]))  # (K, rows, cols) uint8
+        out = np.empty((len(grids), len(gy), len(gx)), np.uint8)
+        for k, grid in enumerate(grids):
+            cv2.remap(grid, fixed, fraction, cv2.INTER_LINEAR, dst=out[k], borderMode=cv2.BORDER_REPLICATE)
+        seen = []
+        for inside in (inside_y, inside_x):  # the crop is one run of rows and one of columns
+            index = np.flatnonzero(inside)
+            seen.append(slice(index[0], index[-1] + 1) if len(index) else slice(0, 0))
+        return out.reshape(*self.grid_maps.shape[:-2], len(gy), len(gx)), (seen[0], seen[1])
+
+    def maps_at(self, size: tuple[int, int], shared: bool = False) -> np.ndarray:
+        """(K, H, W) or (L, K, H, W) float32 in [0, 1] on a (W, H) canvas covering the whole image,
+        NaN outside the model's crop; shared=True scales the prompts (of each layer) by one maximum."""
+        scaled = self.scaled(shared)
+        if not self.layers:
+            return self.geometry.grid_to_image(scaled, size)
+        out = self.geometry.grid_to_image(scaled.reshape(-1, *scaled.shape[2:]), size)
+        return out.reshape(*scaled.shape[:2], *out.shape[1:])
 
 
-def write_downloads(result: Explanation | Sweep, grid: Image.Image, settings: dict, notes: Sequence[str]) -> Downloads:
-    """grid.png, scores.json (scores and settings) and heatmaps.npz for a result."""
-    folder = Path(tempfile.mkdtemp(prefix="clipcam-"))
+def keep(result: Explanation | Sweep, settings: dict, notes: Sequence[str]) -> Kept:
+    """The part of a result the server keeps (see Kept); the full-size image is dropped here."""
+    size = display_size(result.image.size, DISPLAY_SIDE)
+    display = to_size(result.image, size)
+    return Kept(prompts=tuple(result.prompts), logits=np.asarray(result.logits), probs=np.asarray(result.probs),
+                grid_maps=result.grid_maps, geometry=result.geometry, display=display, settings=dict(settings),
+                notes=tuple(notes), seconds=result.seconds,
+                layers=tuple(result.layers) if isinstance(result, Sweep) else ())
+
+
+def gallery_items(kept: Kept, colormap: str, alpha: float, shared: bool = False) -> list[tuple[Image.Image, str]]:
+    """(overlay, caption) per prompt at display size, drawn from the kept maps: what the Explain tab
+    shows, and all a change of colour map, opacity or scale has to redo."""
+    check_view(colormap, alpha)
+    maps, seen = kept.display_levels(kept.display.size, shared)  # (K, H, W) uint8
+    rgb = np.asarray(kept.display)
+    dim = dimmed(rgb)
+    return [(tint(rgb, dim, m, seen, colormap, alpha), caption(p, float(q)))
+            for m, p, q in zip(maps, kept.prompts, kept.probs)]
+
+
+def sweep_picture(kept: Kept, colormap: str, alpha: float, shared: bool = False, tile_side: int = 160) -> Image.Image:
+    """The sweep's layers × prompts sheet, drawn from the kept maps."""
+    maps = kept.maps_at(display_size(kept.image_size, tile_side), shared)  # (L, K, h, w), small
+    return layer_grid(kept.display, maps, kept.layers, kept.prompts, kept.probs, colormap, alpha, tile_side)
+
+
+#: A download's image_maps hold at most this many bytes (float16); larger results are saved at
+#: the largest size that fits, never above the photo's own size.
+DOWNLOAD_MAP_BYTES = 40_000_000
+
+
+def download_size(kept: Kept) -> tuple[int, int]:
+    """(W, H) of the image_maps in a result's download: full size when they fit DOWNLOAD_MAP_BYTES
+    (and the photo is at most FULL_RES_PIXELS), else scaled down to fit, aspect kept."""
+    width, height = kept.image_size
+    maps = int(np.prod(kept.grid_maps.shape[:-2]))  # K, or L × K
+    pixels = min(FULL_RES_PIXELS, DOWNLOAD_MAP_BYTES // (2 * maps))
+    if width * height <= pixels:
+        return width, height
+    scale = (pixels / (width * height)) ** 0.5
+    return max(1, int(width * scale)), max(1, int(height * scale))
+
+
+def write_downloads(kept: Kept, colormap: str, alpha: float, shared: bool, folder: Path) -> list[str]:
+    """grid.png (as shown), scores.json (scores and settings) and heatmaps.npz (raw grid maps,
+    image_maps as float16 at download_size) for a kept result, written into ``folder``."""
+    folder.mkdir(parents=True, exist_ok=True)
     grid_png, scores_json, npz = folder / "grid.png", folder / "scores.json", folder / "heatmaps.npz"
-    grid.save(grid_png)
-    width, height = result.image.size
-    size = (width, height) if width * height <= FULL_RES_PIXELS else display_size((width, height), DISPLAY_SIDE)
+    if kept.layers:
+        sweep_picture(kept, colormap, alpha, shared).save(grid_png)
+    else:
+        tiles, texts = zip(*gallery_items(kept, colormap, alpha, shared))
+        grid_image(tiles, texts).save(grid_png)
+    size = download_size(kept)
     payload = {
-        "prompts": list(result.prompts),
-        "logits": [float(x) for x in result.logits],
-        "probs": [float(x) for x in result.probs],
-        **settings,
-        "image_size": [width, height],
+        "prompts": list(kept.prompts),
+        "logits": [float(x) for x in kept.logits],
+        "probs": [float(x) for x in kept.probs],
+        **kept.settings,
+        "image_size": list(kept.image_size),
         "image_maps_size": list(size),
-        "notes": list(notes),
-        "seconds": round(result.seconds, 3),
+        "notes": list(kept.notes),
+        "seconds": round(kept.seconds, 3),
     }
     scores_json.write_text(json.dumps(payload, indent=2, ensure_ascii=False) + "\n")
-    # full size: reuse the maps the overlays already computed (image_maps is cached on the result)
-    image_maps = result.image_maps if size == (width, height) else result.image_maps_at(size)
-    arrays = {"grid_maps": result.grid_maps, "image_maps": image_maps}
-    if isinstance(result, Sweep):
-        arrays["layers"] = np.array(result.layers)
+    arrays = {"grid_maps": kept.grid_maps, "image_maps": kept.maps_at(size).astype(np.float16)}
+    if kept.layers:
+        arrays["layers"] = np.array(kept.layers)
     np.savez_compressed(npz, **arrays)
-    return Downloads(grid_png, scores_json, npz, [str(grid_png), str(scores_json), str(npz)])
+    return [str(grid_png), str(scores_json), str(npz)]
 
 
-def explanation_outputs(result: Explanation, colormap: str, alpha: float, shared: bool = False):
-    """(gallery items, grid image) for an Explanation, sized for the browser."""
-    tiles, grid = explanation_images(result, colormap, alpha, max_side=DISPLAY_SIDE, shared=shared)
-    return list(zip(tiles, captions(result))), grid
+class Sessions:
+    """The results each browser session (or API client) has on screen, and its download folder.
+
+    At most ``size`` sessions are kept, least recently used dropped first; each holds one Kept per
+    tab (explain, sweep, compare-left, compare-right), so the store holds at most
+    size × 4 × (3 MB + grid maps). A dropped session's folder is deleted. Every access is locked.
+    """
+
+    def __init__(self, size: int = 32, root: Path | None = None) -> None:
+        if size < 1:
+            raise ValueError("The session store must hold at least one session.")
+        self.size = size
+        self.root = Path(root or tempfile.mkdtemp(prefix="clipcam-sessions-"))
+        self._items: OrderedDict[str, dict[str, Kept]] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def put(self, session: str, tab: str, kept: Kept) -> None:
+        """Keep ``kept`` as the session's result for ``tab``."""
+        with self._lock:
+            self._items.setdefault(session, {})[tab] = kept
+            self._items.move_to_end(session)
+            dropped = []
+            while len(self._items) > self.size:
+                dropped.append(self._items.popitem(last=False)[0])
+        for name in dropped:
+            shutil.rmtree(self.folder(name), ignore_errors=True)
+
+    def get(self, session: str, tab: str) -> Kept | None:
+        """The session's kept result for ``tab``, or None."""
+        with self._lock:
+            tabs = self._items.get(session)
+            if tabs is None:
+                return None
+            self._items.move_to_end(session)
+            return tabs.get(tab)
+
+    def drop(self, session: str) -> None:
+        """Forget a session (its page was closed) and delete its files."""
+        with self._lock:
+            self._items.pop(session, None)
+        shutil.rmtree(self.folder(session), ignore_errors=True)
+
+    def folder(self, session: str) -> Path:
+        """The session's download folder (one per session; each new download replaces the last)."""
+        return self.root / hashlib.sha256(session.encode()).hexdigest()[:16]
+
+    def downloads(self, session: str, tab: str, colormap: str, alpha: float, shared: bool) -> list[str]:
+        """Build the downloads of the session's result on ``tab``, replacing its previous files."""
+        kept = self.get(session, tab)
+        if kept is None:
+            raise ValueError("Nothing to download yet: run an explanation first (results are kept for the "
+                             f"{self.size} most recent sessions).")
+        folder = self.folder(session)
+        shutil.rmtree(folder, ignore_errors=True)
+        return write_downloads(kept, colormap, alpha, shared, folder / tab)
+
+    def __len__(self) -> int:
+        with self._lock:
+            return len(self._items)
+
+    def close(self) -> None:
+        """Delete every session's files."""
+        with self._lock:
+            self._items.clear()
+        shutil.rmtree(self.root, ignore_errors=True)
 
 
-def sweep_outputs(result: Sweep, colormap: str, alpha: float, shared: bool = False):
-    """(grid image of layers × prompts, concentration per layer and prompt (L, K))."""
-    return sweep_grid(result, colormap, alpha, shared=shared), concentration(result.grid_maps)
+class Janitor:
+    """Removes the empty folders that gradio's cache deletion (``delete_cache``) leaves behind (it
+    deletes files, not the one folder it makes per file), at most once every ``every`` seconds."""
+
+    def __init__(self, root: Path | str, age: float, every: float | None = None,
+                 clock: Callable[[], float] = time.time) -> None:
+        self.root, self.age, self.every, self.clock = Path(root), age, every or age / 2, clock
+        self._last = clock()
+        self._lock = threading.Lock()
+
+    def tidy(self) -> int:
+        """Remove empty folders under the root older than ``age`` (if it is time); return how many."""
+        with self._lock:
+            now = self.clock()
+            if now - self._last < self.every:
+                return 0
+            self._last = now
+        removed = 0
+        for folder in sorted((p for p in self.root.glob("**/") if p != self.root), key=lambda p: -len(p.parts)):
+            try:
+                if now - folder.stat().st_mtime > self.age and not any(folder.iterdir()):
+                    folder.rmdir()
+                    removed += 1
+            except OSError:  # gone already, or filled meanwhile
+                continue
+        return removed
+
+
+# ----------------------------------------------------------------- time limit and cancellation
+class Stopped(Exception):
+    """Raised from the explainer's progress callback (or between steps) to stop a request early;
+    its message is the sentence for the person."""
+
+
+#: The longest one request may run, in seconds; app.py reads CLIPCAM_TIME_LIMIT.
+TIME_LIMIT = 600.0
+#: Gradio's cached files (uploads, shown images, downloads) are deleted this many seconds after
+#: they were made, checked every half of it; app.py reads CLIPCAM_CACHE_SECONDS.
+CACHE_SECONDS = 1800
+
+
+class Deadline:
+    """A request's time limit and a way to learn that its client has gone. ``check()`` raises
+    Stopped once either happens; ``progress()`` wraps a progress callback so that Score-CAM and
+    sweeps check at every batch of masked forwards."""
+
+    def __init__(self, seconds: float = TIME_LIMIT, alive: Callable[[], bool] | None = None,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.seconds, self.alive, self.clock = seconds, alive, clock
+        self.start = clock()
+
+    def check(self) -> None:
+        if self.alive is not None and not self.alive():
+            raise Stopped("The page that asked for this result was closed, so the work was stopped.")
+        if self.clock() - self.start > self.seconds:
+            raise Stopped(f"This request ran past the server's time limit of {self.seconds:g} s (CLIPCAM_TIME_LIMIT), "
+                          "so it was stopped. Pick a narrower sublayer, fewer layers or a gradient method.")
+
+    def progress(self, inner: Callable[[int, int], None] | None = None) -> Callable[[int, int], None]:
+        """A progress(done, total) callback that checks the deadline, then calls ``inner``."""
+        def report(done: int, total: int) -> None:
+            self.check()
+            if inner is not None:
+                inner(done, total)
+        return report
+
+
+# ----------------------------------------------------------------- GPU on Hugging Face Spaces
+def gpu_task(seconds: float, name: str, device: str, half: bool, kind: str, image: Image.Image,
+             prompts: Sequence[str], options: dict) -> Explanation | Sweep:
+    """The GPU work of one request, as a module-level function of picklable arguments: ZeroGPU runs
+    it in a forked worker, which finds the model in the library's cache. ``seconds`` is only read
+    by ZeroGPU's scheduler (see gpu_duration)."""
+    from ..explainer import load_explainer
+
+    explainer = load_explainer(name, device=device, half=half)
+    return getattr(explainer, kind)(image, list(prompts), **options)
+
+
+def gpu_duration(seconds: float, *args, **kwargs) -> float:
+    """ZeroGPU's duration for a gpu_task call: its first argument."""
+    return seconds
+
+
+def gpu_seconds(forwards: int) -> int:
+    """How long to reserve a ZeroGPU for a request: 30 s for a gradient method (one forward and
+    one backward, a sweep being one pass), plus 0.02 s per masked forward pass (Score-CAM)."""
+    return int(30 + 0.02 * forwards)
+
+
+def spaces_gpu() -> Callable | None:
+    """gpu_task wrapped in ``spaces.GPU`` on Hugging Face's ZeroGPU hardware; None elsewhere: when the
+    ``spaces`` package cannot be imported, or when it hands the function back unchanged (it does
+    off ZeroGPU), so that the app then runs as it always does, with its progress bar and deadline."""
+    try:
+        import spaces
+    except ImportError:
+        return None
+    wrapped = spaces.GPU(duration=gpu_duration)(gpu_task)
+    return None if wrapped is gpu_task else wrapped
 
 
 def concentration_figure(layers: Sequence[int], prompts: Sequence[str], values: np.ndarray, probs: Sequence[float]):

@@ -1,0 +1,84 @@
+"""Extra memory of one large sweep through the app's path: 16 prompts, every layer, a 12 MP photo.
+
+    python benchmarks/sweep_memory.py                  # large, mlp.fc1 and block
+    python benchmarks/sweep_memory.py --arch base
+
+Random weights of the real architecture (the hub cannot be reached here). In one process: load
+the model and warm it up on a small image, then run the sweep, keep the result as the app does,
+draw the sweep sheet and build the downloads. Reports the peak resident memory above the warmed-up
+level (ru_maxrss, read in a fresh process per sublayer) and the download's size. Issue 11's bound:
+under 300 MB extra and a download under 50 MB.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+
+def rss_mb() -> float:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def one(arch: str, sublayer: str, method: str, model: str) -> dict:
+    from PIL import Image
+
+    from clipcam import load_explainer
+    from clipcam.app.service import keep, sweep_picture, write_downloads
+
+    ex = load_explainer(model, device="cpu")
+    prompts = [f"a photo of a thing number {i}." for i in range(16)]
+    photo = Path(tempfile.mkdtemp()) / "photo.jpg"
+    Image.open(ROOT / "assets" / "astronaut.png").convert("RGB").resize((4032, 3024)).save(photo, quality=90)
+    ex.sweep(Image.new("RGB", (64, 64)), prompts[:2], sublayer=sublayer, method=method)  # warm-up
+    base = rss_mb()
+    peak_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    res = ex.sweep(str(photo), prompts, sublayer=sublayer, method=method)
+    kept = keep(res, {}, [])
+    del res
+    sweep_picture(kept, "inferno", 0.5)
+    files = write_downloads(kept, "inferno", 0.5, False, Path(tempfile.mkdtemp()))
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    return {"arch": arch, "sublayer": sublayer, "method": method, "rss_warm_mb": round(base, 1),
+            "peak_extra_mb": round(peak - max(base, peak_before), 1),
+            "download_mb": round(sum(Path(f).stat().st_size for f in files) / 2**20, 1)}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--arch", default="large", choices=["base", "large"])
+    parser.add_argument("--one", nargs=3, metavar=("SUBLAYER", "METHOD", "MODEL"), help=argparse.SUPPRESS)
+    parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "sweep_memory.json")
+    args = parser.parse_args()
+    if args.one:
+        print(json.dumps(one(args.arch, *args.one)))
+        return
+    from clipcam.testing import architecture_config, save_random_clip, word_tokenizer
+
+    tok = word_tokenizer()
+    model = save_random_clip(Path(tempfile.mkdtemp()) / args.arch, config=architecture_config(args.arch, tok),
+                             tokenizer=tok)
+    rows = []
+    for sublayer, method in (("mlp.fc1", "gradcam"), ("block", "gradcam"), ("block", "chefer")):
+        out = subprocess.run([sys.executable, __file__, "--arch", args.arch, "--one", sublayer, method, str(model)],
+                             capture_output=True, text=True, check=True).stdout
+        rows.append(json.loads(out.strip().splitlines()[-1]))
+        print(rows[-1], flush=True)
+    result = {"command": "python " + " ".join(sys.argv), "rows": rows}
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(result, indent=1) + "\n")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,222 @@
+"""Every bound on a request: the bad input gets its sentence, and the limit is where it is said to be."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import noise_image as noise
+
+from clipcam.constants import MAX_PROMPT_CHARS
+from clipcam.explainer import clean_prompts
+
+
+def test_library_caps_a_prompt_in_characters():
+    assert clean_prompts(["x" * MAX_PROMPT_CHARS]) == ("x" * MAX_PROMPT_CHARS,)
+    with pytest.raises(ValueError) as err:
+        clean_prompts(["a cat", "y" * 1_000_000])
+    assert str(err.value) == (f"Prompt 2 is 1000000 characters long; clipcam accepts at most {MAX_PROMPT_CHARS} "
+                              "per prompt (CLIP reads only 77 tokens). Shorten it.")
+
+
+# ----------------------------------------------------------------- prompts in the app
+def test_app_refuses_a_huge_prompt_text_by_its_length_first():
+    """1 MB of prompt text is refused from its length alone, before it is split (the benchmark
+    benchmarks/latency.py --bounds times it and measures its memory)."""
+    from clipcam.app.service import MAX_APP_PROMPTS, parse_prompts
+
+    most = MAX_APP_PROMPTS * (MAX_PROMPT_CHARS + 2)
+    with pytest.raises(ValueError) as err:
+        parse_prompts("a" * 1_000_000)
+    assert str(err.value) == (f"The prompts are 1000000 characters long; the app accepts at most {most} in all "
+                              f"({MAX_APP_PROMPTS} prompts of up to {MAX_PROMPT_CHARS} characters, one per line).")
+    with pytest.raises(ValueError) as err:
+        parse_prompts("a cat\n" + "b" * (MAX_PROMPT_CHARS + 1))
+    assert str(err.value) == (f"Prompt 2 is {MAX_PROMPT_CHARS + 1} characters long; the app accepts at most "
+                              f"{MAX_PROMPT_CHARS} per prompt (CLIP reads only 77 tokens). Shorten it.")
+    full = "\n".join(f"{i:03d}" + "c" * (MAX_PROMPT_CHARS - 3) for i in range(MAX_APP_PROMPTS))
+    assert len(parse_prompts(full)[0]) == MAX_APP_PROMPTS  # the most the app accepts still passes
+
+
+def test_long_prompts_are_shortened_in_labels(explainer):
+    from clipcam.app.service import scores_dict
+
+    long = ["a photo of " + "a very " * 20 + f"long {word}." for word in ("cat", "dog")]
+    res = explainer.explain(noise(40, 40), long, layer=1)
+    labels = list(scores_dict(res))
+    assert all(len(label) <= 64 for label in labels) and labels[0].startswith("1. a photo of a very")
+    assert labels[0] != labels[1]
+
+
+# ----------------------------------------------------------------- time limit and cancellation
+def test_deadline_stops_at_the_time_limit_and_when_the_client_goes():
+    from clipcam.app.service import Deadline, Stopped
+
+    now = [0.0]
+    deadline = Deadline(5, clock=lambda: now[0])
+    seen = []
+    report = deadline.progress(lambda done, total: seen.append(done))
+    report(1, 10)
+    now[0] = 5.5
+    with pytest.raises(Stopped) as err:
+        report(2, 10)
+    assert str(err.value) == ("This request ran past the server's time limit of 5 s (CLIPCAM_TIME_LIMIT), so it was "
+                              "stopped. Pick a narrower sublayer, fewer layers or a gradient method.")
+    assert seen == [1]
+    here = [True]
+    gone = Deadline(60, alive=lambda: here[0])
+    gone.check()
+    here[0] = False
+    with pytest.raises(Stopped, match="^The page that asked for this result was closed, so the work was stopped.$"):
+        gone.check()
+
+
+def test_score_cam_stops_at_its_next_progress_point(explainer):
+    """The explainer's progress callback may raise: Score-CAM stops there and leaves no hook behind."""
+    from clipcam.app.service import Deadline, Stopped
+
+    calls = []
+    deadline = Deadline(60, alive=lambda: len(calls) < 2)
+    with pytest.raises(Stopped):
+        explainer.explain(noise(40, 40), ["a cat", "a dog"], layer=1, sublayer="mlp.fc1", method="scorecam",
+                          progress=deadline.progress(lambda done, total: calls.append(done)))
+    assert len(calls) == 2 and calls[-1] < 128  # 128 channels: it stopped before the end
+    assert not any(m._forward_hooks for m in explainer.model.modules())
+
+
+def test_compare_budget_counts_both_models():
+    from clipcam.app.service import check_forwards
+
+    check_forwards(2 * 2500, 5000, 1, "mlp.fc1", models=2)
+    with pytest.raises(ValueError) as err:
+        check_forwards(3072 + 4096, 5000, 1, "mlp.fc1", models=2)
+    assert str(err.value) == (
+        "Score-CAM would run 7168 forward passes here (2 models together), above this server's limit of 5000 "
+        "(CLIPCAM_MAX_FORWARDS). Pick a narrower sublayer (mlp.fc1 is 4× wider), one layer instead of a sweep, "
+        "or a gradient method.")
+
+
+# ----------------------------------------------------------------- what the server keeps, and its files
+def test_sessions_are_bounded_and_their_folders_deleted(explainer, tmp_path):
+    from clipcam.app.service import Sessions, keep
+
+    res = explainer.explain(noise(60, 40), ["a cat", "a dog"], layer=1)
+    kept = keep(res, {"model": "tiny"}, [])
+    store = Sessions(2, root=tmp_path / "root")
+    for name in ("one", "two"):
+        store.put(name, "explain", kept)
+        store.downloads(name, "explain", "inferno", 0.5, False)
+    first = store.folder("one")
+    assert (first / "explain" / "heatmaps.npz").exists()
+    store.put("three", "explain", kept)  # the least recently used session goes, with its files
+    assert len(store) == 2 and store.get("one", "explain") is None and not first.exists()
+    again = store.downloads("two", "explain", "jet", 0.5, False)  # a new download replaces the last
+    assert sorted(p.name for p in store.folder("two").rglob("*") if p.is_file()) == \
+        ["grid.png", "heatmaps.npz", "scores.json"] and all(map(lambda p: Path(p).exists(), again))
+    store.drop("two")
+    assert not store.folder("two").exists()
+    with pytest.raises(ValueError, match="^Nothing to download yet: run an explanation first"):
+        store.downloads("two", "explain", "jet", 0.5, False)
+    store.close()
+    assert not (tmp_path / "root").exists()
+
+
+def test_a_kept_result_holds_the_display_image_not_the_photo(explainer):
+    from clipcam.app.service import DISPLAY_SIDE, keep
+
+    res = explainer.explain(noise(3000, 2000), ["a cat"], layer=1)
+    kept = keep(res, {}, [])
+    assert kept.display.size == (DISPLAY_SIDE, 683) and kept.image_size == (3000, 2000)
+
+
+def test_sweep_download_is_bounded(explainer):
+    """A sweep's image_maps are float16 and scaled to fit DOWNLOAD_MAP_BYTES; the grid maps stay raw."""
+    from clipcam.app.service import DOWNLOAD_MAP_BYTES, download_size, keep, write_downloads
+
+    prompts = [f"prompt {i}" for i in range(16)]
+    sweep = explainer.sweep(noise(2000, 2000), prompts)
+    kept = keep(sweep, {}, [])
+    # the same bound for large's 24 layers × 16 prompts, from the shapes alone
+    big = keep(sweep, {}, [])
+    object.__setattr__(big, "grid_maps", np.zeros((24, 16, 16, 16), np.float32))
+    width, height = download_size(big)
+    assert 24 * 16 * width * height * 2 <= DOWNLOAD_MAP_BYTES and width == height
+    import tempfile
+
+    folder = Path(tempfile.mkdtemp())
+    npz = np.load(write_downloads(kept, "inferno", 0.5, False, folder)[2])
+    w, h = download_size(kept)
+    assert npz["image_maps"].dtype == np.float16 and npz["image_maps"].shape == (2, 16, h, w)
+    assert npz["image_maps"].nbytes <= DOWNLOAD_MAP_BYTES
+    np.testing.assert_array_equal(npz["grid_maps"], sweep.grid_maps)
+
+
+# ----------------------------------------------------------------- GPU on Spaces
+def test_gpu_work_is_wrapped_in_spaces_gpu_when_spaces_imports(monkeypatch):
+    import sys
+    import types
+
+    from clipcam.app import service
+
+    assert service.spaces_gpu() is None  # not installed here: everything runs unchanged
+    wrapped = []
+
+    def on_zero_gpu(duration):
+        def wrap(fn):
+            wrapped.append((duration, fn))
+            return lambda *args, **kwargs: ("on the GPU", fn)
+        return wrap
+
+    fake = types.ModuleType("spaces")
+    fake.GPU = on_zero_gpu
+    monkeypatch.setitem(sys.modules, "spaces", fake)
+    assert service.spaces_gpu()() == ("on the GPU", service.gpu_task)
+    assert wrapped == [(service.gpu_duration, service.gpu_task)]
+    fake.GPU = lambda duration: (lambda fn: fn)  # what spaces.GPU does off ZeroGPU hardware
+    assert service.spaces_gpu() is None
+    assert service.gpu_duration(service.gpu_seconds(3072), "base") == 30 + int(0.02 * 3072)
+
+
+def test_image_file_size_is_checked_from_its_header(tmp_path):
+    from PIL import Image
+
+    from clipcam.images import check_file_size
+
+    big = tmp_path / "big.png"
+    Image.new("RGB", (3000, 2000)).save(big)
+    check_file_size(big, 6_000_000)
+    with pytest.raises(ValueError) as err:
+        check_file_size(big, 1_000_000)
+    assert str(err.value) == ("The image is 3000×2000 = 6 megapixels; the limit is 1 megapixels. "
+                              "Please downscale it first.")
+    (tmp_path / "notes.png").write_text("not an image")
+    check_file_size(tmp_path / "notes.png", 1)  # left to load_image, which names the problem
+
+
+def test_janitor_removes_the_empty_folders_gradio_leaves(tmp_path):
+    import os
+
+    from clipcam.app.service import Janitor
+
+    now = [1000.0]
+    old, fresh, full = tmp_path / "aa" / "bb", tmp_path / "cc", tmp_path / "dd"
+    for folder in (old, fresh, full):
+        folder.mkdir(parents=True)
+    (full / "image.jpeg").write_bytes(b"x")
+    for folder in (old, tmp_path / "aa", full):
+        os.utime(folder, (100, 100))
+    janitor = Janitor(tmp_path, age=60, clock=lambda: now[0])
+    assert janitor.tidy() == 0  # not yet time (every age / 2)
+    now[0] += 31
+    os.utime(fresh, (now[0], now[0]))
+    assert janitor.tidy() == 1  # "aa/bb" is old and empty; "aa" just changed, "cc" is fresh, "dd" holds a file
+    assert not old.exists() and fresh.exists() and (full / "image.jpeg").exists()
+
+
+def test_library_echoes_a_bad_choice_shortened():
+    from clipcam.constants import check_choice
+
+    with pytest.raises(ValueError) as err:
+        check_choice("q" * 5_000_000, ["logit", "contrast"], "target")
+    assert str(err.value) == "Unknown target '" + "q" * 78 + "…: choose one of logit, contrast."
