@@ -32,7 +32,9 @@ def test_words_shaded_under_the_heatmaps_in_explain_and_compare(tiny_dir, tiny5_
         browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS, headless=True)
         try:
             page = browser.new_page(viewport={"width": 1400, "height": 1000})
-            page.goto(url, wait_until="networkidle")
+            page.goto(url, wait_until="load")  # not networkidle: the unload event keeps a heartbeat stream open
+            page.locator("#run").wait_for(timeout=60_000)
+            page.wait_for_timeout(1000)  # the page's load event sets the model and its settings
             page.locator("#image input[type=file]").set_input_files(str(ROOT / "assets" / "chelsea.png"))
             page.locator("#prompts textarea").fill("\n".join(prompts))
             page.locator("#words input").click()
