@@ -4,6 +4,8 @@
     ex = load_explainer("base")  # or "siglip", "rn50", "laion-b32", an open_clip "hf-hub:org/repo", a folder
     res = ex.explain("cat.png", ["a photo of a cat.", "a photo of a dog."], layer=11, sublayer="mlp.fc1")
     res.probs, res.grid_maps, res.image_maps
+    res = ex.explain("cat.png", ["a photo of a cat."], words="chefer")  # which words matter, too
+    res.word_relevance[0].words, res.word_relevance[0].word_relevance
 
 This module never imports gradio; the web UI lives in ``clipcam.app.ui``.
 """
@@ -15,6 +17,7 @@ from .images import load_image
 from .models import load_model
 from .models.base import ModelAdapter
 from .methods import METHODS, REGISTRY, Method
+from .words import WORD_METHODS, PromptWords, WordRelevance
 
 __all__ = [
     "DEFAULT_SUBLAYER",
@@ -27,7 +30,10 @@ __all__ = [
     "Method",
     "ModelAdapter",
     "REGISTRY",
+    "PromptWords",
     "Sweep",
+    "WORD_METHODS",
+    "WordRelevance",
     "load_explainer",
     "load_image",
     "load_model",

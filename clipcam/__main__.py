@@ -26,7 +26,9 @@ from .explainer import MASKING_METHODS, METHODS, load_explainer
 from .record import scores_record
 from .render import (
     COLORMAPS, DEFAULT_ALPHA, DEFAULT_COLORMAP, explanation_images, legend_lines, settings_text, sweep_grid, with_legend,
+    word_strip,
 )
+from .words import WORD_METHODS, WORD_REGISTRY
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -65,6 +67,14 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-t", "--target", default=DEFAULT_TARGET, choices=TARGETS,
                         help="what is explained per prompt: CLIP's logit (default, as the reference notebook), "
                         "its log-softmax over the prompts, or the logit minus the prompts' mean (contrast)")
+    parser.add_argument("--words", default=None, choices=list(WORD_METHODS),
+                        help="also say which words of each prompt matter, with this method (a text pass of its own; "
+                        "off by default): " + "; ".join(f"{m.name} ({m.short}, {'signed' if m.signed else 'non-negative'})"
+                                                        for m in WORD_REGISTRY.values())
+                        + ". Adds word_relevance to scores.json and one PNG strip per prompt (NN-...-words.png)")
+    parser.add_argument("--words-layer", type=int, default=None, metavar="N",
+                        help="the text-encoder layer the attention word methods start from (default: the authors' "
+                        "own: the last layer for chefer, the last 8 for gradeclip)")
     parser.add_argument("--sweep", action="store_true",
                         help="explain every layer in one pass (sweep.png; the per-prompt PNGs and grid.png "
                         "then show the second-to-last layer)")
@@ -109,22 +119,31 @@ def run(args: argparse.Namespace) -> dict:
     progress = report_progress if args.method in MASKING_METHODS and sys.stderr.isatty() else None
     if args.sweep:
         result = explainer.sweep(args.image, args.prompt, sublayer=args.sublayer, target=args.target,
-                                 method=args.method, progress=progress)
+                                 method=args.method, progress=progress, words=args.words, words_layer=args.words_layer)
         args.out.mkdir(parents=True, exist_ok=True)
         sweep_grid(result, args.colormap, args.alpha).save(args.out / "sweep.png")
         shown = result.at(result.layers[-2] if len(result.layers) > 1 else result.layers[0])
         arrays = {"grid_maps": result.grid_maps, "image_maps": result.image_maps, "layers": np.array(result.layers)}
     else:
         result = shown = explainer.explain(args.image, args.prompt, layer=args.layer, sublayer=args.sublayer,
-                                           target=args.target, method=args.method, progress=progress)
+                                           target=args.target, method=args.method, progress=progress,
+                                           words=args.words, words_layer=args.words_layer)
         arrays = {"grid_maps": result.grid_maps, "image_maps": result.image_maps}
     args.out.mkdir(parents=True, exist_ok=True)
     tiles, grid = explanation_images(shown, args.colormap, args.alpha)
     for i, (prompt, tile) in enumerate(zip(shown.prompts, tiles)):
         tile.save(args.out / f"{slug(prompt, i)}.png")
+    words = result.word_relevance
+    if words is not None:
+        label = WORD_REGISTRY[words.method].short
+        for i, prompt_words in enumerate(words.prompts):
+            strip = word_strip(prompt_words, words.signed, args.colormap, label=label)
+            strip.save(args.out / f"{slug(prompt_words.prompt, i)}-words.png")
     np.savez_compressed(args.out / "heatmaps.npz", **arrays)
     scores = scores_record(result, args.model, source=explainer.adapter.source,
                            seconds=round(time.perf_counter() - start, 3), explain_seconds=round(result.seconds, 3))
+    if words is not None:
+        scores["word_relevance"] = words.as_dict()
     legend = legend_lines(False, result.prob_kind) + [settings_text({**scores, "layers": None, "layer": shown.layer},
                                                                     args.colormap, args.alpha, False)]
     with_legend(grid, args.colormap, legend).save(args.out / "grid.png")

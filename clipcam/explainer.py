@@ -19,7 +19,7 @@ from __future__ import annotations
 import threading
 import time
 from contextlib import contextmanager
-from typing import Callable, Iterator, Sequence
+from typing import TYPE_CHECKING, Callable, Iterator, Sequence
 
 import cv2
 import numpy as np
@@ -35,6 +35,9 @@ from .methods.gradeclip_authors import single_head
 from .models import load_model
 from .models.base import ModelAdapter
 from .results import Explanation, Sweep
+
+if TYPE_CHECKING:
+    from .words import WordRelevance
 
 #: Methods that read attention, not a sublayer: the layer is where they start.
 ATTENTION_METHODS: tuple[str, ...] = methods_reading("attention")
@@ -392,6 +395,8 @@ class Explainer:
         target: str = DEFAULT_TARGET,
         method: str = DEFAULT_METHOD,
         progress: Progress | None = None,
+        words: str | None = None,
+        words_layer: int | None = None,
     ) -> Explanation:
         """Scores and one heatmap per prompt at ``layer`` (1-based; default: second-to-last).
 
@@ -399,7 +404,9 @@ class Explainer:
         attention methods the sublayer is ignored and the method runs from ``layer`` to the last.
         sublayer: one of this family's sublayers (default: its MLP's first projection, as the
         notebook). target: what is explained per prompt (clipcam.constants.TARGETS).
-        progress(done, total) follows Score-CAM's forward passes.
+        progress(done, total) follows Score-CAM's forward passes. words: a word-relevance method
+        (clipcam.words.WORD_METHODS) to also say which words of each prompt matter, from a text
+        pass of its own (off by default); words_layer: its start layer in the text encoder.
         """
         start = time.perf_counter()
         record = self.check_method(method)
@@ -407,9 +414,11 @@ class Explainer:
         sublayer = self.adapter.check_sublayer(self.default_sublayer if sublayer is None else sublayer)
         target = check_target(target)
         prompts = clean_prompts(prompts)
+        words_layer = self._check_words(words, words_layer)
         rgb, pixels, geometry, notes = self.prepare_image(image, layer)
         text, text_notes = self.text_embeddings(prompts)
         logits, (maps,) = self._run(pixels, text, [layer], {layer: geometry.grid}, sublayer, target, record, progress)
+        relevance = self._words(pixels, prompts, target, words, words_layer)
         reason = self._dead(record, layer, sublayer)
         if record.reads == "attention":
             sublayer = "self_attn"
@@ -421,6 +430,7 @@ class Explainer:
             geometry=geometry, image=rgb, model=self.name, layer=layer, sublayer=sublayer, target=target,
             method=record.name, dead_reason=reason, notes=tuple(notes) + text_notes,
             seconds=time.perf_counter() - start, prob_kind=self.adapter.prob_kind, family=self.family,
+            word_relevance=relevance,
         )
 
     def sweep(
@@ -432,6 +442,8 @@ class Explainer:
         target: str = DEFAULT_TARGET,
         method: str = DEFAULT_METHOD,
         progress: Progress | None = None,
+        words: str | None = None,
+        words_layer: int | None = None,
     ) -> Sweep:
         """Maps of every layer (or the given ones) × every prompt, from a single forward pass
         (Score-CAM adds its masked forwards per layer). A CNN's stages have different grids; their
@@ -446,9 +458,11 @@ class Explainer:
         if not chosen or len(set(chosen)) != len(chosen):
             raise ValueError("Give each layer of the sweep once, and at least one layer.")
         prompts = clean_prompts(prompts)
+        words_layer = self._check_words(words, words_layer)
         rgb, pixels, _, notes = self.prepare_image(image)
         text, text_notes = self.text_embeddings(prompts)
         logits, maps = self._run(pixels, text, chosen, self.grids(rgb.size, chosen), sublayer, target, record, progress)
+        relevance = self._words(pixels, prompts, target, words, words_layer)
         stacked, kept = _stack_grids(maps)
         notes.extend(self._notes(record, prompts, target))
         return Sweep(
@@ -457,8 +471,26 @@ class Explainer:
             sublayer="self_attn" if record.reads == "attention" else sublayer, target=target, method=record.name,
             dead_reasons=tuple(self._dead(record, layer, sublayer) for layer in chosen),
             notes=tuple(notes) + text_notes, seconds=time.perf_counter() - start,
-            prob_kind=self.adapter.prob_kind, family=self.family,
+            prob_kind=self.adapter.prob_kind, family=self.family, word_relevance=relevance,
         )
+
+    def _check_words(self, words: str | None, words_layer: object) -> int | None:
+        """The word method's text start layer (checked before any work), None when words are off."""
+        if words is None:
+            return None
+        from .words import get_word_method
+        from .words.text_pass import check_text_layer
+
+        return check_text_layer(self.adapter, get_word_method(words), words_layer)
+
+    def _words(self, pixels: torch.Tensor, prompts: tuple[str, ...], target: str, words: str | None,
+               words_layer: int | None) -> WordRelevance | None:
+        """Word relevance from the text side's own pass (clipcam.words), or None when not asked for."""
+        if words is None:
+            return None
+        from .words.text_pass import word_relevance
+
+        return word_relevance(self.adapter, pixels, prompts, target, words, words_layer)
 
     def _notes(self, record: Method, prompts: tuple[str, ...], target: str) -> list[str]:
         notes = []
@@ -481,6 +513,16 @@ class Explainer:
         with torch.no_grad():
             logits = self._logits(pixels, text).float().cpu().numpy()
         return logits, self.adapter.probabilities(logits)
+
+    def words(self, image: object, prompts: Sequence[str] | str, method: str = "gradinput", target: str = DEFAULT_TARGET,
+              layer: int | None = None) -> WordRelevance:
+        """Which words of each prompt matter, without heatmaps: a clipcam.words.WordRelevance from
+        the text side's own pass (``explain(..., words=method)`` gives the same with the maps)."""
+        prompts = clean_prompts(prompts)
+        target = check_target(target)
+        layer = self._check_words(method, layer)
+        _, pixels, _, _ = self.prepare_image(image)
+        return self._words(pixels, prompts, target, method, layer)
 
 
 def load_explainer(model: str = "base", device: str = "auto", half: bool = False) -> Explainer:

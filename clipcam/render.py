@@ -321,3 +321,75 @@ def layer_grid(image: Image.Image, maps: np.ndarray, layers: Sequence[int], prom
     heads = [f"{i + 1}. {caption(p, float(q))}" for i, (p, q) in enumerate(zip(prompts, probs))]
     return grid_image(tiles, [""] * len(tiles), columns=len(prompts), row_labels=labels, tile_side=tile_side,
                       column_labels=heads)
+
+
+# ---------------------------------------------------------------------- word relevance (issue 13)
+#: Signed word relevance: blue for words that lower the score, red for words that raise it.
+NEGATIVE_RGB, POSITIVE_RGB = np.array([49, 104, 230]), np.array([214, 39, 40])
+
+
+def word_colors(shades: np.ndarray, signed: bool, colormap: str = DEFAULT_COLORMAP) -> np.ndarray:
+    """Word shades → (n, 3) uint8 RGB. Unsigned shades in [0, 1] take the maps' colour map, so a
+    word and a heatmap region of the same colour matter alike; signed shades in [-1, 1] blend white
+    towards blue (negative) or red (positive)."""
+    shades = np.nan_to_num(np.asarray(shades, dtype=np.float32))
+    if not signed:
+        return colorize(shades[None], colormap)[0]
+    t = np.clip(np.abs(shades), 0.0, 1.0)[:, None]
+    ends = np.where(shades[:, None] < 0, NEGATIVE_RGB, POSITIVE_RGB)
+    return np.uint8(np.round((1 - t) * 255 + t * ends))
+
+
+def word_strip(words, signed: bool, colormap: str = DEFAULT_COLORMAP, label: str = "",
+               font_size: int = 20) -> Image.Image:
+    """One prompt's words (a clipcam.words.PromptWords) on boxes shaded by their relevance,
+    scaled by the prompt's largest magnitude, with the raw value under each word and an optional
+    label (the method) above."""
+    font, small = _font(font_size), _font(max(10, font_size * 3 // 5))
+    probe = ImageDraw.Draw(Image.new("RGB", (1, 1)))
+    colors = word_colors(words.shaded(signed), signed, colormap)
+    widths = [int(max(probe.textlength(w, font=font), probe.textlength(f"{v:.3g}", font=small))) + 12
+              for w, v in zip(words.words, words.word_relevance)]
+    top = font_size + 8 if label else 4
+    box_h = font_size + 12
+    width = max(sum(widths) + 4 * len(widths) + 8, int(probe.textlength(label, font=font)) + 16 if label else 0)
+    sheet = Image.new("RGB", (max(width, 40), top + box_h + font_size + 8), "white")
+    draw = ImageDraw.Draw(sheet)
+    if label:
+        draw.text((8, 4), label, fill="black", font=font)
+    x = 8
+    for word, value, color, w in zip(words.words, words.word_relevance, colors, widths):
+        fill = tuple(int(c) for c in color)
+        ink = "black" if 0.299 * fill[0] + 0.587 * fill[1] + 0.114 * fill[2] > 140 else "white"
+        draw.rectangle((x, top, x + w, top + box_h), fill=fill, outline=(200, 200, 200))
+        draw.text((x + 6, top + 5), word, fill=ink, font=font)
+        draw.text((x + 6, top + box_h + 3), f"{value:.3g}", fill=(90, 90, 90), font=small)
+        x += w + 4
+    return sheet
+
+
+def words_html(relevance, colormap: str = DEFAULT_COLORMAP, captions: Sequence[str] | None = None) -> str:
+    """Every prompt's words (a clipcam.words.WordRelevance) as HTML: one line per prompt, each word
+    on a background shaded like ``word_strip`` (the maps' colour map, or blue-white-red when signed),
+    its raw value in the tooltip, and a legend saying what the colours mean."""
+    from html import escape
+
+    lines = []
+    for k, prompt in enumerate(relevance.prompts):
+        colors = word_colors(prompt.shaded(relevance.signed), relevance.signed, colormap)
+        spans = []
+        for word, value, color in zip(prompt.words, prompt.word_relevance, colors):
+            r, g, b = (int(c) for c in color)
+            ink = "#000" if 0.299 * r + 0.587 * g + 0.114 * b > 140 else "#fff"
+            spans.append(f'<span class="clipcam-word" title="{value:.4g}" style="background:rgb({r},{g},{b});'
+                         f'color:{ink};padding:2px 6px;margin:1px;border-radius:4px;display:inline-block;font-size:1.1em">'
+                         f"{escape(word)}</span>")
+        head = escape(captions[k]) if captions else f"{k + 1}."
+        lines.append(f'<div class="clipcam-words-row"><small>{head}</small><br>{"".join(spans)}</div>')
+    if relevance.signed:
+        legend = "blue: lowers the score · white: no effect · red: raises it (each prompt scaled by its largest value)"
+    else:
+        legend = (f"{colormap}: dark = little, bright = most relevant word of the prompt, as in the heatmaps "
+                  "(each prompt scaled by its largest value)")
+    return (f'<div class="clipcam-words">{"".join(lines)}<small class="clipcam-words-legend">{escape(legend)}'
+            "</small></div>")

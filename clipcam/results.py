@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from functools import cached_property
+from typing import TYPE_CHECKING
 
 import numpy as np
 from PIL import Image
@@ -18,6 +19,9 @@ from .constants import DEFAULT_TARGET
 from .geometry import CropGeometry
 from .methods import DEFAULT_METHOD
 from .methods.cam import normalize_maps, normalize_shared
+
+if TYPE_CHECKING:
+    from .words import WordRelevance
 
 
 @dataclass(frozen=True)
@@ -45,6 +49,12 @@ class Explanation:
     seconds: float = 0.0
     prob_kind: str = "softmax"  # "softmax": prompts compete (CLIP); "sigmoid": each on its own (SigLIP)
     family: str = "hf-clip"
+    word_relevance: WordRelevance | None = None  # per prompt, per token and per word (explain(words=...))
+
+    @property
+    def tokens(self) -> tuple[tuple[str, ...], ...] | None:
+        """Each prompt's tokens as text, when word relevance was asked for."""
+        return None if self.word_relevance is None else self.word_relevance.tokens
 
     @property
     def dead(self) -> bool:
@@ -89,6 +99,11 @@ class Sweep:
     seconds: float = 0.0
     prob_kind: str = "softmax"
     family: str = "hf-clip"
+    word_relevance: WordRelevance | None = None  # the same for every layer: the text side has its own layers
+
+    @property
+    def tokens(self) -> tuple[tuple[str, ...], ...] | None:
+        return None if self.word_relevance is None else self.word_relevance.tokens
 
     @cached_property
     def image_maps(self) -> np.ndarray:
@@ -110,5 +125,5 @@ class Sweep:
             prompts=self.prompts, logits=self.logits, probs=self.probs, grid_maps=self.grid_maps[i],
             geometry=self.geometry, image=self.image, model=self.model, layer=layer,
             sublayer=self.sublayer, target=self.target, method=self.method, dead_reason=self.dead_reasons[i], notes=self.notes, seconds=self.seconds,
-            prob_kind=self.prob_kind, family=self.family,
+            prob_kind=self.prob_kind, family=self.family, word_relevance=self.word_relevance,
         )

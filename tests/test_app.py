@@ -206,6 +206,25 @@ def test_upload_and_pixel_limits(tiny_dir, tmp_path):
         assert "The image is 3000×2000 = 6 megapixels; the limit is 1 megapixels." in str(err.value)
 
 
+def test_word_relevance_under_the_heatmaps_and_off(client, tiny_dir):
+    html = client.predict(image=handle_file(CAT), prompts_text="a photo of a cat.\na red zebra.", model=str(tiny_dir),
+                          sublayer="mlp.fc1", target="logit", method="gradcam", colormap="inferno", alpha=0.5,
+                          words="gradinput", api_name="/explain_words")
+    assert html.count('class="clipcam-word"') == 6 + 4  # a photo of a cat . / a red zebra .
+    assert "a photo of a cat." in html and "lowers the score" in html
+    assert client.predict(image=handle_file(CAT), prompts_text="a cat", model=str(tiny_dir), sublayer="mlp.fc1",
+                          target="logit", method="gradcam", colormap="inferno", alpha=0.5, words="off",
+                          api_name="/explain_words") == ""
+    left, right = client.predict(image=handle_file(CAT), prompts_text="a cat", left=str(tiny_dir), right=MISSING,
+                                 sublayer="mlp.fc1", target="logit", method="gradcam", colormap="inferno", alpha=0.5,
+                                 words="chefer", api_name="/compare_words")
+    assert left.count('class="clipcam-word"') == 2 and "⚠️" in right
+    with pytest.raises(Exception, match="nouns is not in the list of choices"):  # gradio's dropdown refuses it
+        client.predict(image=handle_file(CAT), prompts_text="a cat", model=str(tiny_dir), sublayer="mlp.fc1",
+                       target="logit", method="gradcam", colormap="inferno", alpha=0.5, words="nouns",
+                       api_name="/explain_words")
+
+
 def test_a_user_error_prints_no_traceback(client, tiny_dir, capfd, caplog):
     import logging
 

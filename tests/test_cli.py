@@ -85,3 +85,22 @@ def test_help_is_complete():
     for flag in ("--prompt", "--model", "--layer", "--sublayer", "--sweep", "--out", "--colormap", "--alpha", "--device",
                  "--method", "--target"):
         assert flag in proc.stdout
+
+
+def test_word_relevance_in_scores_and_one_strip_per_prompt(tiny_dir, tmp_path):
+    out = tmp_path / "words"
+    proc = run_cli(ROOT / "assets/chelsea.png", "-p", "a photo of a cat.", "-p", "a red zebra.", "--model", tiny_dir,
+                   "--words", "gradinput", "--out", out)
+    assert proc.returncode == 0, proc.stderr
+    assert {"01-a-photo-of-a-cat-words.png", "02-a-red-zebra-words.png"} <= {p.name for p in out.iterdir()}
+    words = json.loads((out / "scores.json").read_text())["word_relevance"]
+    assert (words["method"], words["signed"], words["layer"]) == ("gradinput", True, None)
+    zebra = words["prompts"][1]
+    assert zebra["words"] == ["a", "red", "zebra", "."] and len(zebra["tokens"]) == 8
+    assert zebra["word_relevance"][2] == pytest.approx(sum(zebra["token_relevance"][2:7]), rel=1e-5)
+    strip = Image.open(out / "02-a-red-zebra-words.png")
+    assert strip.size[0] > 100 and len(set(strip.getdata())) > 4  # shaded boxes, not a blank image
+    proc = run_cli(ROOT / "assets/chelsea.png", "-p", "a cat", "--model", tiny_dir, "--words", "chefer",
+                   "--words-layer", "5", "--out", tmp_path / "o")
+    assert proc.returncode == 2
+    assert proc.stderr == "clipcam: Text layer 5 is out of range: this model has text layers 1 to 2.\n"

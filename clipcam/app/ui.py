@@ -10,6 +10,7 @@ Models load lazily, on the first request that needs them, through the library's 
 from __future__ import annotations
 
 import functools
+import html
 import json
 import logging
 from typing import Callable, Sequence
@@ -21,7 +22,8 @@ from ..constants import TARGETS, check_choice
 from ..explainer import ATTENTION_METHODS, METHODS, Explainer, load_explainer
 from ..images import MAX_PIXELS
 from ..methods import get_method
-from ..render import COLORMAPS, DEFAULT_ALPHA, DEFAULT_COLORMAP, shorten
+from ..render import COLORMAPS, DEFAULT_ALPHA, DEFAULT_COLORMAP, shorten, words_html
+from ..words import WORD_REGISTRY
 from . import service as sv
 from .service import (
     CACHE_SECONDS, EXAMPLE_KINDS, EXAMPLES, HOW_TO_READ, MAX_APP_PROMPTS, MAX_FORWARDS, TIME_LIMIT, Deadline,
@@ -29,6 +31,10 @@ from .service import (
 )
 
 log = logging.getLogger("clipcam.app.ui")
+
+#: The word-relevance control: off, or a method that shades each prompt's words (clipcam.words).
+WORD_CHOICES: list[tuple[str, str]] = [("Off", "off")] + [(m.label, m.name) for m in WORD_REGISTRY.values()]
+DEFAULT_WORDS = "gradinput"  # the best measured on shapes world (BENCHMARKS.md, "Which words matter")
 
 INTRO = """# clipcam — where does a CLIP model look?
 Pick an example (or upload an image and type a few prompts, one per line) and press **Run**
@@ -361,6 +367,36 @@ class App:
                 lines.append(f"**{name}**: ℹ️ {unknown}")
         return (*outputs, "\n\n".join(lines + [f"ℹ️ {n}" for n in got.notes]))
 
+    @staticmethod
+    def word_method(words: str) -> str | None:
+        """The word method a request asks for, None for off (the HTTP API bypasses the dropdown)."""
+        check_choice(words, [name for _, name in WORD_CHOICES], "word method")
+        return None if words == "off" else words
+
+    def explain_words(self, image, prompts_text, model, sublayer, target, method, colormap, alpha, words):
+        """Each prompt's words shaded by relevance, under the Explain tab's heatmaps ("" when off)."""
+        name = self.word_method(words)
+        if name is None:
+            return ""
+        got = sv.check_request(image, prompts_text, sublayer, target, method, colormap, alpha, False, self.max_pixels)
+        relevance = self.explainer_for(model).words(got.image, got.prompts, method=name, target=target)
+        return words_html(relevance, got.colormap, [p.prompt for p in relevance.prompts])
+
+    def compare_words(self, image, prompts_text, left, right, sublayer, target, method, colormap, alpha, words):
+        """The same for both models of the Compare tab, each side on its own."""
+        name = self.word_method(words)
+        if name is None:
+            return "", ""
+        got = sv.check_request(image, prompts_text, sublayer, target, method, colormap, alpha, False, self.max_pixels)
+        out = []
+        for side in (left, right):
+            try:
+                relevance = self.explainer_for(side).words(got.image, got.prompts, method=name, target=target)
+                out.append(words_html(relevance, got.colormap, [p.prompt for p in relevance.prompts]))
+            except ValueError as err:
+                out.append(f"<p>⚠️ {html.escape(str(err), quote=False)}</p>")
+        return tuple(out)
+
     def restyle(self, colormap, alpha, shared, request: gr.Request = None):
         """Re-draw every kept result of this session with new display settings, without the model:
         (gallery, sweep picture, left gallery, right gallery, legend, sweep legend, scores)."""
@@ -557,6 +593,9 @@ def build_demo(models: Sequence[str] | None = None, device: str = "auto", half: 
                 method = Choice([(sv.METHOD_LABELS[m], m) for m in METHODS], value=method0, label="Method",
                                      elem_id="method")
                 method_info = gr.Markdown(app.about(first, method0, sublayer0), elem_id="method-info")
+                words = gr.Dropdown(WORD_CHOICES, value=DEFAULT_WORDS, label="Which words matter",
+                                    info="each prompt's words shaded under the heatmaps (a text pass of its own); "
+                                    "Off turns it off", elem_id="words")
                 with gr.Accordion("Display (redraws at once, no new run)", open=False, elem_id="display"):
                     colormap = Choice(list(COLORMAPS), value=DEFAULT_COLORMAP, label="Colour map",
                                            elem_id="colormap")
@@ -577,6 +616,7 @@ def build_demo(models: Sequence[str] | None = None, device: str = "auto", half: 
                         legend = gr.HTML(sv.legend_html(DEFAULT_COLORMAP), elem_id="legend")
                         gallery = gr.Gallery(show_label=False, columns=3, height="auto", object_fit="contain",
                                              format="jpeg", elem_id="gallery", preview=False)
+                        words_out = gr.HTML(elem_id="words-explain")
                         scores_box = gr.HTML(elem_id="scores")
                         record = gr.JSON(label="Scores and settings", visible=False)
                         files_btn = gr.Button("Prepare downloads: grid.png, scores.json, heatmaps.npz", size="sm",
@@ -607,10 +647,12 @@ def build_demo(models: Sequence[str] | None = None, device: str = "auto", half: 
                             with gr.Column(min_width=240):
                                 left_gallery = gr.Gallery(label="Left", columns=2, height="auto", format="jpeg",
                                                           elem_id="left-gallery")
+                                left_words = gr.HTML(elem_id="words-left")
                                 left_scores = gr.HTML(elem_id="left-scores")
                             with gr.Column(min_width=240):
                                 right_gallery = gr.Gallery(label="Right", columns=2, height="auto", format="jpeg",
                                                            elem_id="right-gallery")
+                                right_words = gr.HTML(elem_id="words-right")
                                 right_scores = gr.HTML(elem_id="right-scores")
 
         # ------------------------------------------------------------ wiring
@@ -637,18 +679,26 @@ def build_demo(models: Sequence[str] | None = None, device: str = "auto", half: 
         compare_out = [left_gallery, left_scores, right_gallery, right_scores, compare_notice]
         working = "⏳ Working…"
         # The page: a run first replaces the old notice, then shows its own (an error as one sentence).
+        words_in = [image, prompts, model, sublayer, target, method, colormap, alpha, words]
+        compare_words_in = [image, prompts, left, right, sublayer, target, method, colormap, alpha, words]
         run.click(lambda: working, None, notice, queue=False, api_name=False).then(
-            on_page(app.explain, len(explain_out), 3), explain_in, explain_out, api_name=False)
+            on_page(app.explain, len(explain_out), 3), explain_in, explain_out, api_name=False).then(
+            user_errors(app.explain_words), words_in, words_out, api_name=False)
         sweep_btn.click(lambda: working, None, sweep_notice, queue=False, api_name=False).then(
             on_page(app.sweep, len(sweep_out), 2), sweep_in, sweep_out, api_name=False)
         compare_btn.click(lambda: working, None, compare_notice, queue=False, api_name=False).then(
-            on_page(app.compare, len(compare_out), 4), compare_in, compare_out, api_name=False)
+            on_page(app.compare, len(compare_out), 4), compare_in, compare_out, api_name=False).then(
+            user_errors(app.compare_words), compare_words_in, [left_words, right_words], api_name=False)
         # The HTTP API: the same handlers, which answer a bad request with gr.Error.
         with gr.Row(visible=False):
             api = {name: gr.Button(name, visible=False) for name in ("explain", "sweep", "compare")}
-        api["explain"].click(user_errors(app.explain), explain_in, explain_out, api_name="explain")
+        api["explain"].click(user_errors(app.explain), explain_in, explain_out, api_name="explain").success(
+            user_errors(app.explain_words), words_in, words_out, api_name="explain_words")
         api["sweep"].click(user_errors(app.sweep), sweep_in, sweep_out, api_name="sweep")
-        api["compare"].click(user_errors(app.compare), compare_in, compare_out, api_name="compare")
+        api["compare"].click(user_errors(app.compare), compare_in, compare_out, api_name="compare").success(
+            user_errors(app.compare_words), compare_words_in, [left_words, right_words], api_name="compare_words")
+        words.change(lambda w: ("", "", "") if w == "off" else (gr.update(),) * 3, words,
+                     [words_out, left_words, right_words], api_name=False)
 
         shown = [gallery, sweep_img, left_gallery, right_gallery, legend, sweep_legend, scores_box]
         restyle = user_errors(app.restyle)

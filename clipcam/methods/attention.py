@@ -33,12 +33,18 @@ class AttentionLayer:
     head_grad: torch.Tensor | None = None
 
 
-def attention_probs(q: torch.Tensor, k: torch.Tensor, heads: int) -> torch.Tensor:
-    """(T, D) queries and keys → (H, T, T) softmax attention, as CLIP's vision attention computes it."""
+def attention_probs(q: torch.Tensor, k: torch.Tensor, heads: int, mask: torch.Tensor | None = None) -> torch.Tensor:
+    """(T, D) queries and keys → (H, T, T) softmax attention, as CLIP's vision attention computes it.
+
+    mask (T, T) bool, True where query i may attend to key j: the text encoders' causal and
+    padding masks (an additive -inf before the softmax, as the models apply them)."""
     t, d = q.shape
     qh = q.reshape(t, heads, d // heads).transpose(0, 1)  # (H, T, d)
     kh = k.reshape(t, heads, d // heads).transpose(0, 1)  # (H, T, d)
-    return torch.softmax(qh @ kh.transpose(1, 2) * (d // heads) ** -0.5, dim=-1)  # (H, T, T)
+    scores = qh @ kh.transpose(1, 2) * (d // heads) ** -0.5  # (H, T, T)
+    if mask is not None:
+        scores = scores.masked_fill(~mask, float("-inf"))
+    return torch.softmax(scores, dim=-1)
 
 
 def attention_grads(grad_out: torch.Tensor, out_weight: torch.Tensor, v: torch.Tensor, heads: int) -> torch.Tensor:

@@ -56,6 +56,35 @@ class AttentionSite:
     out_bias: torch.Tensor | None = None
 
 
+@dataclass(frozen=True)
+class TextInputs:
+    """K prompts as the text encoder reads them, and what word relevance needs to read it back.
+
+    ids (K, T): the token ids, exactly as ``encode_text`` tokenizes them (word relevance runs
+    ``encode_text`` itself, so both must tokenize alike); mask (K, T, T) bool:
+    True where query i may attend to key j (causal and padding masks, all True for a
+    bidirectional encoder); pooled (K,): the position the text embedding is read from; keep
+    (K, T) bool: the prompt's own tokens (no start, end or padding tokens); pieces: per prompt,
+    the tokenizer's strings of the kept tokens, in order (BPE pieces with their word markers).
+    """
+
+    ids: torch.Tensor
+    mask: torch.Tensor
+    pooled: torch.Tensor
+    keep: torch.Tensor
+    pieces: tuple[tuple[str, ...], ...]
+
+
+def special_free(tokenizer, ids: torch.Tensor, present: torch.Tensor) -> tuple[torch.Tensor, tuple[tuple[str, ...], ...]]:
+    """For a Hugging Face tokenizer: which positions of ids (K, T) are the prompt's own tokens
+    (present, and not a start, end or padding token), and their token strings per prompt."""
+    special = torch.tensor([tokenizer.get_special_tokens_mask(row.tolist(), already_has_special_tokens=True)
+                            for row in ids], dtype=torch.bool)  # (K, T)
+    keep = present & ~special
+    pieces = tuple(tuple(tokenizer.convert_ids_to_tokens(row[k].tolist())) for row, k in zip(ids, keep))
+    return keep, pieces
+
+
 class ModelAdapter:
     """One loaded, frozen model of some family, seen the way clipcam's methods need it.
 
@@ -239,6 +268,25 @@ class ModelAdapter:
             return 1.0 / (1.0 + np.exp(-logits))
         z = np.exp(logits - logits.max())
         return z / z.sum()
+
+    # ------------------------------------------------------------------ text side (word relevance)
+    def text_inputs(self, prompts: Sequence[str]) -> TextInputs:
+        """The prompts' token ids, attention masks, pooled positions and token strings."""
+        raise ValueError(f"clipcam cannot read the text encoder of {self.family_label} models yet.")
+
+    @property
+    def text_num_layers(self) -> int:
+        """How many blocks the text encoder has, numbered 1..text_num_layers."""
+        raise NotImplementedError
+
+    def text_sites(self, start: int) -> list[AttentionSite]:
+        """The text encoder's self-attention layers from 1-based ``start`` to the last. Unlike the
+        image side, ``split`` gives every prompt's queries, keys and values, each (K, T, D)."""
+        raise NotImplementedError
+
+    def text_token_embedding(self) -> torch.nn.Module:
+        """The module whose output is the token embeddings (K, T, D), before positions are added."""
+        raise NotImplementedError
 
     def describe(self) -> str:
         """One line for people: family, layers and grid."""

@@ -23,7 +23,7 @@ from PIL import Image
 
 from ..constants import SUBLAYERS
 from ..geometry import CropGeometry, size_setting
-from .base import AttentionSite, ModelAdapter
+from .base import AttentionSite, ModelAdapter, TextInputs, special_free
 
 #: SigLIP's text encoder pads every prompt to this many tokens (its processor's max_length).
 SIGLIP_TEXT_LENGTH = 64
@@ -134,6 +134,36 @@ class HFClipAdapter(ModelAdapter):
     def image_features(self, pixels: torch.Tensor) -> torch.Tensor:
         return self.model.visual_projection(self.model.vision_model(pixel_values=pixels).pooler_output)
 
+    # ------------------------------------------------------------------ text side (word relevance)
+    def text_inputs(self, prompts: Sequence[str]) -> TextInputs:
+        """CLIP's text encoder is causal, ignores padding (right-padded) and reads the embedding at
+        the end-of-text token: the highest id for old configs (eos_token_id 2), else the first eos id."""
+        tokens = self.tokenizer(list(prompts), padding=True, truncation=True, max_length=self.context_length,
+                                return_tensors="pt")
+        ids, present = tokens["input_ids"], tokens["attention_mask"].bool()  # (K, T)
+        eos = self.model.text_model.eos_token_id
+        pooled = ids.argmax(dim=-1) if eos == 2 else (ids == eos).int().argmax(dim=-1)
+        t = ids.shape[1]
+        mask = torch.ones(t, t, dtype=torch.bool).tril()[None] & present[:, None, :]  # (K, T, T)
+        keep, pieces = special_free(self.tokenizer, ids, present)
+        return TextInputs(ids=ids, mask=mask, pooled=pooled, keep=keep, pieces=pieces)
+
+    @property
+    def text_num_layers(self) -> int:
+        return len(self.model.text_model.encoder.layers)
+
+    def text_sites(self, start: int) -> list[AttentionSite]:
+        heads = self.model.config.text_config.num_attention_heads
+        return [
+            AttentionSite(reads=(b.self_attn.q_proj, b.self_attn.k_proj, b.self_attn.v_proj),
+                          split=lambda outs: tuple(o.float() for o in outs),
+                          out=b.self_attn.out_proj, out_weight=b.self_attn.out_proj.weight, heads=heads)
+            for b in list(self.model.text_model.encoder.layers)[start - 1:]
+        ]
+
+    def text_token_embedding(self) -> torch.nn.Module:
+        return self.model.text_model.embeddings.token_embedding
+
     @property
     def logit_scale(self) -> torch.Tensor:
         return self.model.logit_scale.exp()
@@ -188,6 +218,17 @@ class SiglipAdapter(HFClipAdapter):
     @property
     def context_length(self) -> int:
         return min(SIGLIP_TEXT_LENGTH, self.model.config.text_config.max_position_embeddings)
+
+    def text_inputs(self, prompts: Sequence[str]) -> TextInputs:
+        """SigLIP's text encoder is bidirectional, reads every padded position (no attention mask,
+        as it was trained) and takes the embedding from the last position."""
+        ids = self.tokenizer(list(prompts), padding="max_length", truncation=True, max_length=self.context_length,
+                             return_tensors="pt")["input_ids"]  # (K, T)
+        k, t = ids.shape
+        present = torch.ones(k, t, dtype=torch.bool)
+        keep, pieces = special_free(self.tokenizer, ids, present)
+        return TextInputs(ids=ids, mask=torch.ones(k, t, t, dtype=torch.bool), pooled=torch.full((k,), t - 1),
+                          keep=keep, pieces=pieces)
 
     def image_features(self, pixels: torch.Tensor) -> torch.Tensor:
         return self.model.vision_model(pixel_values=pixels).pooler_output  # the head's output (B, P)

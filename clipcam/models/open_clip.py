@@ -28,7 +28,7 @@ import torch.nn.functional as F
 from PIL import Image
 
 from ..geometry import CropGeometry
-from .base import AttentionSite, ModelAdapter
+from .base import AttentionSite, ModelAdapter, TextInputs, special_free
 
 
 class OpenClipAdapter(ModelAdapter):
@@ -101,6 +101,75 @@ class OpenClipAdapter(ModelAdapter):
     @property
     def logit_bias(self) -> torch.Tensor | None:
         return getattr(self.model, "logit_bias", None)
+
+    # ------------------------------------------------------------------ text side (word relevance)
+    def _text_tower(self) -> tuple[torch.nn.Module, torch.nn.Module, bool, str, int | None, int | None]:
+        """(blocks' Transformer, token embedding, causal, pool type, eos id, pad id for a padding mask)
+        of open_clip's own text tower: inlined in CLIP, a TextTransformer in CustomTextCLIP."""
+        model = self.model
+        text = getattr(model, "text", None)
+        if text is None:  # CLIP: the text tower's modules live on the model itself
+            return (model.transformer, model.token_embedding, model.attn_mask is not None, model.text_pool_type,
+                    getattr(model, "text_eos_id", None), None)
+        if not hasattr(text, "transformer") or getattr(text, "cls_emb", None) is not None:
+            raise ValueError(f"clipcam cannot read this model's {type(text).__name__} text tower yet; word relevance "
+                             "needs open_clip's own TextTransformer without a class token.")
+        pad = text.pad_id if text.use_pad_mask else None
+        return text.transformer, text.token_embedding, text.attn_mask is not None, text.pool_type, text.eos_id, pad
+
+    def text_inputs(self, prompts: Sequence[str]) -> TextInputs:
+        """The text tower's masks (causal unless built bidirectional, padding when it uses one) and
+        pooled position (``text_pool_type``: argmax, last, first or eos), as open_clip computes them."""
+        _, _, causal, pool, eos, pad = self._text_tower()
+        ids = self.tokenizer(list(prompts)).cpu()  # (K, T), exactly what encode_text reads
+        k, t = ids.shape
+        present = ids != pad if pad is not None else torch.ones(k, t, dtype=torch.bool)
+        mask = present[:, None, :].expand(k, t, t).clone()
+        if causal:
+            mask &= torch.ones(t, t, dtype=torch.bool).tril()
+        positions = {"first": torch.zeros(k, dtype=torch.long), "last": torch.full((k,), t - 1)}
+        if pool == "argmax":
+            pooled = ids.argmax(dim=-1)
+        elif pool == "eos":
+            pooled = (ids == eos).int().argmax(dim=-1)
+        elif pool in positions:
+            pooled = positions[pool]
+        else:
+            raise ValueError(f"clipcam cannot read word relevance from a text tower pooled by {pool!r}.")
+        decoder = getattr(self.tokenizer, "decoder", None)
+        if decoder is not None:  # open_clip's CLIP BPE: start token, the prompt's tokens, end token, zeros
+            end = (ids == self.tokenizer.eot_token_id).int().argmax(dim=-1)  # (K,)
+            at = torch.arange(t)[None]
+            keep = (at >= 1) & (at < end[:, None])
+            pieces = tuple(tuple(decoder[int(i)] for i in row[kk]) for row, kk in zip(ids, keep))
+        else:  # open_clip's HFTokenizer wraps a Hugging Face tokenizer
+            keep, pieces = special_free(self.tokenizer.tokenizer, ids, present)
+        return TextInputs(ids=ids, mask=mask, pooled=pooled, keep=keep, pieces=pieces)
+
+    @property
+    def text_num_layers(self) -> int:
+        return len(self._text_tower()[0].resblocks)
+
+    def text_sites(self, start: int) -> list[AttentionSite]:
+        """open_clip's fused attention: q, k, v recomputed exactly from ``ln_1``'s output."""
+        transformer = self._text_tower()[0]
+        if not getattr(transformer, "batch_first", True):
+            raise ValueError("clipcam reads open_clip text towers that run batch-first only.")
+
+        def site(block) -> AttentionSite:
+            attn = block.attn
+            weight, bias = attn.in_proj_weight, attn.in_proj_bias
+
+            def split(outs: Sequence[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+                return tuple(F.linear(outs[0].float(), weight.float(), bias.float()).chunk(3, dim=-1))
+
+            return AttentionSite(reads=(block.ln_1,), split=split, out=attn, out_weight=attn.out_proj.weight,
+                                 heads=attn.num_heads)
+
+        return [site(b) for b in list(transformer.resblocks)[start - 1:]]
+
+    def text_token_embedding(self) -> torch.nn.Module:
+        return self._text_tower()[1]
 
 
 class OpenClipViTAdapter(OpenClipAdapter):

@@ -1,0 +1,89 @@
+"""The text side's own forward and backward: word relevance for K prompts against one image.
+
+The image embedding is computed without gradients; the prompts go through the text encoder with
+hooks (clipcam.explainer.capture_outputs: the earliest hooked output becomes a detached leaf, so
+no weight gets a gradient). Prompt k's relevance explains its own score S_k on its own tokens.
+The text encoder runs the K prompts side by side without mixing them, so the K gradients come
+from one backward: first g_k = ∂S_k/∂e_k at each prompt's text embedding e_k (a (K, K, P)
+batched gradient, tiny), then ⟨g, e⟩ differentiated once through the encoder. This is exact for
+every target, including the log-softmax and contrast, whose S_k depend on the other prompts too.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+import torch
+
+from ..explainer import capture_outputs, target_scores
+from ..models.base import ModelAdapter
+from . import TextLayer, WordMethod, WordRelevance, get_word_method, prompt_words
+
+
+def check_text_layer(adapter: ModelAdapter, record: WordMethod, layer: object) -> int | None:
+    """The word method's 1-based start layer in the text encoder (its authors' default when None),
+    None for methods without one; a ValueError naming the range otherwise."""
+    layers = adapter.text_num_layers
+    if record.reads != "attention":
+        return None
+    if layer is None:
+        return record.default_layer(layers)
+    from ..models.layers import check_layer
+
+    return check_layer(layer, layers, "text layer")
+
+
+def word_relevance(adapter: ModelAdapter, pixels: torch.Tensor, prompts: Sequence[str], target: str,
+                   method: str, layer: int | None = None, counterfactual: bool = False,
+                   image: torch.Tensor | None = None) -> WordRelevance:
+    """Word relevance of ``method`` for each prompt's score (``target``) against the image ``pixels``
+    (1, 3, S, S); ``layer`` is the text encoder's start layer for the attention methods.
+
+    counterfactual=True explains −S instead, so a non-negative method shows the words that speak
+    against the prompt (Selvaraju et al.'s counterfactual explanations, ICCV 2017: the negated
+    gradient); a signed method's values simply change sign. image: the image embedding (1, P) when
+    the caller already has it (then ``pixels`` is not read)."""
+    record = get_word_method(method)
+    layer = check_text_layer(adapter, record, layer)
+    prompts = tuple(prompts)
+    inputs = adapter.text_inputs(prompts)
+    if image is None:
+        with torch.no_grad():
+            image = adapter.image_features(pixels)  # (1, P)
+    if record.reads == "attention":
+        sites = adapter.text_sites(layer)
+        modules, reads = [s.out for s in sites], [m for s in sites for m in s.reads]
+    else:
+        sites, modules, reads = [], [adapter.text_token_embedding()], []
+    with capture_outputs(modules, values=reads) as caught, torch.enable_grad():
+        emb = adapter.encode_text(prompts)  # (K, P), in the graph from the first hooked output on
+        unit = emb / emb.pow(2).sum(dim=-1, keepdim=True).sqrt()
+        scores = target_scores(adapter.logits(image, unit)[0], target)  # (K,)
+        if counterfactual:
+            scores = -scores
+    if any(c is None for c in caught):
+        raise RuntimeError("A hooked text-encoder module did not run in the forward pass.")
+    k = len(prompts)
+    eye = torch.eye(k, dtype=scores.dtype, device=scores.device)
+    (pairs,) = torch.autograd.grad(scores, emb, grad_outputs=eye, is_grads_batched=True, retain_graph=True)
+    own = pairs.diagonal(dim1=0, dim2=1).T  # (K, P): ∂S_k/∂e_k
+    grads = torch.autograd.grad(emb, caught[:len(modules)], grad_outputs=own)  # each (K, T, D)
+    mask, pooled = inputs.mask.to(emb.device), inputs.pooled.to(emb.device)
+    if record.reads == "attention":
+        values, layers, at = caught[len(modules):], [], 0
+        for site, grad in zip(sites, grads):
+            q, key, v = site.split(values[at:at + len(site.reads)])  # (K, T, D) each
+            at += len(site.reads)
+            layers.append(TextLayer(grad_out=grad.float(), out_weight=site.out_weight.float(), q=q.float(),
+                                    k=key.float(), v=v.float(), heads=site.heads))
+        tokens = record.compute(layers, mask, pooled)  # (K, T)
+    else:
+        tokens = record.compute(caught[0], grads[0])  # (K, T)
+    tokens = tokens.detach().float().cpu().numpy()
+    keep = inputs.keep.cpu().numpy()
+    return WordRelevance(
+        method=record.name, layer=layer, target=f"-{target}" if counterfactual else target, signed=record.signed,
+        prompts=tuple(prompt_words(p, pieces, np.asarray(row[kk], dtype=np.float32))
+                      for p, pieces, row, kk in zip(prompts, inputs.pieces, tokens, keep)),
+    )
