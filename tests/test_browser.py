@@ -118,12 +118,12 @@ def test_first_run_makes_sense_offline(browser, url, request):
         legend = page.locator("#legend").inner_text()
         assert "low" in legend and "high" in legend and "Per-prompt scale" in legend
         assert not page.get_by_text("the brighter the colour").is_visible()
-        page.get_by_text("How to read the maps").click()
-        assert page.get_by_text("the brighter the colour", exact=False).is_visible()
+        page.locator("#how-to-read").get_by_text("How to read the maps").click()
+        page.get_by_text("the brighter the colour", exact=False).wait_for(state="visible", timeout=10_000)
         no_error_badges(page)
         shot = request.config.getoption("--screenshot")
         if shot:
-            page.get_by_text("How to read the maps").click()  # closed again for the picture
+            page.locator("#how-to-read").get_by_text("How to read the maps").click()  # closed again for the picture
             page.wait_for_timeout(500)
             page.screenshot(path=shot, full_page=True)
     finally:

@@ -171,6 +171,21 @@ def on_page(fn: Callable, outputs: int, notice: int) -> Callable:
     return wrapper
 
 
+def blank_on_error(fn: Callable, outputs: int) -> Callable:
+    """For the page's follow-up steps (word relevance after a run): an error leaves them blank, since
+    the run's notice already says what was wrong (no "Error" badges)."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except Exception as err:  # noqa: BLE001 - the notice above says it; log it here
+            log.info("%s left blank: %s", fn.__name__, shorten(str(err), 300))
+            return "" if outputs == 1 else ("",) * outputs
+
+    return wrapper
+
+
 def client_alive() -> Callable[[], bool]:
     """Whether the client of the event running in this thread is still there. In gradio 6.31 a page
     that closes its event stream gets its events marked dead (``Queue.clean_events`` sets
@@ -683,12 +698,12 @@ def build_demo(models: Sequence[str] | None = None, device: str = "auto", half: 
         compare_words_in = [image, prompts, left, right, sublayer, target, method, colormap, alpha, words]
         run.click(lambda: working, None, notice, queue=False, api_name=False).then(
             on_page(app.explain, len(explain_out), 3), explain_in, explain_out, api_name=False).then(
-            user_errors(app.explain_words), words_in, words_out, api_name=False)
+            blank_on_error(app.explain_words, 1), words_in, words_out, api_name=False)
         sweep_btn.click(lambda: working, None, sweep_notice, queue=False, api_name=False).then(
             on_page(app.sweep, len(sweep_out), 2), sweep_in, sweep_out, api_name=False)
         compare_btn.click(lambda: working, None, compare_notice, queue=False, api_name=False).then(
             on_page(app.compare, len(compare_out), 4), compare_in, compare_out, api_name=False).then(
-            user_errors(app.compare_words), compare_words_in, [left_words, right_words], api_name=False)
+            blank_on_error(app.compare_words, 2), compare_words_in, [left_words, right_words], api_name=False)
         # The HTTP API: the same handlers, which answer a bad request with gr.Error.
         with gr.Row(visible=False):
             api = {name: gr.Button(name, visible=False) for name in ("explain", "sweep", "compare")}
