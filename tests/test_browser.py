@@ -123,6 +123,8 @@ def test_first_run_makes_sense_offline(browser, url, request):
         no_error_badges(page)
         shot = request.config.getoption("--screenshot")
         if shot:
+            page.wait_for_function("() => document.querySelector('#words-explain').innerText.trim().length > 0",
+                                   timeout=60_000)  # the word relevance that follows the run
             page.locator("#how-to-read").get_by_text("How to read the maps").click()  # closed again for the picture
             page.wait_for_timeout(500)
             page.screenshot(path=shot, full_page=True)
@@ -379,6 +381,8 @@ def test_phone_layout(browser, url, request):
         assert page.locator("#scores .score-value").count() == 3
         shot = request.config.getoption("--screenshot")
         if shot:
+            page.wait_for_function("() => document.querySelector('#words-explain').innerText.trim().length > 0",
+                                   timeout=60_000)
             page.wait_for_timeout(500)
             page.screenshot(path=str(Path(shot).with_name(Path(shot).stem + "-phone.png")), full_page=True)
     finally:
