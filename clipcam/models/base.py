@@ -163,6 +163,12 @@ class ModelAdapter:
         """The module whose output is explained for a 1-based ``layer`` and a ``sublayer`` name."""
         raise NotImplementedError
 
+    def block_module(self, blocks: Sequence[torch.nn.Module], layer: int, sublayer: str) -> torch.nn.Module:
+        """For transformer families: layer ``layer``'s block itself ("block"), or its submodule named
+        ``sublayer`` in the family's own names."""
+        block = blocks[self.check_layer(layer) - 1]
+        return block if self.check_sublayer(sublayer) == "block" else block.get_submodule(sublayer)
+
     def channels(self, sublayer: str) -> int:
         """Width of a sublayer's output (how many masked forwards Score-CAM runs per layer)."""
         raise NotImplementedError

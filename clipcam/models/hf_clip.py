@@ -69,8 +69,7 @@ class HFClipAdapter(ModelAdapter):
         return 1
 
     def module(self, layer: int, sublayer: str) -> torch.nn.Module:
-        block = self._blocks[self.check_layer(layer) - 1]
-        return block if self.check_sublayer(sublayer) == "block" else block.get_submodule(sublayer)
+        return self.block_module(self._blocks, layer, sublayer)
 
     def channels(self, sublayer: str) -> int:
         cfg = self.model.config.vision_config

@@ -207,8 +207,7 @@ class OpenClipViTAdapter(OpenClipAdapter):
         return 1
 
     def module(self, layer: int, sublayer: str) -> torch.nn.Module:
-        block = self._blocks[self.check_layer(layer) - 1]
-        return block if self.check_sublayer(sublayer) == "block" else block.get_submodule(sublayer)
+        return self.block_module(self._blocks, layer, sublayer)
 
     def channels(self, sublayer: str) -> int:
         block = self._blocks[0]
@@ -360,8 +359,7 @@ class OpenClipTimmViTAdapter(OpenClipAdapter):
         return int(getattr(self.trunk, "num_prefix_tokens", 1))
 
     def module(self, layer: int, sublayer: str) -> torch.nn.Module:
-        block = self._blocks[self.check_layer(layer) - 1]
-        return block if self.check_sublayer(sublayer) == "block" else block.get_submodule(sublayer)
+        return self.block_module(self._blocks, layer, sublayer)
 
     def channels(self, sublayer: str) -> int:
         block = self._blocks[0]
