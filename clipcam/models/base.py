@@ -184,6 +184,17 @@ class ModelAdapter:
         """Why this (layer, sublayer) cannot influence the image embedding, or None when it can."""
         return None
 
+    def class_token_dead_reason(self, layer: int, sublayer: str, alive: Sequence[str],
+                                token: str = "class token that the image embedding is read from") -> str | None:
+        """The dead rule of every class-token readout: in the last layer, patch tokens reach the
+        class token only through its attention's keys and values, so every sublayer but ``alive``
+        (those that feed them) has exactly zero gradient on the patches."""
+        if layer != self.num_layers or sublayer in alive:
+            return None
+        choices = alive[0] if len(alive) == 1 else ", ".join(alive[:-1]) + " or " + alive[-1]
+        return (f"In the last layer ({layer}) the patch tokens of {sublayer} never reach the {token}, so their "
+                f"gradient is exactly zero and Grad-CAM has nothing to show. Pick an earlier layer, or {choices}.")
+
     # ------------------------------------------------------------------ attention
     def attention_sites(self, start: int) -> list[AttentionSite]:
         """The self-attention layers from 1-based ``start`` to the last, in forward order."""

@@ -80,13 +80,8 @@ class HFClipAdapter(ModelAdapter):
         patch tokens reach the CLS token only through the keys and values of its attention; after
         the attention every token is processed on its own, so the patch tokens of q_proj, out_proj,
         layer_norm2, fc1, fc2 and the block output never reach it: their gradient is zero."""
-        if layer != self.num_layers or sublayer in ("layer_norm1", "self_attn.k_proj", "self_attn.v_proj"):
-            return None
-        return (
-            f"In the last layer ({layer}) the patch tokens of {sublayer} never reach the CLS token that "
-            "CLIP reads the image embedding from, so their gradient is exactly zero and Grad-CAM has "
-            "nothing to show. Pick an earlier layer, or layer_norm1, self_attn.k_proj or self_attn.v_proj."
-        )
+        return self.class_token_dead_reason(layer, sublayer, ("layer_norm1", "self_attn.k_proj", "self_attn.v_proj"),
+                                            token="CLS token that CLIP reads the image embedding from")
 
     # ------------------------------------------------------------------ attention
     def attention_sites(self, start: int) -> list[AttentionSite]:

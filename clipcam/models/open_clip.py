@@ -218,13 +218,7 @@ class OpenClipViTAdapter(OpenClipAdapter):
         """With the class-token readout, the last block's patch tokens reach the class token only
         through the keys and values of its attention, which are read from ``ln_1``; everything
         after the attention is per token. With mean pooling every token counts."""
-        if self.pool_type != "tok" or layer != self.num_layers or sublayer == "ln_1":
-            return None
-        return (
-            f"In the last layer ({layer}) the patch tokens of {sublayer} never reach the class token that "
-            "the image embedding is read from, so their gradient is exactly zero and Grad-CAM has nothing "
-            "to show. Pick an earlier layer, or ln_1."
-        )
+        return None if self.pool_type != "tok" else self.class_token_dead_reason(layer, sublayer, ("ln_1",))
 
     def attention_sites(self, start: int) -> list[AttentionSite]:
         def site(block) -> AttentionSite:
@@ -369,12 +363,9 @@ class OpenClipTimmViTAdapter(OpenClipAdapter):
     def dead_reason(self, layer: int, sublayer: str) -> str | None:
         """With timm's class-token pooling the last block is like CLIP's (only ``norm1`` feeds the
         class token's keys and values); attention-pool and mean pooling read every token."""
-        if getattr(self.trunk, "global_pool", "") != "token" or layer != self.num_layers or sublayer == "norm1":
+        if getattr(self.trunk, "global_pool", "") != "token":
             return None
-        return (
-            f"In the last layer ({layer}) the patch tokens of {sublayer} never reach the class token that "
-            "the image embedding is read from, so their gradient is exactly zero. Pick an earlier layer, or norm1."
-        )
+        return self.class_token_dead_reason(layer, sublayer, ("norm1",))
 
 
 def _weights_file(source: str) -> Path:
