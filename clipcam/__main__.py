@@ -244,10 +244,9 @@ def run_batch(argv: Sequence[str]) -> int:
     quiet_transformers()
     if args.chunk < 1 or (args.workers is not None and args.workers < 1):
         parser.error("--chunk and --workers must be at least 1")
-    from .models import families
+    from .models import sublayer_names
 
-    known = {name for cls in families().values() for name in cls.sublayers}
-    if args.sublayer is not None and args.sublayer not in known:
+    if args.sublayer is not None and args.sublayer not in sublayer_names():
         parser.error(f"argument --sublayer: {args.sublayer!r} is none of the families' sublayers. {sublayer_help()}")
     settings = Settings(model=args.model, method=args.method, layer=args.layer, sublayer=args.sublayer,
                         target=args.target, sweep=args.sweep, device=args.device, half=args.half)
@@ -322,10 +321,10 @@ def run_eval(argv: Sequence[str]) -> int:
     parser = build_eval_parser()
     args = parser.parse_args(argv)
     quiet_transformers()
-    from .constants import SUBLAYERS
+    from .models import sublayer_names
 
     methods = _choices(parser, args.methods, METHODS, "methods")
-    sublayers = _choices(parser, args.sublayers, SUBLAYERS, "sublayers")
+    sublayers = _choices(parser, args.sublayers, sublayer_names(), "sublayers")
     targets = _choices(parser, args.targets, TARGETS, "targets")
     if args.coco is not None and args.images is None:
         parser.error("--coco needs --images, the folder of its images")
@@ -343,6 +342,8 @@ def run_eval(argv: Sequence[str]) -> int:
         if not samples:
             raise ValueError("No image has annotations to score.")
         explainer = load_explainer(args.model, device=args.device, half=args.half)
+        if args.sublayers == "all":  # every sublayer of this model's own family
+            sublayers = explainer.sublayers
         rollout = str(SHAPES_MODEL_DIR) if args.model == "shapes" else args.model if Path(args.model).is_dir() else None
         bar = tqdm(total=len(samples), unit="img", disable=args.no_progress, desc="evaluating")
         progress = lambda done, total: bar.update(done - bar.n)  # noqa: E731

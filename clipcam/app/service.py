@@ -212,9 +212,9 @@ def family_class(name: str):
 
 def family_sublayers() -> list[str]:
     """Every family's sublayer names, in a stable order (what the app's server accepts)."""
-    from ..models import families
+    from ..models import sublayer_names
 
-    return list(dict.fromkeys(s for cls in families().values() for s in cls.sublayers))
+    return sublayer_names()
 
 
 def method_choices(name: str) -> tuple[list[tuple[str, str]], str]:

@@ -49,6 +49,12 @@ def families() -> dict[str, type[ModelAdapter]]:
     return {c.family: c for c in classes}
 
 
+def sublayer_names() -> list[str]:
+    """Every family's sublayer names, in a stable order (what the app, batch and eval accept; the
+    explainer then checks the name against the loaded model's own family)."""
+    return list(dict.fromkeys(s for cls in families().values() for s in cls.sublayers))
+
+
 def resolve_source(name: str) -> str:
     """Turn a short name into a hub id; hub ids, open_clip names and paths pass through unchanged."""
     if not isinstance(name, str) or not name.strip():
