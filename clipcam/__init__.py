@@ -3,7 +3,9 @@
     from clipcam import load_explainer
     ex = load_explainer("base")  # or "siglip", "rn50", "laion-b32", an open_clip "hf-hub:org/repo", a folder
     res = ex.explain("cat.png", ["a photo of a cat.", "a photo of a dog."], layer=11, sublayer="mlp.fc1")
-    res.probs, res.grid_maps, res.image_maps
+    res.probs, res.grid_maps, res.image_maps      # one layer: (K, rows, cols) raw, (K, H, W) on the image
+    sweep = ex.sweep("cat.png", ["a photo of a cat."])  # the same type with every layer
+    sweep.layers, sweep.layer_maps, sweep.at(11).image_maps
     res = ex.explain("cat.png", ["a photo of a cat."], words="chefer")  # which words matter, too
     res.word_relevance[0].words, res.word_relevance[0].word_relevance
 
@@ -11,7 +13,7 @@ This module never imports gradio; the web UI lives in ``clipcam.app.ui``.
 """
 
 from .constants import DEFAULT_SUBLAYER, MODEL_ALIASES, SUBLAYERS
-from .explainer import Explainer, Explanation, Sweep, load_explainer
+from .explainer import Explainer, Explanation, load_explainer
 from .geometry import CropGeometry
 from .images import load_image
 from .models import load_model
@@ -31,7 +33,6 @@ __all__ = [
     "ModelAdapter",
     "REGISTRY",
     "PromptWords",
-    "Sweep",
     "WORD_METHODS",
     "WordRelevance",
     "load_explainer",

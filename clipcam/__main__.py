@@ -123,7 +123,8 @@ def run(args: argparse.Namespace) -> dict:
         args.out.mkdir(parents=True, exist_ok=True)
         sweep_grid(result, args.colormap, args.alpha).save(args.out / "sweep.png")
         shown = result.at(result.layers[-2] if len(result.layers) > 1 else result.layers[0])
-        arrays = {"grid_maps": result.grid_maps, "image_maps": result.image_maps, "layers": np.array(result.layers)}
+        arrays = {"grid_maps": result.layer_maps, "image_maps": result.layer_image_maps,
+                  "layers": np.array(result.layers)}
     else:
         result = shown = explainer.explain(args.image, args.prompt, layer=args.layer, sublayer=args.sublayer,
                                            target=args.target, method=args.method, progress=progress,

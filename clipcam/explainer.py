@@ -34,7 +34,7 @@ from .methods.attention import AttentionLayer
 from .methods.gradeclip_authors import single_head
 from .models import load_model
 from .models.base import ModelAdapter
-from .results import Explanation, Sweep
+from .results import Explanation
 
 if TYPE_CHECKING:
     from .words import WordRelevance
@@ -48,7 +48,7 @@ MASKING_METHODS: tuple[str, ...] = methods_reading("masking")
 Progress = Callable[[int, int], None]
 
 __all__ = ["ATTENTION_METHODS", "DEFAULT_METHOD", "Explainer", "Explanation", "MASKING_METHODS", "METHODS",
-           "Sweep", "load_explainer"]
+           "load_explainer"]
 
 
 @contextmanager
@@ -408,30 +408,8 @@ class Explainer:
         (clipcam.words.WORD_METHODS) to also say which words of each prompt matter, from a text
         pass of its own (off by default); words_layer: its start layer in the text encoder.
         """
-        start = time.perf_counter()
-        record = self.check_method(method)
         layer = self.adapter.check_layer(self.default_layer if layer is None else layer)
-        sublayer = self.adapter.check_sublayer(self.default_sublayer if sublayer is None else sublayer)
-        target = check_target(target)
-        prompts = clean_prompts(prompts)
-        words_layer = self._check_words(words, words_layer)
-        rgb, pixels, geometry, notes = self.prepare_image(image, layer)
-        text, text_notes = self.text_embeddings(prompts)
-        logits, (maps,) = self._run(pixels, text, [layer], {layer: geometry.grid}, sublayer, target, record, progress)
-        relevance = self._words(pixels, prompts, target, words, words_layer)
-        reason = self._dead(record, layer, sublayer)
-        if record.reads == "attention":
-            sublayer = "self_attn"
-        notes.extend(self._notes(record, prompts, target))
-        if reason is None and not maps.any():
-            notes.append("The heatmaps are all zero here: no patch pushes any prompt's score up at this layer.")
-        return Explanation(
-            prompts=prompts, logits=logits, probs=self.adapter.probabilities(logits), grid_maps=maps,
-            geometry=geometry, image=rgb, model=self.name, layer=layer, sublayer=sublayer, target=target,
-            method=record.name, dead_reason=reason, notes=tuple(notes) + text_notes,
-            seconds=time.perf_counter() - start, prob_kind=self.adapter.prob_kind, family=self.family,
-            word_relevance=relevance,
-        )
+        return self._explain(image, prompts, (layer,), sublayer, target, method, progress, words, words_layer)
 
     def sweep(
         self,
@@ -444,19 +422,26 @@ class Explainer:
         progress: Progress | None = None,
         words: str | None = None,
         words_layer: int | None = None,
-    ) -> Sweep:
+    ) -> Explanation:
         """Maps of every layer (or the given ones) × every prompt, from a single forward pass
         (Score-CAM adds its masked forwards per layer). A CNN's stages have different grids; their
         maps are resampled onto the finest chosen one."""
-        start = time.perf_counter()
-        record = self.check_method(method)
-        sublayer = self.adapter.check_sublayer(self.default_sublayer if sublayer is None else sublayer)
-        target = check_target(target)
         chosen = tuple(range(1, self.num_layers + 1)) if layers is None else tuple(
             self.adapter.check_layer(layer) for layer in layers
         )
         if not chosen or len(set(chosen)) != len(chosen):
             raise ValueError("Give each layer of the sweep once, and at least one layer.")
+        return self._explain(image, prompts, chosen, sublayer, target, method, progress, words, words_layer)
+
+    def _explain(self, image: object, prompts: Sequence[str] | str, chosen: tuple[int, ...], sublayer: str | None,
+                 target: str, method: str, progress: Progress | None, words: str | None,
+                 words_layer: int | None) -> Explanation:
+        """The one path behind explain and sweep: checks, one forward and batched gradients for every
+        chosen layer, and the result."""
+        start = time.perf_counter()
+        record = self.check_method(method)
+        sublayer = self.adapter.check_sublayer(self.default_sublayer if sublayer is None else sublayer)
+        target = check_target(target)
         prompts = clean_prompts(prompts)
         words_layer = self._check_words(words, words_layer)
         rgb, pixels, _, notes = self.prepare_image(image)
@@ -464,13 +449,15 @@ class Explainer:
         logits, maps = self._run(pixels, text, chosen, self.grids(rgb.size, chosen), sublayer, target, record, progress)
         relevance = self._words(pixels, prompts, target, words, words_layer)
         stacked, kept = _stack_grids(maps)
+        reasons = tuple(self._dead(record, layer, sublayer) for layer in chosen)
         notes.extend(self._notes(record, prompts, target))
-        return Sweep(
+        if len(chosen) == 1 and reasons[0] is None and not stacked.any():
+            notes.append("The heatmaps are all zero here: no patch pushes any prompt's score up at this layer.")
+        return Explanation(
             prompts=prompts, logits=logits, probs=self.adapter.probabilities(logits), layers=chosen,
-            grid_maps=stacked, geometry=self.adapter.geometry(rgb.size, chosen[kept]), image=rgb, model=self.name,
+            layer_maps=stacked, geometry=self.adapter.geometry(rgb.size, chosen[kept]), image=rgb, model=self.name,
             sublayer="self_attn" if record.reads == "attention" else sublayer, target=target, method=record.name,
-            dead_reasons=tuple(self._dead(record, layer, sublayer) for layer in chosen),
-            notes=tuple(notes) + text_notes, seconds=time.perf_counter() - start,
+            dead_reasons=reasons, notes=tuple(notes) + text_notes, seconds=time.perf_counter() - start,
             prob_kind=self.adapter.prob_kind, family=self.family, word_relevance=relevance,
         )
 

@@ -7,20 +7,16 @@ and the app's JSON output. Attention methods read no sublayer, so theirs is reco
 from __future__ import annotations
 
 from .methods import get_method
-from .results import Explanation, Sweep
+from .results import Explanation
 
 
-def scores_record(result: Explanation | Sweep, model: str | None = None, **extra: object) -> dict:
+def scores_record(result: Explanation, model: str | None = None, **extra: object) -> dict:
     """Prompts, logits and probabilities (``prob_kind``: "softmax" over the prompts, or "sigmoid"
-    per prompt), then model, family, layer (or a sweep's layers), sublayer, target, method, the dead
+    per prompt), then model, family, layer (or the layers of a sweep), sublayer, target, method, the dead
     layers with their reasons, notes and the explanation's seconds; ``extra`` keys are added last."""
     attention = get_method(result.method).reads == "attention"
-    if isinstance(result, Sweep):
-        where: dict = {"layers": list(result.layers)}
-        dead = {str(layer): reason for layer, reason in zip(result.layers, result.dead_reasons) if reason}
-    else:
-        where = {"layer": result.layer}
-        dead = {str(result.layer): result.dead_reason} if result.dead else {}
+    where = {"layer": result.layers[0]} if len(result.layers) == 1 else {"layers": list(result.layers)}
+    dead = {str(layer): reason for layer, reason in zip(result.layers, result.dead_reasons) if reason}
     return {
         "prompts": list(result.prompts),
         "logits": [float(x) for x in result.logits],

@@ -64,14 +64,38 @@ def test_display_settings_redraw_the_kept_result_without_the_model(client, tiny_
     """/restyle re-draws this session's gallery from the maps kept on the server: other colours,
     the same prompts in the same order, and no second model call (the scores stay as they were)."""
     gallery, *_ = call_explain(client, tiny_dir, prompts="a cat\na dog", colormap="inferno", alpha=0.5)
-    shown, sweep_img, left, right, legend, _, _ = client.predict(colormap="jet", alpha=1.0, shared=True,
-                                                                 api_name="/restyle")
+    shown, sweep_img, left, right, legend, _, _, words, _, _ = client.predict(colormap="jet", alpha=1.0, shared=True,
+                                                                              api_name="/restyle")
     assert "data-colormap='jet'" in legend and "Shared scale" in legend
     assert [item["caption"] for item in shown] == [item["caption"] for item in gallery]
     from PIL import Image
 
     before, after = (np.asarray(Image.open(item["image"]), dtype=float) for item in (gallery[0], shown[0]))
     assert before.shape == after.shape and np.abs(before - after).mean() > 10
+
+
+def test_display_settings_recolour_the_kept_words(client, tiny_dir):
+    """The word panels follow a colour-map change: their kept relevance is re-drawn with the new
+    colours (chefer is unsigned, so it takes the maps' colour map); Off forgets it."""
+    import re
+
+    from gradio_client import Client as Fresh
+
+    session = Fresh(client.src, verbose=False)  # a session of its own: no other test's words
+    ask = dict(image=handle_file(CAT), prompts_text="a photo of a cat.", model=str(tiny_dir), sublayer="mlp.fc1",
+               target="logit", method="gradcam", alpha=0.5, words="chefer", api_name="/explain_words")
+    inferno = session.predict(colormap="inferno", **ask)
+    *_, words, left, right = session.predict(colormap="jet", alpha=0.5, shared=False, api_name="/restyle")
+    assert words == session.predict(colormap="jet", **ask)  # exactly what a fresh run with jet draws
+    colours = re.compile(r"background:rgb\((\d+,\d+,\d+)\)")
+    assert colours.findall(words) != colours.findall(inferno) and "jet: dark = little" in words
+    def unchanged(value):  # gradio's "leave this output as it is"
+        return isinstance(value, dict) and value.get("__type__") == "update"
+
+    assert unchanged(left) and unchanged(right)  # nothing kept on the Compare tab
+    session.predict(**{**ask, "words": "off", "colormap": "inferno"})
+    *_, words, _, _ = session.predict(colormap="viridis", alpha=0.5, shared=False, api_name="/restyle")
+    assert unchanged(words)
 
 
 def test_deeper_model_accepts_its_own_layers(client, tiny5_dir):

@@ -116,7 +116,7 @@ def test_sweep_gives_every_start_layer_from_one_pass(explainer7, method, target)
     sweep = explainer7.sweep(image, PROMPTS, method=method, target=target)
     for i, layer in enumerate(sweep.layers):
         single = explainer7.explain(image, PROMPTS, layer=layer, method=method, target=target)
-        np.testing.assert_allclose(sweep.grid_maps[i], single.grid_maps, rtol=1e-5, atol=1e-8)
+        np.testing.assert_allclose(sweep.layer_maps[i], single.grid_maps, rtol=1e-5, atol=1e-8)
     assert sweep.dead_reasons == (None, None, None)
     assert not any(m._forward_hooks for m in explainer7.model.modules())
     assert torch.is_grad_enabled()

@@ -85,7 +85,7 @@ def test_sweep_gives_a_row_per_layer(images, tiny_dir, explainer, tmp_path):
     assert [(r["layer"], r["prompt_index"]) for r in rows] == [(1, 0), (1, 1), (2, 0), (2, 1)]
     assert {r["sublayer"] for r in rows} == {"self_attn"}
     sweep = explainer.sweep(item.image, PROMPTS, method="chefer")
-    np.testing.assert_allclose(np.array(rows[3]["grid_map"]).reshape(4, 4), sweep.grid_maps[1, 1], atol=1e-6)
+    np.testing.assert_allclose(np.array(rows[3]["grid_map"]).reshape(4, 4), sweep.layer_maps[1, 1], atol=1e-6)
 
 
 def test_manifests_and_saved_datasets(images, tiny_dir, explainer, tmp_path):

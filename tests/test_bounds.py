@@ -139,7 +139,7 @@ def test_sweep_download_is_bounded(explainer):
     kept = keep(sweep, {}, [])
     # the same bound for large's 24 layers × 16 prompts, from the shapes alone
     big = keep(sweep, {}, [])
-    object.__setattr__(big, "grid_maps", np.zeros((24, 16, 16, 16), np.float32))
+    object.__setattr__(big, "layer_maps", np.zeros((24, 16, 16, 16), np.float32))
     width, height = download_size(big)
     assert 24 * 16 * width * height * 2 <= DOWNLOAD_MAP_BYTES and width == height
     import tempfile
@@ -149,7 +149,7 @@ def test_sweep_download_is_bounded(explainer):
     w, h = download_size(kept)
     assert npz["image_maps"].dtype == np.float16 and npz["image_maps"].shape == (2, 16, h, w)
     assert npz["image_maps"].nbytes <= DOWNLOAD_MAP_BYTES
-    np.testing.assert_array_equal(npz["grid_maps"], sweep.grid_maps)
+    np.testing.assert_array_equal(npz["grid_maps"], sweep.layer_maps)
 
 
 # ----------------------------------------------------------------- GPU on Spaces
@@ -194,24 +194,48 @@ def test_image_file_size_is_checked_from_its_header(tmp_path):
     check_file_size(tmp_path / "notes.png", 1)  # left to load_image, which names the problem
 
 
-def test_janitor_removes_the_empty_folders_gradio_leaves(tmp_path):
+def test_janitor_removes_old_cached_files_and_the_empty_folders_gradio_leaves(tmp_path):
     import os
 
     from clipcam.app.service import Janitor
 
     now = [1000.0]
-    old, fresh, full = tmp_path / "aa" / "bb", tmp_path / "cc", tmp_path / "dd"
-    for folder in (old, fresh, full):
+    old, fresh, full, kept = tmp_path / "aa" / "bb", tmp_path / "cc", tmp_path / "dd", tmp_path / "ee"
+    for folder in (old, fresh, full, kept):
         folder.mkdir(parents=True)
-    (full / "image.jpeg").write_bytes(b"x")
-    for folder in (old, tmp_path / "aa", full):
-        os.utime(folder, (100, 100))
+    stale, new, example = full / "image.jpeg", fresh / "grid.png", kept / "example.png"
+    for path in (stale, new, example):
+        path.write_bytes(b"x")
+    for path in (old, tmp_path / "aa", stale, example):
+        os.utime(path, (100, 100))
     janitor = Janitor(tmp_path, age=60, clock=lambda: now[0])
+    tracked = {str(stale), str(new)}
+    janitor.keep, janitor.tracked = lambda: {str(example)}, lambda: [tracked]
     assert janitor.tidy() == 0  # not yet time (every age / 2)
     now[0] += 31
-    os.utime(fresh, (now[0], now[0]))
-    assert janitor.tidy() == 1  # "aa/bb" is old and empty; "aa" just changed, "cc" is fresh, "dd" holds a file
-    assert not old.exists() and fresh.exists() and (full / "image.jpeg").exists()
+    for path in (fresh, new):
+        os.utime(path, (now[0], now[0]))
+    os.utime(full, (100, 100))
+    # the stale file, then "aa/bb" (old and empty) and "dd" (emptied now, unchanged since 100);
+    # "aa" just changed, "cc" and its file are fresh, the example is kept
+    assert janitor.tidy() == 3
+    assert not stale.exists() and not old.exists() and not full.exists()
+    assert new.exists() and example.exists() and tracked == {str(new)}
+
+
+def test_janitor_keeps_what_the_served_app_keeps(tmp_path):
+    """Watching the built demo: what any of its components keeps in the cache survives; the sets the
+    janitor forgets deleted paths in are the demo's own (uploads, and each component's outputs)."""
+    from clipcam.app.ui import build_demo
+
+    demo = build_demo(models=["shapes"])
+    janitor = demo.clipcam_app.janitor
+    component = next(b for b in demo.blocks.values() if hasattr(b, "keep_in_cache"))
+    component.keep_in_cache.add(str(tmp_path / "default.png"))
+    assert str(tmp_path / "default.png") in janitor.keep()
+    tracked = janitor.tracked()
+    assert any(paths is demo.upload_file_set for paths in tracked)
+    assert any(paths is component.temp_files for paths in tracked)
 
 
 def test_library_echoes_a_bad_choice_shortened():

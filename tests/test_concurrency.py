@@ -27,8 +27,8 @@ def test_threads_mixing_explain_sweep_and_failures(explainer5, monkeypatch):
 
     def call(kind, img, prompts, layer, sublayer):
         if kind == "sweep":
-            return explainer5.sweep(img, prompts, sublayer=sublayer).grid_maps
-        return explainer5.explain(img, prompts, layer=layer, sublayer=sublayer).grid_maps
+            return explainer5.sweep(img, prompts, sublayer=sublayer).layer_maps
+        return explainer5.explain(img, prompts, layer=layer, sublayer=sublayer).layer_maps
 
     expected = [call(*job) for job in jobs]
     original = explainer5.model.visual_projection.forward

@@ -116,13 +116,33 @@ def test_hooks_removed_when_the_call_fails(explainer, monkeypatch):
 def test_sweep_equals_per_layer_explain(explainer5, wide_image):
     sweep = explainer5.sweep(wide_image, PROMPTS, sublayer="mlp.fc1")
     assert sweep.layers == (1, 2, 3)
-    assert sweep.grid_maps.shape == (3, 3, 5, 5)
+    assert sweep.layer_maps.shape == (3, 3, 5, 5)
     for i, layer in enumerate(sweep.layers):
         single = explainer5.explain(wide_image, PROMPTS, layer=layer, sublayer="mlp.fc1")
-        np.testing.assert_allclose(sweep.grid_maps[i], single.grid_maps, atol=1e-6)
+        np.testing.assert_allclose(sweep.layer_maps[i], single.grid_maps, atol=1e-6)
         np.testing.assert_allclose(sweep.logits, single.logits, atol=1e-6)
     assert sweep.dead_reasons[:2] == (None, None) and "last layer" in sweep.dead_reasons[2]
-    assert sweep.image_maps.shape == (3, 3, wide_image.height, wide_image.width)
+    assert sweep.layer_image_maps.shape == (3, 3, wide_image.height, wide_image.width)
+
+
+def test_one_result_type_with_a_layer_axis(explainer5, wide_image):
+    """explain and sweep return one type: a one-layer result is a sweep's layer, picked with at()."""
+    sweep = explainer5.sweep(wide_image, PROMPTS, sublayer="mlp.fc1")
+    single = explainer5.explain(wide_image, PROMPTS, layer=2, sublayer="mlp.fc1")
+    assert type(single) is type(sweep) and single.layers == (2,) and single.layer_maps.shape == (1, 3, 5, 5)
+    picked = sweep.at(2)
+    assert picked.layer == 2 and picked.dead_reason is None and picked.grid_maps.shape == (3, 5, 5)
+    np.testing.assert_allclose(picked.grid_maps, single.grid_maps, atol=1e-6)
+    np.testing.assert_allclose(picked.image_maps, single.image_maps, atol=1e-5)
+    np.testing.assert_array_equal(sweep.layer_image_maps[1], picked.image_maps)
+    assert sweep.at(3).dead and "last layer" in sweep.at(3).dead_reason
+    with pytest.raises(ValueError) as err:
+        _ = sweep.grid_maps
+    assert str(err.value) == ("This explanation holds 3 layers (1 to 3); pick one with .at(layer), "
+                              "or read layer_maps.")
+    with pytest.raises(ValueError) as err:
+        sweep.at(7)
+    assert str(err.value) == "Layer 7 is not in this explanation; it holds layers [1, 2, 3]."
 
 
 @pytest.mark.parametrize("sublayer", SUBLAYERS)

@@ -213,7 +213,7 @@ def test_resnet_defaults_and_stage_grids(oc_resnet):
     assert ex.default_layer == 4 and ex.sublayers == ("output",) and ex.adapter.layer_noun == "stage"
     assert [ex.adapter.grid_at(s) for s in (1, 2, 3, 4)] == [(16, 16), (8, 8), (4, 4), (2, 2)]
     sweep = ex.sweep(noise_image(64, 64), PROMPTS)
-    assert sweep.grid_maps.shape == (4, 3, 16, 16) and not np.isnan(sweep.image_maps).any()
+    assert sweep.layer_maps.shape == (4, 3, 16, 16) and not np.isnan(sweep.layer_image_maps).any()
     with pytest.raises(ValueError, match=r"^Stage 5 is out of range: this model has stages 1 to 4\.$"):
         ex.explain(noise_image(20, 20), PROMPTS, layer=5)
 

@@ -33,5 +33,5 @@ def test_sweep_reports_progress_over_all_layers(explainer5, wide_image):
                              progress=lambda done, total: seen.append((done, total)))
     assert seen[-1] == (3 * 32, 3 * 32)
     single = explainer5.explain(wide_image, PROMPTS, layer=2, sublayer="self_attn.v_proj", method="scorecam")
-    np.testing.assert_allclose(sweep.grid_maps[1], single.grid_maps, rtol=1e-5, atol=1e-7)
+    np.testing.assert_allclose(sweep.layer_maps[1], single.grid_maps, rtol=1e-5, atol=1e-7)
     assert sweep.dead_reasons == (None, None, None)

@@ -260,9 +260,9 @@ def test_sweep_gives_every_layer_on_the_images_grid(ex):
     image = noise_image(30, 70, seed=8)
     sweep = ex.sweep(image, PROMPTS, sublayer="mlp.fc1")
     rows, cols = sweep.geometry.grid
-    assert rows > cols and sweep.grid_maps.shape == (2, 3, rows, cols) and not np.isnan(sweep.image_maps).any()
+    assert rows > cols and sweep.layer_maps.shape == (2, 3, rows, cols) and not np.isnan(sweep.layer_image_maps).any()
     single = ex.explain(image, PROMPTS, layer=2, sublayer="mlp.fc1")
-    np.testing.assert_allclose(sweep.grid_maps[1], single.grid_maps, rtol=1e-5, atol=1e-7)
+    np.testing.assert_allclose(sweep.layer_maps[1], single.grid_maps, rtol=1e-5, atol=1e-7)
 
 
 # ---------------------------------------------------------------------------- geometry

@@ -25,7 +25,7 @@ import numpy as np
 from PIL import Image
 
 from ..constants import DEFAULT_TARGET, MAX_PROMPT_CHARS, MODEL_INFO, TARGETS, check_choice
-from ..explainer import MASKING_METHODS, METHODS, Explanation, Sweep
+from ..explainer import MASKING_METHODS, METHODS, Explanation
 from ..geometry import CropGeometry
 from ..methods import DEFAULT_METHOD, REGISTRY, get_method, supported_methods
 from ..methods.cam import normalize_maps, normalize_shared
@@ -34,6 +34,7 @@ from ..render import (
     settings_text, shorten, tint, to_size, with_legend,
 )
 from ..record import scores_record
+from ..words import WordRelevance
 
 #: The most prompts the app accepts at once (the library allows more).
 MAX_APP_PROMPTS = 16
@@ -251,7 +252,7 @@ def model_label(name: str) -> str:
     return f"{Path(name).name or name}"
 
 
-def scores_dict(result: Explanation | Sweep) -> dict[str, float]:
+def scores_dict(result: Explanation) -> dict[str, float]:
     """Prompt (shortened for the label) → probability (softmax, or SigLIP's sigmoid), in the prompts'
     order (what gr.Label shows as bars); prompts that shorten alike are told apart by their number."""
     labels = [shorten(p) for p in result.prompts]
@@ -280,21 +281,26 @@ class Kept:
     ``settings``, the result's record (clipcam.record.scores_record: scores and what made them).
 
     Never the full photo: a kept result costs about ``DISPLAY_SIDE``² × 3 bytes (3 MB) plus the
-    grid maps. ``layers`` is empty for a single explanation, the sweep's layers otherwise (then
-    ``grid_maps`` is (L, K, rows, cols)).
+    grid maps. Like the result, it has a layer axis: one layer for the Explain and Compare tabs,
+    every layer for a sweep.
     """
 
     prompts: tuple[str, ...]
     logits: np.ndarray  # (K,)
     probs: np.ndarray  # (K,)
-    grid_maps: np.ndarray  # (K, rows, cols) or (L, K, rows, cols), raw
+    layers: tuple[int, ...]
+    layer_maps: np.ndarray  # (L, K, rows, cols), raw
     geometry: CropGeometry
     display: Image.Image  # the explained image, longer side at most DISPLAY_SIDE
     settings: dict
     notes: tuple[str, ...] = ()
     seconds: float = 0.0
-    layers: tuple[int, ...] = ()
     prob_kind: str = "softmax"
+
+    @property
+    def sweep(self) -> bool:
+        """True for a result of several layers (drawn as a layers × prompts sheet)."""
+        return len(self.layers) > 1
 
     @property
     def image_size(self) -> tuple[int, int]:
@@ -302,13 +308,12 @@ class Kept:
         return self.geometry.image_size
 
     def scaled(self, shared: bool = False) -> np.ndarray:
-        """The grid maps scaled to [0, 1]: each on its own, or (shared) by one maximum per layer."""
-        if not self.layers:
-            return normalize_shared(self.grid_maps) if shared else normalize_maps(self.grid_maps)
-        return np.stack([normalize_shared(m) for m in self.grid_maps]) if shared else normalize_maps(self.grid_maps)
+        """The grid maps (L, K, rows, cols) scaled to [0, 1]: each on its own, or (shared) by one
+        maximum per layer."""
+        return np.stack([normalize_shared(m) for m in self.layer_maps]) if shared else normalize_maps(self.layer_maps)
 
     def display_levels(self, size: tuple[int, int], shared: bool = False) -> tuple[np.ndarray, tuple[slice, slice]]:
-        """The maps for the screen as uint8 colour levels (K, H, W) on a (W, H) canvas, and the
+        """The maps for the screen as uint8 colour levels (L, K, H, W) on a (W, H) canvas, and the
         (rows, columns) the model saw (CLIP's crop; outside it the levels mean nothing).
 
         The same sampling as maps_at (geometry's coordinates, bilinear between cell centres, edge
@@ -319,7 +324,7 @@ class Kept:
         map_x = np.broadcast_to(gx[None, :].astype(np.float32), (len(gy), len(gx)))
         map_y = np.broadcast_to(gy[:, None].astype(np.float32), (len(gy), len(gx)))
         fixed, fraction = cv2.convertMaps(map_x, map_y, cv2.CV_16SC2)
-        grids = levels(self.scaled(shared).reshape(-1, *self.grid_maps.shape[-2:]))  # (K, rows, cols) uint8
+        grids = levels(self.scaled(shared).reshape(-1, *self.layer_maps.shape[-2:]))  # (L × K, rows, cols) uint8
         out = np.empty((len(grids), len(gy), len(gx)), np.uint8)
         for k, grid in enumerate(grids):
             cv2.remap(grid, fixed, fraction, cv2.INTER_LINEAR, dst=out[k], borderMode=cv2.BORDER_REPLICATE)
@@ -327,19 +332,17 @@ class Kept:
         for inside in (inside_y, inside_x):  # the crop is one run of rows and one of columns
             index = np.flatnonzero(inside)
             seen.append(slice(index[0], index[-1] + 1) if len(index) else slice(0, 0))
-        return out.reshape(*self.grid_maps.shape[:-2], len(gy), len(gx)), (seen[0], seen[1])
+        return out.reshape(*self.layer_maps.shape[:-2], len(gy), len(gx)), (seen[0], seen[1])
 
     def maps_at(self, size: tuple[int, int], shared: bool = False) -> np.ndarray:
-        """(K, H, W) or (L, K, H, W) float32 in [0, 1] on a (W, H) canvas covering the whole image,
-        NaN outside the model's crop; shared=True scales the prompts (of each layer) by one maximum."""
+        """(L, K, H, W) float32 in [0, 1] on a (W, H) canvas covering the whole image, NaN outside
+        the model's crop; shared=True scales the prompts of each layer by one maximum."""
         scaled = self.scaled(shared)
-        if not self.layers:
-            return self.geometry.grid_to_image(scaled, size)
         out = self.geometry.grid_to_image(scaled.reshape(-1, *scaled.shape[2:]), size)
         return out.reshape(*scaled.shape[:2], *out.shape[1:])
 
 
-def keep(result: Explanation | Sweep, model: str | dict, notes: Sequence[str]) -> Kept:
+def keep(result: Explanation, model: str | dict, notes: Sequence[str]) -> Kept:
     """The part of a result the server keeps (see Kept), with its record made by the one builder
     (scores_record: attention methods record no sublayer; ``model`` is the name the person picked,
     or a dict whose "model" it is and whose other keys are added); the full-size image is dropped."""
@@ -349,9 +352,8 @@ def keep(result: Explanation | Sweep, model: str | dict, notes: Sequence[str]) -
     settings = scores_record(result, extra.pop("model", None))
     settings.update(extra, notes=list(notes))
     return Kept(prompts=tuple(result.prompts), logits=np.asarray(result.logits), probs=np.asarray(result.probs),
-                grid_maps=result.grid_maps, geometry=result.geometry, display=display, settings=settings,
-                notes=tuple(notes), seconds=result.seconds,
-                layers=tuple(result.layers) if isinstance(result, Sweep) else (), prob_kind=result.prob_kind)
+                layers=tuple(result.layers), layer_maps=result.layer_maps, geometry=result.geometry, display=display,
+                settings=settings, notes=tuple(notes), seconds=result.seconds, prob_kind=result.prob_kind)
 
 
 def tile_caption(index: int, prompt: str, prob: float) -> str:
@@ -360,10 +362,11 @@ def tile_caption(index: int, prompt: str, prob: float) -> str:
 
 
 def overlay_tiles(kept: Kept, colormap: str, alpha: float, shared: bool = False) -> list[Image.Image]:
-    """One overlay per prompt at display size, drawn from the kept maps: all a change of colour map,
-    opacity or scale has to redo."""
+    """One overlay per prompt (per layer and prompt, layer by layer, for a sweep) at display size,
+    drawn from the kept maps: all a change of colour map, opacity or scale has to redo."""
     check_view(colormap, alpha)
-    maps, seen = kept.display_levels(kept.display.size, shared)  # (K, H, W) uint8
+    maps, seen = kept.display_levels(kept.display.size, shared)  # (L, K, H, W) uint8
+    maps = maps.reshape(-1, *maps.shape[2:])
     rgb = np.asarray(kept.display)
     dim = dimmed(rgb)
     return [tint(rgb, dim, m, seen, colormap, alpha) for m in maps]
@@ -390,7 +393,7 @@ def download_size(kept: Kept) -> tuple[int, int]:
     """(W, H) of the image_maps in a result's download: full size when they fit DOWNLOAD_MAP_BYTES
     (and the photo is at most FULL_RES_PIXELS), else scaled down to fit, aspect kept."""
     width, height = kept.image_size
-    maps = int(np.prod(kept.grid_maps.shape[:-2]))  # K, or L × K
+    maps = int(np.prod(kept.layer_maps.shape[:-2]))  # L × K
     pixels = min(FULL_RES_PIXELS, DOWNLOAD_MAP_BYTES // (2 * maps))
     if width * height <= pixels:
         return width, height
@@ -401,10 +404,11 @@ def download_size(kept: Kept) -> tuple[int, int]:
 def write_downloads(kept: Kept, colormap: str, alpha: float, shared: bool, folder: Path) -> list[str]:
     """grid.png (as shown, with the colour legend and a line recording the settings), scores.json
     (the kept record plus the display settings and sizes) and heatmaps.npz (raw grid maps,
-    image_maps as float16 at download_size) for a kept result, written into ``folder``."""
+    image_maps as float16 at download_size; a sweep's with a leading layer axis and its ``layers``)
+    for a kept result, written into ``folder``."""
     folder.mkdir(parents=True, exist_ok=True)
     grid_png, scores_json, npz = folder / "grid.png", folder / "scores.json", folder / "heatmaps.npz"
-    if kept.layers:
+    if kept.sweep:
         sheet = sweep_picture(kept, colormap, alpha, shared)
     else:
         tiles = overlay_tiles(kept, colormap, alpha, shared)
@@ -420,9 +424,10 @@ def write_downloads(kept: Kept, colormap: str, alpha: float, shared: bool, folde
         "image_maps_size": list(size),
     }
     scores_json.write_text(json.dumps(payload, indent=2, ensure_ascii=False) + "\n")
-    arrays = {"grid_maps": kept.grid_maps, "image_maps": kept.maps_at(size).astype(np.float16)}
-    if kept.layers:
-        arrays["layers"] = np.array(kept.layers)
+    maps = kept.maps_at(size).astype(np.float16)
+    arrays = {"grid_maps": kept.layer_maps, "image_maps": maps, "layers": np.array(kept.layers)}
+    if not kept.sweep:  # one layer: (K, ...) as the CLI writes it
+        arrays.update(grid_maps=kept.layer_maps[0], image_maps=maps[0])
     np.savez_compressed(npz, **arrays)
     return [str(grid_png), str(scores_json), str(npz)]
 
@@ -432,7 +437,8 @@ class Sessions:
 
     At most ``size`` sessions are kept, least recently used dropped first; each holds one Kept per
     tab (explain, sweep, compare-left, compare-right), so the store holds at most
-    size × 4 × (3 MB + grid maps). A dropped session's folder is deleted. Every access is locked.
+    size × 4 × (3 MB + grid maps), and the word relevance of three word panels (a few kB each). A
+    dropped session's folder is deleted. Every access is locked.
     """
 
     def __init__(self, size: int = 32, root: Path | None = None) -> None:
@@ -440,11 +446,12 @@ class Sessions:
             raise ValueError("The session store must hold at least one session.")
         self.size = size
         self.root = Path(root or tempfile.mkdtemp(prefix="clipcam-sessions-"))
-        self._items: OrderedDict[str, dict[str, Kept]] = OrderedDict()
+        self._items: OrderedDict[str, dict[str, Kept | WordRelevance | None]] = OrderedDict()
         self._lock = threading.Lock()
 
-    def put(self, session: str, tab: str, kept: Kept) -> None:
-        """Keep ``kept`` as the session's result for ``tab``."""
+    def put(self, session: str, tab: str, kept: Kept | WordRelevance | None) -> None:
+        """Keep ``kept`` as the session's result for ``tab`` (a Kept, or the word relevance shown
+        there; None forgets it)."""
         with self._lock:
             self._items.setdefault(session, {})[tab] = kept
             self._items.move_to_end(session)
@@ -454,7 +461,7 @@ class Sessions:
         for name in dropped:
             shutil.rmtree(self.folder(name), ignore_errors=True)
 
-    def get(self, session: str, tab: str) -> Kept | None:
+    def get(self, session: str, tab: str) -> Kept | WordRelevance | None:
         """The session's kept result for ``tab``, or None."""
         with self._lock:
             tabs = self._items.get(session)
@@ -495,26 +502,53 @@ class Sessions:
 
 
 class Janitor:
-    """Removes the empty folders that gradio's cache deletion (``delete_cache``) leaves behind (it
-    deletes files, not the one folder it makes per file), at most once every ``every`` seconds."""
+    """Deletes gradio's cached files (uploads, shown images, downloads) older than ``age`` seconds and
+    the folders they leave empty, at most once every ``every`` seconds.
+
+    gradio's own schedule (``Blocks(delete_cache=...)``) cannot be relied on: its background task
+    walks the live sets of cached paths while request threads add to them, and the first "Set
+    changed size during iteration" ends the task for good, so under concurrent requests the cache
+    only grows. The janitor walks the folder instead, keeps what gradio must keep (``keep()``: the
+    components' default values and examples) and drops the deleted paths from gradio's sets
+    (``tracked()``), so they do not grow either. Age is the file's modification time, which gradio
+    refreshes when it hands out a cached copy again."""
 
     def __init__(self, root: Path | str, age: float, every: float | None = None,
                  clock: Callable[[], float] = time.time) -> None:
         self.root, self.age, self.every, self.clock = Path(root), age, every or age / 2, clock
+        self.keep: Callable[[], set[str]] = set
+        self.tracked: Callable[[], list[set[str]]] = list
         self._last = clock()
         self._lock = threading.Lock()
 
+    def watch(self, demo: object) -> None:
+        """Keep what ``demo`` (a gradio Blocks) keeps, and forget deleted files in its sets."""
+        self.keep = lambda: set().union(*(getattr(b, "keep_in_cache", ()) for b in list(demo.blocks.values())))
+        self.tracked = lambda: list(demo.temp_file_sets)
+
     def tidy(self) -> int:
-        """Remove empty folders under the root older than ``age`` (if it is time); return how many."""
+        """Delete old files and empty folders under the root (if it is time); return how many."""
         with self._lock:
             now = self.clock()
             if now - self._last < self.every:
                 return 0
             self._last = now
-        removed = 0
+        keep, gone, emptied = self.keep(), set(), set()
+        for path in self.root.rglob("*"):
+            try:
+                if not path.is_dir() and str(path) not in keep and now - path.lstat().st_mtime > self.age:
+                    path.unlink()
+                    gone.add(str(path))
+                    emptied.add(path.parent)
+            except OSError:  # gone already
+                continue
+        for paths in self.tracked():
+            paths.difference_update(gone)
+        removed = len(gone)
         for folder in sorted((p for p in self.root.glob("**/") if p != self.root), key=lambda p: -len(p.parts)):
             try:
-                if now - folder.stat().st_mtime > self.age and not any(folder.iterdir()):
+                old = folder in emptied or now - folder.stat().st_mtime > self.age
+                if old and not any(folder.iterdir()):
                     folder.rmdir()
                     removed += 1
             except OSError:  # gone already, or filled meanwhile
@@ -563,7 +597,7 @@ class Deadline:
 
 # ----------------------------------------------------------------- GPU on Hugging Face Spaces
 def gpu_task(seconds: float, name: str, device: str, half: bool, kind: str, image: Image.Image,
-             prompts: Sequence[str], options: dict) -> Explanation | Sweep:
+             prompts: Sequence[str], options: dict) -> Explanation:
     """The GPU work of one request, as a module-level function of picklable arguments: ZeroGPU runs
     it in a forked worker, which finds the model in the library's cache. ``seconds`` is only read
     by ZeroGPU's scheduler (see gpu_duration)."""
@@ -989,7 +1023,7 @@ def notice_text(notes: Sequence[str], dead: str | None = None) -> str:
     return "\n\n".join(dict.fromkeys(lines))
 
 
-def result_notes(result: Explanation | Sweep, tokenizer: object) -> list[str]:
+def result_notes(result: Explanation, tokenizer: object) -> list[str]:
     """What a person should know about a result beyond the library's notes: one prompt's trivial
     100 %, the parts of the image the model never saw, and prompt words the model does not know."""
     notes = [single_prompt_note(result.prompts, result.prob_kind), crop_note(result.geometry),

@@ -34,7 +34,9 @@ log = logging.getLogger("clipcam.app.ui")
 
 #: The word-relevance control: off, or a method that shades each prompt's words (clipcam.words).
 WORD_CHOICES: list[tuple[str, str]] = [("Off", "off")] + [(m.label, m.name) for m in WORD_REGISTRY.values()]
-DEFAULT_WORDS = "gradinput"  # the best measured on shapes world (BENCHMARKS.md, "Which words matter")
+DEFAULT_WORDS = "gradinput"
+#: Where the session store keeps the word relevance shown on the Explain tab and on Compare's two sides.
+WORD_TABS = ("words-explain", "words-left", "words-right")  # the best measured on shapes world (BENCHMARKS.md, "Which words matter")
 
 INTRO = """# clipcam — where does a CLIP model look?
 Pick an example (or upload an image and type a few prompts, one per line) and press **Run**
@@ -248,7 +250,7 @@ class App:
     # ------------------------------------------------------------------ helpers
     def explainer_for(self, name: str) -> Explainer:
         """The model's explainer; a model that cannot be loaded gets one sentence saying why."""
-        self.janitor.tidy()  # every request may sweep gradio's emptied cache folders (at most every cache_seconds / 2)
+        self.janitor.tidy()  # every request may delete gradio's old cached files (at most every cache_seconds / 2)
         check_choice(name, self.models, "model")
         try:
             return self.loader(name, device=self.device, half=self.half)
@@ -329,7 +331,7 @@ class App:
         notes += sv.result_notes(res, self.tokenizer(ex))
         kept = sv.keep(res, model, notes)
         self.store.put(session_of(request), "sweep", kept)
-        fig = sv.concentration_figure(res.layers, res.prompts, sv.concentration(res.grid_maps), res.probs)
+        fig = sv.concentration_figure(res.layers, res.prompts, sv.concentration(res.layer_maps), res.probs)
         progress(1.0, desc="Done")
         return (sv.sweep_picture(kept, got.colormap, got.alpha, got.shared), fig, sv.notice_text(notes), None,
                 sv.legend_html(got.colormap, got.shared, kept.prob_kind))
@@ -388,33 +390,53 @@ class App:
         check_choice(words, [name for _, name in WORD_CHOICES], "word method")
         return None if words == "off" else words
 
-    def explain_words(self, image, prompts_text, model, sublayer, target, method, colormap, alpha, words):
-        """Each prompt's words shaded by relevance, under the Explain tab's heatmaps ("" when off)."""
+    def explain_words(self, image, prompts_text, model, sublayer, target, method, colormap, alpha, words,
+                      request: gr.Request = None):
+        """Each prompt's words shaded by relevance, under the Explain tab's heatmaps ("" when off).
+        The relevance is kept for the session, so a display change re-colours the words too."""
         name = self.word_method(words)
+        session = session_of(request)
+        self.store.put(session, "words-explain", None)
         if name is None:
             return ""
         got = sv.check_request(image, prompts_text, sublayer, target, method, colormap, alpha, False, self.max_pixels)
         relevance = self.explainer_for(model).words(got.image, got.prompts, method=name, target=target)
+        self.store.put(session, "words-explain", relevance)
         return words_html(relevance, got.colormap, [p.prompt for p in relevance.prompts])
 
-    def compare_words(self, image, prompts_text, left, right, sublayer, target, method, colormap, alpha, words):
+    def compare_words(self, image, prompts_text, left, right, sublayer, target, method, colormap, alpha, words,
+                      request: gr.Request = None):
         """The same for both models of the Compare tab, each side on its own."""
         name = self.word_method(words)
+        session = session_of(request)
+        for tab in WORD_TABS[1:]:
+            self.store.put(session, tab, None)
         if name is None:
             return "", ""
         got = sv.check_request(image, prompts_text, sublayer, target, method, colormap, alpha, False, self.max_pixels)
         out = []
-        for side in (left, right):
+        for tab, side in zip(WORD_TABS[1:], (left, right)):
             try:
                 relevance = self.explainer_for(side).words(got.image, got.prompts, method=name, target=target)
-                out.append(words_html(relevance, got.colormap, [p.prompt for p in relevance.prompts]))
             except ValueError as err:
                 out.append(f"<p>⚠️ {html.escape(str(err), quote=False)}</p>")
+                continue
+            self.store.put(session, tab, relevance)
+            out.append(words_html(relevance, got.colormap, [p.prompt for p in relevance.prompts]))
         return tuple(out)
+
+    def words_changed(self, words, request: gr.Request = None):
+        """The word method changed: Off blanks the three word panels and forgets their relevance."""
+        if words != "off":
+            return (gr.update(),) * len(WORD_TABS)
+        for tab in WORD_TABS:
+            self.store.put(session_of(request), tab, None)
+        return ("",) * len(WORD_TABS)
 
     def restyle(self, colormap, alpha, shared, request: gr.Request = None):
         """Re-draw every kept result of this session with new display settings, without the model:
-        (gallery, sweep picture, left gallery, right gallery, legend, sweep legend, scores)."""
+        (gallery, sweep picture, left gallery, right gallery, legend, sweep legend, scores, and the
+        words of the Explain tab and of Compare's left and right)."""
         colormap, alpha = sv.check_view(colormap, alpha)
         shared = bool(shared)
         session = session_of(request)
@@ -432,7 +454,16 @@ class App:
         return (*out, sv.legend_html(colormap, shared, explained.prob_kind if explained else "softmax"),
                 sv.legend_html(colormap, shared, swept.prob_kind if swept else "softmax"),
                 sv.scores_html(explained.prompts, explained.probs, explained.prob_kind, shared) if explained
-                else gr.update())
+                else gr.update(), *self.restyled_words(session, colormap))
+
+    def restyled_words(self, session: str, colormap: str) -> list:
+        """The kept word relevance of each word panel, re-coloured with ``colormap`` (unchanged where none)."""
+        out = []
+        for tab in WORD_TABS:
+            relevance = self.store.get(session, tab)
+            out.append(gr.update() if relevance is None else
+                       words_html(relevance, colormap, [p.prompt for p in relevance.prompts]))
+        return out
 
     def downloads(self, tab: str, colormap, alpha, shared, request: gr.Request = None):
         colormap, alpha = sv.check_view(colormap, alpha)
@@ -712,10 +743,10 @@ def build_demo(models: Sequence[str] | None = None, device: str = "auto", half: 
         api["sweep"].click(user_errors(app.sweep), sweep_in, sweep_out, api_name="sweep")
         api["compare"].click(user_errors(app.compare), compare_in, compare_out, api_name="compare").success(
             user_errors(app.compare_words), compare_words_in, [left_words, right_words], api_name="compare_words")
-        words.change(lambda w: ("", "", "") if w == "off" else (gr.update(),) * 3, words,
-                     [words_out, left_words, right_words], api_name=False)
+        words.change(app.words_changed, words, [words_out, left_words, right_words], api_name=False)
 
-        shown = [gallery, sweep_img, left_gallery, right_gallery, legend, sweep_legend, scores_box]
+        shown = [gallery, sweep_img, left_gallery, right_gallery, legend, sweep_legend, scores_box,
+                 words_out, left_words, right_words]
         restyle = user_errors(app.restyle)
         colormap.change(restyle, view, shown, api_name="restyle", show_progress="hidden", trigger_mode="always_last")
         alpha.release(restyle, view, shown, api_name=False, show_progress="hidden", trigger_mode="always_last")
@@ -738,5 +769,6 @@ def build_demo(models: Sequence[str] | None = None, device: str = "auto", half: 
         share_btn.click(app.share, [example_key, model, layer, sublayer, target, method, *view], share_link,
                         api_name=False, queue=False)
         demo.unload(app.forget)
+    app.janitor.watch(demo)  # keeps the examples and defaults gradio keeps; forgets what it deletes
     demo.clipcam_app = app  # tests reach the handlers through it
     return demo

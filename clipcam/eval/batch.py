@@ -181,21 +181,19 @@ def item_rows(explainer, item: Item, settings: Settings, overlays: Path | None =
         image = open_image(item)
         if settings.sweep:
             res = explainer.sweep(image, list(item.prompts), **kw)
-            per_layer = [(layer, res.grid_maps[i], res.dead_reasons[i]) for i, layer in enumerate(res.layers)]
         else:
             res = explainer.explain(image, list(item.prompts), layer=settings.layer, **kw)
-            per_layer = [(res.layer, res.grid_maps, res.dead_reason)]
     except ValueError as err:
         return [{**base, "prompt_index": k, "prompt": p, "layer": settings.layer, "logit": None, "prob": None,
                  "prob_kind": None, "grid_map": None, "grid_shape": None, "width": None, "height": None,
                  "dead": None, "error": str(err)} for k, p in enumerate(item.prompts)]
     if overlays is not None:
-        save_overlays(res if not settings.sweep else res.at(res.layers[max(0, len(res.layers) - 2)]), item.id, overlays)
+        save_overlays(res.at(res.layers[max(0, len(res.layers) - 2)]), item.id, overlays)
     width, height = res.image.size
     kind = getattr(res, "prob_kind", "softmax")
     base["sublayer"] = res.sublayer  # attention methods report 'self_attn'
     rows = []
-    for layer, maps, dead in per_layer:
+    for layer, maps, dead in zip(res.layers, res.layer_maps, res.dead_reasons):
         for k, prompt in enumerate(res.prompts):
             grid = np.asarray(maps[k], dtype=np.float32)
             rows.append({**base, "prompt_index": k, "prompt": prompt, "layer": int(layer),
