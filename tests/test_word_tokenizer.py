@@ -30,8 +30,6 @@ def test_other_text_still_tokenises_down_to_letters():
 
 
 @pytest.mark.skipif(not (SHAPES_MODEL_DIR / "tokenizer.json").exists(), reason="the shapes model is not shipped")
-@pytest.mark.xfail(strict=True, reason="assets/shapes-clip predates the tokenizer fix (issue 15) until it is retrained "
-                   "with tools/train_shapes.py; then this passes and the marker must go")
 def test_shipped_shapes_tokenizer_knows_each_vocabulary_word_as_one_token():
     tokenizer = AutoTokenizer.from_pretrained(SHAPES_MODEL_DIR)
     assert {w: tokenizer.tokenize(w) for w in VOCABULARY if len(tokenizer.tokenize(w)) != 1} == {}
