@@ -291,7 +291,7 @@ def build_eval_parser() -> argparse.ArgumentParser:
     parser.add_argument("-o", "--out", required=True, type=Path, help="output folder")
     add_model_options(parser, "shapes")
     parser.add_argument("--methods", default="gradcam,chefer",
-                        help=f"comma-separated, or 'all' ({', '.join(METHODS)}); default gradcam,chefer")
+                        help=f"comma-separated, or 'all': every one the model supports ({', '.join(METHODS)}); default gradcam,chefer")
     parser.add_argument("--sublayers", default="self_attn.v_proj,mlp.fc1", help="comma-separated (default: "
                         "self_attn.v_proj,mlp.fc1); 'all' for every one")
     parser.add_argument("--targets", default="logit", help="comma-separated, or 'all' (default: logit)")
@@ -345,6 +345,8 @@ def run_eval(argv: Sequence[str]) -> int:
         explainer = load_explainer(args.model, device=args.device, half=args.half)
         if args.sublayers == "all":  # every sublayer of this model's own family
             sublayers = explainer.sublayers
+        if args.methods == "all":  # every method this model's family supports (a ResNet has no attention)
+            methods = tuple(m for m in methods if m in explainer.methods)
         rollout = str(SHAPES_MODEL_DIR) if args.model == "shapes" else args.model if Path(args.model).is_dir() else None
         bar = tqdm(total=len(samples), unit="img", disable=args.no_progress, desc="evaluating")
         progress = lambda done, total: bar.update(done - bar.n)  # noqa: E731

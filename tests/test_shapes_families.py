@@ -85,3 +85,23 @@ def test_shapes_resnet_loads_as_an_open_clip_local_dir_and_sees_the_scenes():
     idx = {p: i for i, p in enumerate(PROMPTS)}
     assert sims[0, idx["a photo of a red circle."]] > sims[0, idx["a photo of a blue circle."]]
     assert sims[0, idx["a photo of a blue square."]] > sims[0, idx["a photo of a red square."]]
+
+
+@pytest.mark.skipif(not (RN_DIR / "open_clip_model.safetensors").exists(), reason="the shapes ResNet is not shipped")
+def test_evaluating_every_method_of_the_resnet_runs_the_ones_it_supports(tmp_path):
+    """``eval --methods all`` on a ResNet means every method its family supports: the Grad-CAM family
+    and Score-CAM on its stages, none of the attention methods (which would refuse it)."""
+    import subprocess
+    import sys
+
+    from clipcam import load_explainer
+
+    out = tmp_path / "eval"
+    proc = subprocess.run([sys.executable, "-m", "clipcam", "eval", "--shapes", "easy", "--model", f"local-dir:{RN_DIR}",
+                           "--methods", "all", "--sublayers", "all", "--samples", "2", "--curves", "0", "--layers", "4",
+                           "--no-baselines", "--no-progress", "--out", str(out)], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    rows = json.loads((out / "eval.json").read_text())["rows"]
+    supported = load_explainer(f"local-dir:{RN_DIR}", device="cpu").methods
+    assert {r["method"] for r in rows} == set(supported) and "chefer" not in supported
+    assert {r["layer"] for r in rows} == {4}

@@ -249,17 +249,19 @@ def add_maps(tally: Tally, masks: np.ndarray, maps: np.ndarray, curves: tuple[li
 
 def method_plan(methods: Iterable[str], sublayers: Sequence[str]) -> list[tuple[str, str]]:
     """(method, sublayer) pairs to sweep: every given sublayer for Grad-CAM, FAMILY_SUBLAYERS for the
-    rest of the family, MASKING_SUBLAYERS for Score-CAM, one pass for attention methods."""
+    rest of the family, MASKING_SUBLAYERS for Score-CAM, one pass for attention methods. Those two
+    lists name CLIP's (transformers) sublayers; for a family with other names (a ResNet's stage
+    ``output``, open_clip's ``ln_1``…) every given sublayer is used."""
+    family = [s for s in FAMILY_SUBLAYERS if s in sublayers] or list(sublayers)
+    masking = [s for s in MASKING_SUBLAYERS if s in sublayers] or list(sublayers)
     plan = []
     for method in methods:
         if method == "gradcam":
             plan += [(method, s) for s in sublayers]
         elif method in ATTENTION:
             plan.append((method, "self_attn"))
-        elif method in MASKING_METHODS:
-            plan += [(method, s) for s in MASKING_SUBLAYERS if s in sublayers]
         else:
-            plan += [(method, s) for s in FAMILY_SUBLAYERS if s in sublayers]
+            plan += [(method, s) for s in (masking if method in MASKING_METHODS else family)]
     return plan
 
 
