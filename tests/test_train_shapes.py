@@ -57,10 +57,12 @@ def present_names(image: np.ndarray) -> set[str]:
 
 def test_siglip_loss_is_the_papers_sigmoid_loss(tool):
     """With positives on the diagonal only, the loss equals transformers' own SigLIP loss; with more
-    positives, it equals open_clip's SigLipLoss formula with those labels; t' and b start at log 10, -10."""
+    positives, it equals open_clip's SigLipLoss formula with those labels; t' starts at log 10 (the
+    paper's) and b at the prior log-odds of a positive pair, log(0.11 / 0.89)."""
     torch.manual_seed(0)
     run = tool.SiglipRun()
-    assert run.model.logit_scale.item() == pytest.approx(np.log(10)) and run.model.logit_bias.item() == -10
+    assert run.model.logit_scale.item() == pytest.approx(np.log(10))
+    assert run.model.logit_bias.item() == pytest.approx(np.log(0.11 / 0.89))
     images, captions, true = tool.make_batch(np.random.default_rng(1), 6, 0.3)
     inputs = run.processor(text=captions, images=list(images), padding="max_length", return_tensors="pt")
     assert set(inputs) == {"input_ids", "pixel_values"} and inputs["input_ids"].shape[1] == tool.CONTEXT

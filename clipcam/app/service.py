@@ -896,7 +896,7 @@ def example_model(example: Example, current: str, models: Sequence[str],
 
 def method_layer(name: str, method: str, n_layers: int) -> int:
     """The layer a method starts on for a model when a person switches to it: the attention methods
-    from the second-to-last layer (model_defaults), the sublayer methods where they measured best
+    from the model's starting layer (model_defaults), the sublayer methods where they measured best
     (shapes: Grad-CAM on the last layer, benchmarks/quality.py; elsewhere the model's default)."""
     layer = model_defaults(name, n_layers)[0]
     if get_method(method).reads != "attention" and name in CAM_LAST_LAYER:
