@@ -215,11 +215,6 @@ class Explainer:
         rgb, notes = load_image(image)
         return rgb, self.adapter.preprocess(rgb), self.adapter.geometry(rgb.size, layer), notes
 
-    def grids(self, image_size: tuple[int, int], layers: Sequence[int]) -> dict[int, tuple[int, int]]:
-        """Each layer's token grid (rows, cols) for an image of ``image_size`` (W, H), read from the
-        preprocessing geometry: a CNN's grid changes with the stage, SigLIP 2 NaFlex's with the image."""
-        return {layer: self.adapter.geometry(image_size, layer).grid for layer in layers}
-
     def text_embeddings(self, prompts: Sequence[str]) -> tuple[torch.Tensor, tuple[str, ...]]:
         """Unit-norm text embeddings (K, P) for the prompts, cached per prompt list, and notes."""
         return self.adapter.text_embeddings(prompts)
@@ -446,7 +441,10 @@ class Explainer:
         words_layer = self._check_words(words, words_layer)
         rgb, pixels, _, notes = self.prepare_image(image)
         text, text_notes = self.text_embeddings(prompts)
-        logits, maps = self._run(pixels, text, chosen, self.grids(rgb.size, chosen), sublayer, target, record, progress)
+        # each layer's geometry once: a CNN's grid changes with the stage, SigLIP 2 NaFlex's with the image
+        geometries = {layer: self.adapter.geometry(rgb.size, layer) for layer in chosen}
+        grids = {layer: g.grid for layer, g in geometries.items()}
+        logits, maps = self._run(pixels, text, chosen, grids, sublayer, target, record, progress)
         relevance = self._words(pixels, prompts, target, words, words_layer)
         stacked, kept = _stack_grids(maps)
         reasons = tuple(self._dead(record, layer, sublayer) for layer in chosen)
@@ -455,7 +453,7 @@ class Explainer:
             notes.append("The heatmaps are all zero here: no patch pushes any prompt's score up at this layer.")
         return Explanation(
             prompts=prompts, logits=logits, probs=self.adapter.probabilities(logits), layers=chosen,
-            layer_maps=stacked, geometry=self.adapter.geometry(rgb.size, chosen[kept]), image=rgb, model=self.name,
+            layer_maps=stacked, geometry=geometries[chosen[kept]], image=rgb, model=self.name,
             sublayer="self_attn" if record.reads == "attention" else sublayer, target=target, method=record.name,
             dead_reasons=reasons, notes=tuple(notes) + text_notes, seconds=time.perf_counter() - start,
             prob_kind=self.adapter.prob_kind, family=self.family, word_relevance=relevance,
