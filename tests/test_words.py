@@ -91,7 +91,7 @@ class HFRef:
         self.ex = ex
         self.heads = self.model.config.text_config.num_attention_heads
 
-    def run(self, image, prompts):
+    def run(self, image, prompts, alpha=1.0):
         tok = self.ex.adapter.tokenizer
         if self.ex.family == "siglip":
             inputs = tok(list(prompts), padding="max_length", max_length=16, truncation=True, return_tensors="pt")
@@ -109,7 +109,7 @@ class HFRef:
         handles = []
 
         def leaf_hook(m, a, out):
-            leaf = out.detach().requires_grad_(True)
+            leaf = (out.detach() * alpha).requires_grad_(True)
             emb_leaf.append(leaf)
             return leaf
 
@@ -138,13 +138,13 @@ class OpenClipRef:
         self.tower = getattr(ex.model, "text", ex.model)  # CustomTextCLIP's TextTransformer, or CLIP itself
         self.heads = self.tower.transformer.resblocks[0].attn.num_heads
 
-    def run(self, image, prompts):
+    def run(self, image, prompts, alpha=1.0):
         m, tower = self.model, self.tower
         ids = self.ex.adapter.tokenizer(list(prompts))
         pool = getattr(tower, "pool_type", getattr(m, "text_pool_type", None))
         # argmax: the end-of-text token has the highest id; last: the last (padding) position
         pooled = ids.argmax(dim=-1).tolist() if pool == "argmax" else [ids.shape[1] - 1] * len(prompts)
-        emb = tower.token_embedding(ids).detach().requires_grad_(True)
+        emb = (tower.token_embedding(ids) * alpha).detach().requires_grad_(True)
         x = emb + tower.positional_embedding
         found = {"q": [], "k": [], "v": [], "o": []}
         probs_all = []
@@ -228,6 +228,23 @@ def ref_gradinput(ref, image, prompts, target):
     return ids, out
 
 
+def ref_intgrad(ref, image, prompts, target, steps=16):
+    """Integrated gradients from a zero embedding, one prompt and one point of the path at a time:
+    prompt i's own logit from the scaled forward, the other prompts' from the unscaled one."""
+    full = ref.run(image, prompts)[0].detach()
+    _, ids, _, emb, _, _ = ref.run(image, prompts)
+    out = []
+    for i in range(len(prompts)):
+        total = torch.zeros_like(emb[i])
+        for n in range(steps):
+            logits, _, _, scaled, _, _ = ref.run(image, prompts, alpha=(n + 0.5) / steps)
+            mixed = torch.cat([full[:i], logits[i:i + 1], full[i + 1:]])
+            (grad,) = torch.autograd.grad(apply_target(mixed, target)[i], [scaled])
+            total += grad[i]
+        out.append((emb[i].detach() * total / steps).sum(dim=-1))
+    return ids, out
+
+
 def kept(name, ex, ids, row_index):
     """The prompt's own positions, from the ids: not a start, end or padding token."""
     row = ids[row_index].tolist()
@@ -284,6 +301,43 @@ def test_gradient_times_input_equals_per_prompt_backward(name, target, families)
                                    rtol=1e-4, atol=1e-6)
     values = np.concatenate([p.token_relevance for p in res.word_relevance.prompts])
     assert res.word_relevance.signed and values.min() < 0 < values.max()
+
+
+@pytest.mark.parametrize("name", FAMILIES)
+def test_integrated_gradients_equal_the_path_taken_one_prompt_at_a_time(name, families):
+    ex, model_dir = families[name]
+    image = noise_image(40, 44, seed=10)
+    ref = reference(name, ex, model_dir)
+    for target in ("logit", "log_softmax"):
+        res = ex.explain(image, WORD_PROMPTS, target=target, words="intgrad")
+        ids, rows = ref_intgrad(ref, image, WORD_PROMPTS, target)
+        for i, row in enumerate(rows):
+            np.testing.assert_allclose(res.word_relevance[i].token_relevance, row[kept(name, ex, ids, i)].numpy(),
+                                       rtol=1e-4, atol=1e-6)
+    assert res.word_relevance.signed and res.word_relevance.method == "intgrad"
+
+
+def test_integrated_gradients_add_up_to_the_score_change(families):
+    """Completeness (Sundararajan et al.'s axiom): with a fine path, every token's relevance (the
+    start and end tokens included) adds up to S(e) − S(0), the score's change when prompt k's token
+    embeddings go from zero to what they are, read from the model's own forwards."""
+    from clipcam.words.intgrad import path_points
+    from clipcam.words.text_pass import path_gradients
+
+    ex, model_dir = families["hf-clip"]
+    image = noise_image(36, 36, seed=11)
+    ref = reference("hf-clip", ex, model_dir)
+    full, zero = ref.run(image, WORD_PROMPTS)[0].detach(), ref.run(image, WORD_PROMPTS, alpha=0.0)[0].detach()
+    pixels = ex.adapter.preprocess(image)
+    with torch.no_grad():
+        embedded = ex.adapter.image_features(pixels)
+    for target in ("logit", "contrast"):
+        delta, grad = path_gradients(ex.adapter, embedded, tuple(WORD_PROMPTS), target, alphas=path_points(512))
+        sums = (delta * grad).sum(dim=(1, 2)).numpy()
+        change = [float(apply_target(full, target)[i] - apply_target(torch.cat([full[:i], zero[i:i + 1], full[i + 1:]]),
+                                                                      target)[i]) for i in range(len(WORD_PROMPTS))]
+        np.testing.assert_allclose(sums, change, rtol=2e-3, atol=1e-4)
+        assert max(abs(c) for c in change) > 0.05  # the check is not about numbers near zero
 
 
 def test_bpe_pieces_merge_into_words_and_words_sum_their_pieces(families):

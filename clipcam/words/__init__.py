@@ -3,7 +3,7 @@
 Each method explains, for prompt k, the same score as the heatmaps (the logit, or its
 log-softmax or contrast over the prompts) on prompt k's own tokens: one value per token, and one
 per word (its BPE pieces summed, since every method here is additive over tokens). The maths is
-in one module per method (chefer.py, gradeclip.py, gradinput.py), the single text forward and
+in one module per method (chefer.py, gradeclip.py, gradinput.py, intgrad.py), the single text forward and
 backward in text_pass.py; this module is the registry and the result type.
 
 The text side has a graph of its own, computed only when asked for (the image side caches text
@@ -44,7 +44,8 @@ class WordMethod:
     label: str  # what people read
     paper: str
     about: str  # one sentence: what it reads and how
-    reads: str  # "attention": q, k, v and gradients of the text encoder's layers; "embedding": token embeddings
+    reads: str  # "attention": q, k, v and gradients of the text encoder's layers; "embedding": token embeddings;
+    # "path": token embeddings and the gradients along the path from a zero embedding to them
     compute: Callable  # the maths (see clipcam.words.text_pass)
     signed: bool  # True: negative values speak against the prompt's score
     default_layer: Callable[[int], int | None]  # the text encoder's layer count → the authors' start layer
@@ -54,7 +55,7 @@ class WordMethod:
         return self.label.split(" (")[0]
 
 
-_MODULES = ("chefer", "gradeclip", "gradinput")
+_MODULES = ("chefer", "gradeclip", "gradinput", "intgrad")
 
 #: name → record, in the order the app and the CLI list them.
 WORD_REGISTRY: dict[str, WordMethod] = {

@@ -11,6 +11,7 @@ every target, including the log-softmax and contrast, whose S_k depend on the ot
 
 from __future__ import annotations
 
+import threading
 from typing import Sequence
 
 import numpy as np
@@ -51,6 +52,9 @@ def word_relevance(adapter: ModelAdapter, pixels: torch.Tensor, prompts: Sequenc
     if image is None:
         with torch.no_grad():
             image = adapter.image_features(pixels)  # (1, P)
+    if record.reads == "path":
+        tokens = record.compute(*path_gradients(adapter, image, prompts, target, counterfactual))
+        return _relevance(record, layer, target, counterfactual, prompts, inputs, tokens)
     if record.reads == "attention":
         sites = adapter.text_sites(layer)
         modules, reads = [s.out for s in sites], [m for s in sites for m in s.reads]
@@ -80,6 +84,12 @@ def word_relevance(adapter: ModelAdapter, pixels: torch.Tensor, prompts: Sequenc
         tokens = record.compute(layers, mask, pooled)  # (K, T)
     else:
         tokens = record.compute(caught[0], grads[0])  # (K, T)
+    return _relevance(record, layer, target, counterfactual, prompts, inputs, tokens)
+
+
+def _relevance(record: WordMethod, layer: int | None, target: str, counterfactual: bool, prompts: tuple[str, ...],
+               inputs, tokens: torch.Tensor) -> WordRelevance:
+    """The per-token values (K, T) → the WordRelevance of the prompts' own tokens."""
     tokens = tokens.detach().float().cpu().numpy()
     keep = inputs.keep.cpu().numpy()
     return WordRelevance(
@@ -87,3 +97,64 @@ def word_relevance(adapter: ModelAdapter, pixels: torch.Tensor, prompts: Sequenc
         prompts=tuple(prompt_words(p, pieces, np.asarray(row[kk], dtype=np.float32))
                       for p, pieces, row, kk in zip(prompts, inputs.pieces, tokens, keep)),
     )
+
+
+#: Prompt-steps per chunk of the integrated-gradients path (K prompts × steps sequences at most this many).
+PATH_CHUNK = 64
+
+
+def path_gradients(adapter: ModelAdapter, image: torch.Tensor, prompts: tuple[str, ...], target: str,
+                   counterfactual: bool = False, alphas: torch.Tensor | None = None
+                   ) -> tuple[torch.Tensor, torch.Tensor]:
+    """(e − b, the mean gradient along the path) (K, T, D) each, for integrated gradients.
+
+    e: the prompts' token embeddings, b = 0. At each α of ``alphas`` (default: intgrad.path_points())
+    the token embedding module's output is replaced by α·e, as a leaf; prompt k's score S_k is then
+    computed with prompt k's own logit from the scaled text and the other prompts' logits from the
+    unscaled ones (so S_k is a function of prompt k's tokens alone, also for the log-softmax and
+    the contrast, which read every prompt). The K × len(alphas) scaled prompts run in chunks of at
+    most PATH_CHUNK sequences; one backward per chunk."""
+    from .intgrad import path_points
+
+    alphas = path_points() if alphas is None else alphas
+    module = adapter.text_token_embedding()
+    k = len(prompts)
+    with torch.no_grad():
+        emb = adapter.encode_text(list(prompts))
+        full = adapter.logits(image, emb / emb.norm(dim=-1, keepdim=True))[0].float()  # (K,) unscaled
+    per_chunk = max(1, PATH_CHUNK // k)
+    total, delta = None, None
+    owner = threading.get_ident()
+    for at in range(0, len(alphas), per_chunk):
+        chunk = alphas[at:at + per_chunk]
+        n = len(chunk)
+        scale = chunk.repeat_interleave(k)  # step-major: row n·K + k is prompt k at α_n
+        leaves: list[torch.Tensor] = []
+
+        def hook(mod, args, output, scale=scale, leaves=leaves):
+            if threading.get_ident() != owner:
+                return None
+            leaf = (output.detach() * scale.to(output.dtype).to(output.device)[:, None, None]).requires_grad_(True)
+            leaves.append((output.detach(), leaf))
+            return leaf
+
+        handle = module.register_forward_hook(hook)
+        try:
+            with torch.enable_grad():
+                out = adapter.encode_text(list(prompts) * n)  # (n·K, P)
+                own = adapter.logits(image, out / out.pow(2).sum(dim=-1, keepdim=True).sqrt())[0].float().view(n, k)
+                eye = torch.eye(k, dtype=own.dtype, device=own.device)
+                logits = full.to(own.device) * (1 - eye) + own[:, :, None] * eye  # (n, K, K): row k uses own[n, k]
+                scores = target_scores(logits, target).diagonal(dim1=1, dim2=2)  # (n, K)
+                if counterfactual:
+                    scores = -scores
+        finally:
+            handle.remove()
+        if len(leaves) != 1:
+            raise RuntimeError("The token embedding module did not run exactly once in the forward pass.")
+        plain, leaf = leaves[0]
+        (grad,) = torch.autograd.grad(scores.sum(), leaf)
+        grad = grad.float().view(n, k, *grad.shape[1:]).sum(dim=0)
+        total = grad if total is None else total + grad
+        delta = plain[:k].float()
+    return delta, total / len(alphas)
