@@ -244,3 +244,52 @@ def test_library_echoes_a_bad_choice_shortened():
     with pytest.raises(ValueError) as err:
         check_choice("q" * 5_000_000, ["logit", "contrast"], "target")
     assert str(err.value) == "Unknown target '" + "q" * 78 + "…: choose one of logit, contrast."
+
+
+def _rss_mb() -> float:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    raise AssertionError("no VmRSS in /proc/self/status")
+
+
+@pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="reads the resident memory from /proc")
+def test_released_memory_goes_back_to_the_os():
+    """What a worker thread freed stays resident (glibc keeps its arena's pages while a later block
+    pins the heap's top) until release_memory trims it."""
+    import threading
+
+    from clipcam.app.service import release_memory
+
+    kept = []
+
+    def request():  # 200 MB in 100 kB blocks (below glibc's mmap threshold), freed but for the last
+        blocks = [bytearray(100_000) for _ in range(2000)]
+        kept.append(bytearray(100_000))
+        del blocks
+
+    before = _rss_mb()
+    worker = threading.Thread(target=request)
+    worker.start()
+    worker.join()
+    freed = _rss_mb()
+    assert release_memory() is True
+    trimmed = _rss_mb()
+    assert freed - before > 150, (before, freed)
+    assert trimmed - before < 20, (before, freed, trimmed)
+
+
+def test_every_run_handler_releases_memory_however_it_ends(tiny_dir, monkeypatch):
+    from clipcam.app import service
+    from clipcam.app.ui import build_demo
+
+    calls = []
+    monkeypatch.setattr(service, "release_memory", lambda: calls.append(1) or True)
+    app = build_demo(models=[str(tiny_dir)], device="cpu").clipcam_app
+    view = ("inferno", 0.5, False)
+    app.explain(noise(64, 48), "a cat\na dog", str(tiny_dir), 1, "mlp.fc1", "logit", "gradcam", *view, None,
+                progress=None)
+    assert len(calls) == 1
+    with pytest.raises(ValueError, match="^No prompts given"):
+        app.sweep(noise(64, 48), "", str(tiny_dir), "mlp.fc1", "logit", "gradcam", *view, None, progress=None)
+    assert len(calls) == 2

@@ -188,6 +188,20 @@ def blank_on_error(fn: Callable, outputs: int) -> Callable:
     return wrapper
 
 
+def releases_memory(fn: Callable) -> Callable:
+    """A run handler that hands the memory it freed back to the operating system when it ends,
+    however it ends (see service.release_memory)."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        finally:
+            sv.release_memory()
+
+    return wrapper
+
+
 def client_alive() -> Callable[[], bool]:
     """Whether the client of the event running in this thread is still there. In gradio 6.31 a page
     that closes its event stream gets its events marked dead (``Queue.clean_events`` sets
@@ -289,6 +303,7 @@ class App:
         return getattr(ex.adapter, "tokenizer", None)
 
     # ------------------------------------------------------------------ runs
+    @releases_memory
     def explain(self, image, prompts_text, model, layer, sublayer, target, method, colormap, alpha, shared,
                 request: gr.Request = None, progress=gr.Progress()):
         """(gallery, scores, record, notice, files, legend) for one layer."""
@@ -308,6 +323,7 @@ class App:
         return (gallery, sv.scores_html(kept.prompts, kept.probs, kept.prob_kind, got.shared), kept.settings,
                 sv.notice_text(notes, res.dead_reason), None, sv.legend_html(got.colormap, got.shared, kept.prob_kind))
 
+    @releases_memory
     def sweep(self, image, prompts_text, model, sublayer, target, method, colormap, alpha, shared,
               request: gr.Request = None, progress=gr.Progress()):
         """(layers × prompts picture, concentration plot, notice, files, legend) for every layer."""
@@ -336,6 +352,7 @@ class App:
         return (sv.sweep_picture(kept, got.colormap, got.alpha, got.shared), fig, sv.notice_text(notes), None,
                 sv.legend_html(got.colormap, got.shared, kept.prob_kind))
 
+    @releases_memory
     def compare(self, image, prompts_text, left, right, depth, sublayer, target, method, colormap, alpha, shared,
                 request: gr.Request = None):
         """(left gallery, left scores, right gallery, right scores, notice): each side on its own, so
@@ -390,6 +407,7 @@ class App:
         check_choice(words, [name for _, name in WORD_CHOICES], "word method")
         return None if words == "off" else words
 
+    @releases_memory
     def explain_words(self, image, prompts_text, model, sublayer, target, method, colormap, alpha, words,
                       request: gr.Request = None):
         """Each prompt's words shaded by relevance, under the Explain tab's heatmaps ("" when off).
@@ -404,6 +422,7 @@ class App:
         self.store.put(session, "words-explain", relevance)
         return words_html(relevance, got.colormap, [p.prompt for p in relevance.prompts])
 
+    @releases_memory
     def compare_words(self, image, prompts_text, left, right, sublayer, target, method, colormap, alpha, words,
                       request: gr.Request = None):
         """The same for both models of the Compare tab, each side on its own."""
