@@ -229,20 +229,18 @@ def ref_gradinput(ref, image, prompts, target):
 
 
 def ref_intgrad(ref, image, prompts, target, steps=16):
-    """Integrated gradients from a zero embedding, one prompt and one point of the path at a time:
+    """Integrated gradients from a zero embedding, one point of the path and one prompt at a time:
     prompt i's own logit from the scaled forward, the other prompts' from the unscaled one."""
     full = ref.run(image, prompts)[0].detach()
     _, ids, _, emb, _, _ = ref.run(image, prompts)
-    out = []
-    for i in range(len(prompts)):
-        total = torch.zeros_like(emb[i])
-        for n in range(steps):
-            logits, _, _, scaled, _, _ = ref.run(image, prompts, alpha=(n + 0.5) / steps)
+    totals = [torch.zeros_like(emb[i]) for i in range(len(prompts))]
+    for n in range(steps):
+        logits, _, _, scaled, _, _ = ref.run(image, prompts, alpha=(n + 0.5) / steps)
+        for i in range(len(prompts)):
             mixed = torch.cat([full[:i], logits[i:i + 1], full[i + 1:]])
-            (grad,) = torch.autograd.grad(apply_target(mixed, target)[i], [scaled])
-            total += grad[i]
-        out.append((emb[i].detach() * total / steps).sum(dim=-1))
-    return ids, out
+            (grad,) = torch.autograd.grad(apply_target(mixed, target)[i], [scaled], retain_graph=True)
+            totals[i] += grad[i]
+    return ids, [(emb[i].detach() * totals[i] / steps).sum(dim=-1) for i in range(len(prompts))]
 
 
 def kept(name, ex, ids, row_index):
