@@ -164,7 +164,8 @@ def quality_table(res: dict) -> str:
     lines = ["| method (text start layer) | pick | wrong colour word | wrong shape word | all | prompts |",
              "|---|---|---|---|---|---|"]
     for name, row in sorted(res["localisation"].items(), key=lambda kv: -kv[1]["all"]):
-        pick = ("most negative" if "gradinput" in name else "largest −logit relevance" if "counterfactual" in name
+        signed = name in WORD_REGISTRY and WORD_REGISTRY[name].signed
+        pick = ("most negative" if signed else "largest −logit relevance" if "counterfactual" in name
                 else "least relevant" if "least" in name else "largest rise when removed" if "occlusion" in name
                 else "uniform")
         label = name.replace(" counterfactual", "").replace(" least relevant", "")
