@@ -126,6 +126,20 @@ def target_scores(logits: torch.Tensor, target: str) -> torch.Tensor:
     return logits
 
 
+#: The most bytes of gradients one batched backward may hold: the prompts are differentiated in
+#: groups whose gradients at the hooked activations fit in it (all at once for one layer of base or
+#: large; a sweep of large's mlp.fc1, 101 MB per prompt, one prompt at a time).
+GRADIENT_BYTES = 64 * 2**20
+
+
+def prompt_chunks(eye: torch.Tensor, bytes_per_prompt: int, budget: int | None = None) -> list[torch.Tensor]:
+    """The rows of ``eye`` (K, K) in consecutive groups whose gradients fit in ``budget`` bytes
+    (default GRADIENT_BYTES), at least one prompt per group. Each prompt's map depends only on its
+    own gradient, so the groups give the same maps as one batch, with the memory of one group."""
+    per = max(1, (GRADIENT_BYTES if budget is None else budget) // max(1, bytes_per_prompt))
+    return [eye[at:at + per] for at in range(0, eye.shape[0], per)]
+
+
 def on_grid(tokens: torch.Tensor, grid: tuple[int, int], prefix: int) -> torch.Tensor:
     """tokens (..., T, D) → the prefix and grid tokens (..., prefix + rows·cols, D). What follows
     them is padding (SigLIP 2's NaFlex pads every image's patches to one count; the model masks
@@ -242,18 +256,19 @@ class Explainer:
             raise RuntimeError(f"Hooked modules {missing} did not run in the forward pass.")
         k = logits.shape[0]
         eye = torch.eye(k, dtype=logits.dtype, device=logits.device)  # row k selects prompt k
-        grads = torch.autograd.grad(
-            scores, acts, grad_outputs=eye, is_grads_batched=True, allow_unused=True
-        )  # each (K, *activation shape) or None when the activation cannot reach the output
-        maps = []
-        for layer, act, grad in zip(layers, acts, grads):
-            if grad is None:
-                grad = torch.zeros((k, *act.shape), dtype=act.dtype, device=act.device)
-            grid = grids[layer]
-            tokens = on_grid(adapter.tokens(act)[0], grid, adapter.prefix)  # (T, D)
-            grad_tokens = on_grid(adapter.tokens(grad.flatten(0, 1)), grid, adapter.prefix)  # (K, T, D): K·1 rows
-            maps.append(record.compute(tokens, grad_tokens, grid, adapter.prefix))
-        return logits.detach().float().cpu().numpy(), maps
+        tokens = [on_grid(adapter.tokens(act)[0], grids[layer], adapter.prefix) for layer, act in zip(layers, acts)]
+        parts: list[list[np.ndarray]] = [[] for _ in layers]
+        chunks = prompt_chunks(eye, sum(a.numel() * a.element_size() for a in acts))
+        for n, rows in enumerate(chunks):
+            grads = torch.autograd.grad(scores, acts, grad_outputs=rows, is_grads_batched=True, allow_unused=True,
+                                        retain_graph=n < len(chunks) - 1)  # each (k, *activation), None: cannot reach
+            for i, (layer, act, grad) in enumerate(zip(layers, acts, grads)):
+                if grad is None:
+                    grad = torch.zeros((len(rows), *act.shape), dtype=act.dtype, device=act.device)
+                grad_tokens = on_grid(adapter.tokens(grad.flatten(0, 1)), grids[layer], adapter.prefix)  # (k, T, D)
+                parts[i].append(record.compute(tokens[i], grad_tokens, grids[layer], adapter.prefix))
+            del grads
+        return logits.detach().float().cpu().numpy(), [np.concatenate(p) for p in parts]
 
     def _masking_pass(self, pixels: torch.Tensor, text: torch.Tensor, layers: Sequence[int],
                       grids: dict[int, tuple[int, int]], sublayer: str, target: str, record: Method,
@@ -303,21 +318,31 @@ class Explainer:
             pieces.append(tuple(on_grid(t.float(), grid, adapter.prefix)
                                 for t in site.split(values[at:at + len(site.reads)])))  # q, k, v (T, D)
             at += len(site.reads)
-        layers = []
-        if record.per_layer_score:  # each layer's own score, differentiated at its own attention only
-            for site, out, score, (_, probs), (q, key, v) in zip(sites, out_acts, layer_scores, readouts, pieces):
-                wrt = probs if probs is not None else out
-                (grad,) = torch.autograd.grad(score, wrt, grad_outputs=eye, is_grads_batched=True, retain_graph=True)
-                grad = grad if probs is not None else on_grid(grad, grid, adapter.prefix)
-                layers.append(AttentionLayer(
-                    grad_out=None if probs is not None else grad[:, 0].float(), out_weight=site.out_weight.float(),
-                    q=q, k=key, v=v, heads=site.heads, head_grad=grad[:, 0].float() if probs is not None else None))
-        else:
-            grads = torch.autograd.grad(scores, out_acts, grad_outputs=eye, is_grads_batched=True)
-            layers = [AttentionLayer(grad_out=on_grid(g[:, 0].float(), grid, adapter.prefix),
-                                     out_weight=site.out_weight.float(), q=q, k=key, v=v, heads=site.heads)
-                      for site, g, (q, key, v) in zip(sites, grads, pieces)]
-        maps = record.compute(layers, grid, adapter.prefix)
+        sizes = [(probs if probs is not None else out) for out, (_, probs) in zip(out_acts, readouts)] \
+            if record.per_layer_score else out_acts
+        parts: list[list[np.ndarray]] = []
+        chunks = prompt_chunks(eye, sum(t.numel() * t.element_size() for t in sizes))
+        for n, rows in enumerate(chunks):
+            layers = []
+            if record.per_layer_score:  # each layer's own score, differentiated at its own attention only
+                for site, out, score, (_, probs), (q, key, v) in zip(sites, out_acts, layer_scores, readouts, pieces):
+                    wrt = probs if probs is not None else out
+                    (grad,) = torch.autograd.grad(score, wrt, grad_outputs=rows, is_grads_batched=True,
+                                                  retain_graph=True)
+                    grad = grad if probs is not None else on_grid(grad, grid, adapter.prefix)
+                    layers.append(AttentionLayer(
+                        grad_out=None if probs is not None else grad[:, 0].float(), out_weight=site.out_weight.float(),
+                        q=q, k=key, v=v, heads=site.heads, head_grad=grad[:, 0].float() if probs is not None else None))
+            else:
+                grads = torch.autograd.grad(scores, out_acts, grad_outputs=rows, is_grads_batched=True,
+                                            retain_graph=n < len(chunks) - 1)
+                layers = [AttentionLayer(grad_out=on_grid(g[:, 0].float(), grid, adapter.prefix),
+                                         out_weight=site.out_weight.float(), q=q, k=key, v=v, heads=site.heads)
+                          for site, g, (q, key, v) in zip(sites, grads, pieces)]
+                del grads
+            parts.append(record.compute(layers, grid, adapter.prefix))  # one (k, rows, cols) map per start layer
+            del layers
+        maps = [np.concatenate([chunk[i] for chunk in parts]) for i in range(len(parts[0]))]
         return logits.detach().float().cpu().numpy(), maps
 
     def _single_head_pass(self, pixels: torch.Tensor, text: torch.Tensor, grid: tuple[int, int], target: str,
