@@ -348,6 +348,8 @@ def run_eval(argv: Sequence[str]) -> int:
         if args.methods == "all":  # every method this model's family supports (a ResNet has no attention)
             methods = tuple(m for m in methods if m in explainer.methods)
         rollout = str(SHAPES_MODEL_DIR) if args.model == "shapes" else args.model if Path(args.model).is_dir() else None
+        if explainer.family != "hf-clip":  # the rollout baseline follows CLIP's class token (SigLIP has none)
+            rollout = None
         bar = tqdm(total=len(samples), unit="img", disable=args.no_progress, desc="evaluating")
         progress = lambda done, total: bar.update(done - bar.n)  # noqa: E731
         try:

@@ -105,3 +105,21 @@ def test_evaluating_every_method_of_the_resnet_runs_the_ones_it_supports(tmp_pat
     supported = load_explainer(f"local-dir:{RN_DIR}", device="cpu").methods
     assert {r["method"] for r in rows} == set(supported) and "chefer" not in supported
     assert {r["layer"] for r in rows} == {4}
+
+
+@pytest.mark.skipif(not (SIGLIP_DIR / "model.safetensors").exists(), reason="the shapes SigLIP is not shipped")
+def test_evaluating_the_siglip_keeps_the_baselines_that_apply(tmp_path):
+    """``eval`` on a SigLIP directory with the baselines on: the random pixel and random object, and
+    no attention rollout, which follows CLIP's class token (it used to load the SigLIP as a CLIP
+    and fail)."""
+    import subprocess
+    import sys
+
+    out = tmp_path / "eval"
+    proc = subprocess.run([sys.executable, "-m", "clipcam", "eval", "--shapes", "easy", "--model", str(SIGLIP_DIR),
+                           "--methods", "legrad,gradcam", "--sublayers", "self_attn.v_proj", "--samples", "3",
+                           "--curves", "0", "--layers", "2", "--no-progress", "--out", str(out)],
+                          capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    rows = json.loads((out / "eval.json").read_text())["rows"]
+    assert {r["method"] for r in rows} == {"legrad", "gradcam", "random_pixel", "random_object"}
