@@ -6,7 +6,9 @@
 Random weights of the real architecture (the hub cannot be reached here). In one process: load
 the model and warm it up on a small image, then run the sweep, keep the result as the app does,
 draw the sweep sheet and build the downloads. Reports the peak resident memory above the warmed-up
-level (VmHWM, reset after the warm-up, in a fresh process per sublayer) and the download's size. Issue 11's bound:
+level (VmHWM, reset after the warm-up, in a fresh process per sublayer) and the download's size. The
+level is read after handing freed memory back to the system, as the app does after every run (so
+what the allocator kept from the warm-up does not hide part of the sweep's working memory). Issue 11's bound:
 under 300 MB extra and a download under 50 MB.
 """
 
@@ -51,13 +53,14 @@ def one(arch: str, sublayer: str, method: str, model: str) -> dict:
     from PIL import Image
 
     from clipcam import load_explainer
-    from clipcam.app.service import keep, sweep_picture, write_downloads
+    from clipcam.app.service import keep, release_memory, sweep_picture, write_downloads
 
     ex = load_explainer(model, device="cpu")
     prompts = [f"a photo of a thing number {i}." for i in range(16)]
     photo = Path(tempfile.mkdtemp()) / "photo.jpg"
     Image.open(ROOT / "assets" / "astronaut.png").convert("RGB").resize((4032, 3024)).save(photo, quality=90)
     ex.sweep(Image.new("RGB", (64, 64)), prompts[:2], sublayer=sublayer, method=method)  # warm-up
+    release_memory()  # as the app does after every run: the level between requests
     base = rss_mb()
     # the peak so far (loading the weights can briefly need more than the sweep) is reset, so the
     # peak read afterwards is the sweep's own; where the kernel does not allow it, ru_maxrss is the
