@@ -16,6 +16,7 @@ from __future__ import annotations
 import torch
 
 from . import WordMethod
+from .gradinput import gradinput_tokens
 
 #: Points on the path from the baseline to the input (the midpoint rule).
 STEPS = 16
@@ -26,11 +27,6 @@ def path_points(steps: int = STEPS) -> torch.Tensor:
     return (torch.arange(steps, dtype=torch.float64) + 0.5) / steps
 
 
-def intgrad_tokens(delta: torch.Tensor, mean_grad: torch.Tensor) -> torch.Tensor:
-    """delta = e − b and the path's mean gradient (K, T, D) → (K, T) Σ over channels of their product."""
-    return (delta.float() * mean_grad.float()).sum(dim=-1)
-
-
 METHOD = WordMethod(
     name="intgrad",
     label="Integrated gradients (token embeddings)",
@@ -38,7 +34,7 @@ METHOD = WordMethod(
     about=f"each token embedding times the score's gradient averaged over {STEPS} points on the path from a "
           "zero embedding, summed over channels; signed, and the words add up to the score's change",
     reads="path",
-    compute=intgrad_tokens,
+    compute=gradinput_tokens,  # Σ over channels of (e − b) times the path's mean gradient
     signed=True,
     default_layer=lambda layers: None,
 )
