@@ -119,9 +119,8 @@ def path_gradients(adapter: ModelAdapter, image: torch.Tensor, prompts: tuple[st
     alphas = path_points() if alphas is None else alphas
     module = adapter.text_token_embedding()
     k = len(prompts)
-    with torch.no_grad():
-        emb = adapter.encode_text(list(prompts))
-        full = adapter.logits(image, emb / emb.norm(dim=-1, keepdim=True))[0].float()  # (K,) unscaled
+    with torch.no_grad():  # the unscaled prompts' logits, from the adapter's cached text embeddings
+        full = adapter.logits(image, adapter.text_embeddings(prompts)[0])[0].float()  # (K,)
     per_chunk = max(1, PATH_CHUNK // k)
     total, delta = None, None
     owner = threading.get_ident()
@@ -155,6 +154,8 @@ def path_gradients(adapter: ModelAdapter, image: torch.Tensor, prompts: tuple[st
         plain, leaf = leaves[0]
         (grad,) = torch.autograd.grad(scores.sum(), leaf)
         grad = grad.float().view(n, k, *grad.shape[1:]).sum(dim=0)
-        total = grad if total is None else total + grad
-        delta = plain[:k].float()
+        if total is None:
+            total, delta = grad, plain[:k].float()  # e: the unscaled output, the same in every chunk
+        else:
+            total = total + grad
     return delta, total / len(alphas)
