@@ -1,6 +1,6 @@
 """Extra memory of one large sweep through the app's path: 16 prompts, every layer, a 12 MP photo.
 
-    python benchmarks/sweep_memory.py                  # large, mlp.fc1 and block
+    python benchmarks/sweep_memory.py                  # large: Grad-CAM on mlp.fc1 and block, Chefer
     python benchmarks/sweep_memory.py --arch base
 
 Random weights of the real architecture (the hub cannot be reached here). In one process: load
@@ -10,6 +10,10 @@ level (VmHWM, reset after the warm-up, in a fresh process per sublayer) and the 
 level is read after handing freed memory back to the system, as the app does after every run (so
 what the allocator kept from the warm-up does not hide part of the sweep's working memory). Issue 11's bound:
 under 300 MB extra and a download under 50 MB.
+
+Each row runs twice, side by side: backpropagating one block at a time (clipcam.blockwise, what a
+sweep does) and with one backward through the whole graph (``--direct``: ``DIRECT_BLOCKS`` set
+past the model's depth, the path before block-wise backpropagation), with the sweep's seconds.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ import resource
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -49,13 +54,16 @@ def peak_mb() -> float:
     return float("nan")
 
 
-def one(arch: str, sublayer: str, method: str, model: str) -> dict:
+def one(arch: str, sublayer: str, method: str, model: str, direct: bool) -> dict:
     from PIL import Image
 
+    import clipcam.explainer
     from clipcam import load_explainer
     from clipcam.app.service import keep, release_memory, sweep_picture, write_downloads
 
     ex = load_explainer(model, device="cpu")
+    if direct:
+        clipcam.explainer.DIRECT_BLOCKS = ex.num_layers
     prompts = [f"a photo of a thing number {i}." for i in range(16)]
     photo = Path(tempfile.mkdtemp()) / "photo.jpg"
     Image.open(ROOT / "assets" / "astronaut.png").convert("RGB").resize((4032, 3024)).save(photo, quality=90)
@@ -67,13 +75,16 @@ def one(arch: str, sublayer: str, method: str, model: str) -> dict:
     # peak of the whole process and the figure is a lower bound
     reset = reset_peak()
     peak_before = base if reset else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    start = time.perf_counter()
     res = ex.sweep(str(photo), prompts, sublayer=sublayer, method=method)
+    seconds = time.perf_counter() - start
     kept = keep(res, {}, [])
     del res
     sweep_picture(kept, "inferno", 0.5)
     files = write_downloads(kept, "inferno", 0.5, False, Path(tempfile.mkdtemp()))
     peak = peak_mb() if reset else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    return {"arch": arch, "sublayer": sublayer, "method": method, "rss_warm_mb": round(base, 1),
+    return {"arch": arch, "sublayer": sublayer, "method": method, "backward": "whole graph" if direct else "blockwise",
+            "sweep_s": round(seconds, 2), "rss_warm_mb": round(base, 1),
             "peak_extra_mb": round(peak - max(base, peak_before), 1), "peak_reset": reset,
             "download_mb": round(sum(Path(f).stat().st_size for f in files) / 2**20, 1)}
 
@@ -82,10 +93,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--arch", default="large", choices=["base", "large"])
     parser.add_argument("--one", nargs=3, metavar=("SUBLAYER", "METHOD", "MODEL"), help=argparse.SUPPRESS)
+    parser.add_argument("--direct", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "sweep_memory.json")
     args = parser.parse_args()
     if args.one:
-        print(json.dumps(one(args.arch, *args.one)))
+        print(json.dumps(one(args.arch, *args.one, direct=args.direct)))
         return
     from clipcam.testing import architecture_config, save_random_clip, word_tokenizer
 
@@ -93,11 +105,12 @@ def main() -> None:
     model = save_random_clip(Path(tempfile.mkdtemp()) / args.arch, config=architecture_config(args.arch, tok),
                              tokenizer=tok)
     rows = []
-    for sublayer, method in (("mlp.fc1", "gradcam"), ("block", "gradcam"), ("block", "chefer")):
-        out = subprocess.run([sys.executable, __file__, "--arch", args.arch, "--one", sublayer, method, str(model)],
-                             capture_output=True, text=True, check=True).stdout
-        rows.append(json.loads(out.strip().splitlines()[-1]))
-        print(rows[-1], flush=True)
+    for sublayer, method in (("mlp.fc1", "gradcam"), ("block", "gradcam"), ("block", "chefer"), ("block", "legrad")):
+        for direct in (False, True):
+            out = subprocess.run([sys.executable, __file__, "--arch", args.arch, "--one", sublayer, method, str(model),
+                                  *(["--direct"] if direct else [])], capture_output=True, text=True, check=True).stdout
+            rows.append(json.loads(out.strip().splitlines()[-1]))
+            print(rows[-1], flush=True)
     result = {"command": "python " + " ".join(sys.argv), "rows": rows}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=1) + "\n")

@@ -26,6 +26,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from .blockwise import hidden_of, record_calls, rerun
 from .constants import DEFAULT_TARGET, MAX_PROMPT_CHARS, MAX_PROMPTS, TARGETS, check_choice
 from .geometry import CropGeometry
 from .images import load_image
@@ -130,6 +131,12 @@ def target_scores(logits: torch.Tensor, target: str) -> torch.Tensor:
 #: groups whose gradients at the hooked activations fit in it (all at once for one layer of base or
 #: large; a sweep of large's mlp.fc1, 101 MB per prompt, one prompt at a time).
 GRADIENT_BYTES = 64 * 2**20
+
+
+#: A gradient pass that spans more blocks than this backpropagates one block at a time, where the
+#: family allows it (clipcam.blockwise): it holds one block's graph instead of all of them, for one
+#: more forward through those blocks. A one-layer explain near the end (the default) stays direct.
+DIRECT_BLOCKS = 4
 
 
 def prompt_chunks(eye: torch.Tensor, bytes_per_prompt: int, budget: int | None = None) -> list[torch.Tensor]:
@@ -256,7 +263,7 @@ class Explainer:
             raise RuntimeError(f"Hooked modules {missing} did not run in the forward pass.")
         k = logits.shape[0]
         eye = torch.eye(k, dtype=logits.dtype, device=logits.device)  # row k selects prompt k
-        tokens = [on_grid(adapter.tokens(act)[0], grids[layer], adapter.prefix) for layer, act in zip(layers, acts)]
+        tokens = [on_grid(adapter.tokens(act.detach())[0], grids[layer], adapter.prefix) for layer, act in zip(layers, acts)]
         parts: list[list[np.ndarray]] = [[] for _ in layers]
         chunks = prompt_chunks(eye, sum(a.numel() * a.element_size() for a in acts))
         for n, rows in enumerate(chunks):
@@ -269,6 +276,69 @@ class Explainer:
                 parts[i].append(record.compute(tokens[i], grad_tokens, grids[layer], adapter.prefix))
             del grads
         return logits.detach().float().cpu().numpy(), [np.concatenate(p) for p in parts]
+
+    def _blockwise(self, first: int) -> bool:
+        """Whether a gradient pass from layer ``first`` to the last goes one block at a time."""
+        return self.adapter.blocks() is not None and self.adapter.num_layers - first + 1 > DIRECT_BLOCKS
+
+    def _tail_pass(self, pixels: torch.Tensor, text: torch.Tensor, target: str, first: int,
+                   values: Sequence[torch.nn.Module] = ()):
+        """One forward whose graph starts at the last block's output. Returns the logits (K,), the
+        target scores (K,) (differentiable), that output (a leaf), the call of every block from
+        ``first`` to the last, and the outputs of ``values`` (detached)."""
+        blocks = self.adapter.blocks()[first - 1:]
+        with record_calls(blocks) as calls, capture_outputs([blocks[-1]], values=values) as caught, \
+                torch.enable_grad():
+            logits = self._logits(pixels, text)  # (K,)
+            scores = target_scores(logits, target)
+        if caught[0] is None or any(call is None for call in calls):
+            raise RuntimeError("The model's blocks did not run in the forward pass.")
+        return logits, scores, caught[0], calls, caught[1:]
+
+    def _sublayer_blockwise(self, pixels: torch.Tensor, text: torch.Tensor, layers: Sequence[int],
+                            grids: dict[int, tuple[int, int]], sublayer: str, target: str, record: Method
+                            ) -> tuple[np.ndarray, list[np.ndarray]]:
+        """``_sublayer_pass`` one block at a time (clipcam.blockwise): from the last block back to
+        the first chosen layer, each block is run again from its recorded input, the prompts'
+        gradients are taken at its sublayer and at its input, and its graph is let go."""
+        adapter = self.adapter
+        first, blocks = min(layers), adapter.blocks()
+        logits, scores, out, calls, _ = self._tail_pass(pixels, text, target, first)
+        k = logits.shape[0]
+        eye = torch.eye(k, dtype=logits.dtype, device=logits.device)
+        (grad_out,) = torch.autograd.grad(scores, out, grad_outputs=eye, is_grads_batched=True)  # (K, *out)
+        del scores, out
+        maps: dict[int, np.ndarray] = {}
+        for layer in range(adapter.num_layers, first - 1, -1):
+            call = calls[layer - first]
+            hidden = hidden_of(call).detach().requires_grad_(True)
+            chosen = layer in layers
+            with capture_outputs([adapter.module(layer, sublayer)] if chosen else []) as acts, torch.enable_grad():
+                block_out = rerun(blocks[layer - 1], call, hidden)
+            wrt = [*acts, *([hidden] if layer > first else [])]
+            parts, below = [], []
+            chunks = prompt_chunks(eye, sum(t.numel() * t.element_size() for t in wrt))
+            at = 0
+            for n, rows in enumerate(chunks):
+                grads = torch.autograd.grad(block_out, wrt, grad_outputs=grad_out[at:at + len(rows)],
+                                            is_grads_batched=True, allow_unused=True,
+                                            retain_graph=n < len(chunks) - 1)
+                at += len(rows)
+                if chosen:
+                    act, grad = acts[0], grads[0]
+                    if grad is None:
+                        grad = torch.zeros((len(rows), *act.shape), dtype=act.dtype, device=act.device)
+                    tokens = on_grid(adapter.tokens(act.detach())[0], grids[layer], adapter.prefix)
+                    grad_tokens = on_grid(adapter.tokens(grad.flatten(0, 1)), grids[layer], adapter.prefix)
+                    parts.append(record.compute(tokens, grad_tokens, grids[layer], adapter.prefix))
+                if layer > first:
+                    below.append(grads[-1])
+                del grads
+            if chosen:
+                maps[layer] = np.concatenate(parts)
+            del block_out, acts, wrt
+            grad_out = torch.cat(below) if layer > first else None
+        return logits.detach().float().cpu().numpy(), [maps[layer] for layer in layers]
 
     def _masking_pass(self, pixels: torch.Tensor, text: torch.Tensor, layers: Sequence[int],
                       grids: dict[int, tuple[int, int]], sublayer: str, target: str, record: Method,
@@ -345,6 +415,59 @@ class Explainer:
         maps = [np.concatenate([chunk[i] for chunk in parts]) for i in range(len(parts[0]))]
         return logits.detach().float().cpu().numpy(), maps
 
+    def _attention_blockwise(self, pixels: torch.Tensor, text: torch.Tensor, start: int, grid: tuple[int, int],
+                             target: str, record: Method) -> tuple[np.ndarray, list[np.ndarray]]:
+        """``_attention_pass`` one block at a time (clipcam.blockwise), for each group of prompts:
+        each block is run again from its recorded input and its gradients taken there."""
+        adapter = self.adapter
+        sites, blocks = adapter.attention_sites(start), adapter.blocks()
+        reads = [m for site in sites for m in site.reads]
+        logits, scores, out, calls, values = self._tail_pass(pixels, text, target, start, values=reads)
+        pieces, at = [], 0
+        for site in sites:
+            pieces.append(tuple(on_grid(t.float(), grid, adapter.prefix)
+                                for t in site.split(values[at:at + len(site.reads)])))  # q, k, v (T, D)
+            at += len(site.reads)
+        k = logits.shape[0]
+        eye = torch.eye(k, dtype=logits.dtype, device=logits.device)
+        parts: list[list[np.ndarray]] = []
+        for rows in prompt_chunks(eye, sum(hidden_of(call).numel() * hidden_of(call).element_size() for call in calls)):
+            layers: list[AttentionLayer] = [None] * len(sites)  # type: ignore[list-item]
+            if record.per_layer_score:  # each layer's own score, differentiated at its own attention only
+                for i, (site, (q, key, v)) in enumerate(zip(sites, pieces)):
+                    call = calls[i]
+                    with capture_outputs([site.out]) as caught, torch.enable_grad():
+                        block_out = rerun(blocks[start + i - 1], call, hidden_of(call))
+                        features, probs = adapter.layer_features(on_grid(block_out, grid, adapter.prefix))
+                        score = target_scores(adapter.logits(features, text)[0], target)
+                    (grad,) = torch.autograd.grad(score, probs if probs is not None else caught[0],
+                                                  grad_outputs=rows, is_grads_batched=True)
+                    layers[i] = AttentionLayer(
+                        grad_out=None if probs is not None else on_grid(grad[:, 0].float(), grid, adapter.prefix),
+                        out_weight=site.out_weight.float(), q=q, k=key, v=v, heads=site.heads,
+                        head_grad=grad[:, 0].float() if probs is not None else None)
+                    del grad, block_out, caught
+            else:
+                (grad_out,) = torch.autograd.grad(scores, out, grad_outputs=rows, is_grads_batched=True,
+                                                  retain_graph=True)
+                for i in range(len(sites) - 1, -1, -1):
+                    call = calls[i]
+                    hidden = hidden_of(call).detach().requires_grad_(True)
+                    with capture_outputs([sites[i].out]) as caught, torch.enable_grad():
+                        block_out = rerun(blocks[start + i - 1], call, hidden)
+                    grads = torch.autograd.grad(block_out, [caught[0], *([hidden] if i > 0 else [])],
+                                                grad_outputs=grad_out, is_grads_batched=True)
+                    q, key, v = pieces[i]
+                    layers[i] = AttentionLayer(grad_out=on_grid(grads[0][:, 0].float(), grid, adapter.prefix),
+                                               out_weight=sites[i].out_weight.float(), q=q, k=key, v=v,
+                                               heads=sites[i].heads)
+                    grad_out = grads[-1] if i > 0 else None
+                    del grads, block_out, caught
+            parts.append(record.compute(layers, grid, adapter.prefix))  # one (k, rows, cols) map per start layer
+            del layers
+        maps = [np.concatenate([chunk[i] for chunk in parts]) for i in range(len(parts[0]))]
+        return logits.detach().float().cpu().numpy(), maps
+
     def _single_head_pass(self, pixels: torch.Tensor, text: torch.Tensor, grid: tuple[int, int], target: str,
                           record: Method) -> tuple[np.ndarray, np.ndarray]:
         """Grad-ECLIP as its authors compute it: the last layer's attention replaced by one head over
@@ -395,11 +518,13 @@ class Explainer:
             logits, maps = self._single_head_pass(pixels, text, grids[layers[0]], target, record)
             return logits, [maps for _ in layers]
         if record.reads == "attention":  # one pass gives the maps for every start layer (a ViT: one grid)
-            logits, per_start = self._attention_pass(pixels, text, min(layers), grids[min(layers)], target, record)
+            attention = self._attention_blockwise if self._blockwise(min(layers)) else self._attention_pass
+            logits, per_start = attention(pixels, text, min(layers), grids[min(layers)], target, record)
             return logits, [per_start[layer - min(layers)] for layer in layers]
         if record.reads == "masking":
             return self._masking_pass(pixels, text, layers, grids, sublayer, target, record, progress)
-        return self._sublayer_pass(pixels, text, layers, grids, sublayer, target, record)
+        sublayer_pass = self._sublayer_blockwise if self._blockwise(min(layers)) else self._sublayer_pass
+        return sublayer_pass(pixels, text, layers, grids, sublayer, target, record)
 
     def _dead(self, record: Method, layer: int, sublayer: str) -> str | None:
         """Only gradient methods on a sublayer are blind to a sublayer that cannot reach the score."""

@@ -169,6 +169,13 @@ class ModelAdapter:
         block = blocks[self.check_layer(layer) - 1]
         return block if self.check_sublayer(sublayer) == "block" else block.get_submodule(sublayer)
 
+    def blocks(self) -> Sequence[torch.nn.Module] | None:
+        """The vision tower's blocks in forward order, when each block's output is the next one's
+        hidden state and the image embedding follows from the last block's output alone; the
+        explainer then backpropagates one block at a time over many layers (clipcam.blockwise).
+        None (the default): always one backward through the whole graph."""
+        return None
+
     def channels(self, sublayer: str) -> int:
         """Width of a sublayer's output (how many masked forwards Score-CAM runs per layer)."""
         raise NotImplementedError

@@ -71,6 +71,9 @@ class HFClipAdapter(ModelAdapter):
     def module(self, layer: int, sublayer: str) -> torch.nn.Module:
         return self.block_module(self._blocks, layer, sublayer)
 
+    def blocks(self) -> Sequence[torch.nn.Module]:
+        return tuple(self._blocks)
+
     def channels(self, sublayer: str) -> int:
         cfg = self.model.config.vision_config
         return cfg.intermediate_size if self.check_sublayer(sublayer) == "mlp.fc1" else cfg.hidden_size

@@ -209,6 +209,9 @@ class OpenClipViTAdapter(OpenClipAdapter):
     def module(self, layer: int, sublayer: str) -> torch.nn.Module:
         return self.block_module(self._blocks, layer, sublayer)
 
+    def blocks(self) -> Sequence[torch.nn.Module]:
+        return tuple(self._blocks)
+
     def channels(self, sublayer: str) -> int:
         block = self._blocks[0]
         wide = self.check_sublayer(sublayer) in ("mlp.c_fc", "mlp.gelu")
@@ -354,6 +357,9 @@ class OpenClipTimmViTAdapter(OpenClipAdapter):
 
     def module(self, layer: int, sublayer: str) -> torch.nn.Module:
         return self.block_module(self._blocks, layer, sublayer)
+
+    def blocks(self) -> Sequence[torch.nn.Module]:
+        return tuple(self._blocks)
 
     def channels(self, sublayer: str) -> int:
         block = self._blocks[0]

@@ -1,0 +1,105 @@
+"""Backpropagation one block at a time (clipcam.blockwise) gives the maps of one backward through
+the whole graph, on every family whose adapter offers its blocks."""
+
+import gc
+import weakref
+
+import numpy as np
+import pytest
+import torch
+
+import clipcam.explainer as explainer_module
+from clipcam import load_explainer
+from clipcam.testing import save_random_clip
+from clipcam.testing.families import save_random_open_clip, save_random_siglip, save_random_siglip2
+
+from conftest import PROMPTS, noise_image
+
+
+@pytest.fixture(scope="module")
+def families(tmp_path_factory):
+    root = tmp_path_factory.mktemp("blockwise")
+    return {
+        "hf-clip": load_explainer(str(save_random_clip(root / "clip", seed=2, layers=4)), device="cpu"),
+        "siglip": load_explainer(str(save_random_siglip(root / "siglip", seed=3, layers=4)), device="cpu"),
+        "siglip2": load_explainer(str(save_random_siglip2(root / "siglip2", seed=8, layers=4)), device="cpu"),
+        "open_clip-vit": load_explainer(f"local-dir:{save_random_open_clip(root / 'ocvit', 'vit', seed=4)}",
+                                        device="cpu"),
+        "open_clip-timm-vit": load_explainer(
+            f"local-dir:{save_random_open_clip(root / 'octimm', 'timm-vit', seed=6)}", device="cpu"),
+    }
+
+
+CLASS_TOKEN = ("hf-clip", "open_clip-vit")
+CASES = [*[(family, method) for family in ("hf-clip", "siglip", "siglip2", "open_clip-vit", "open_clip-timm-vit")
+           for method in ("gradcam", "hirescam")],
+         *[(family, method) for family in CLASS_TOKEN for method in ("chefer", "gradeclip")],
+         *[(family, "legrad") for family in ("hf-clip", "siglip", "siglip2", "open_clip-vit")]]
+
+
+@pytest.mark.parametrize("family,method", CASES)
+def test_blockwise_sweep_equals_one_backward(families, monkeypatch, family, method):
+    ex = families[family]
+    assert method in ex.methods
+    image, prompts = noise_image(48, 40, seed=5), PROMPTS + ["a photo of a spoon"]
+    sublayer = ex.sublayers[1]  # an attention projection or the attention block: upstream of the rest
+    monkeypatch.setattr(explainer_module, "DIRECT_BLOCKS", 10_000)
+    assert not ex._blockwise(1)
+    whole = ex.sweep(image, prompts, method=method, sublayer=sublayer, target="log_softmax")
+    monkeypatch.setattr(explainer_module, "DIRECT_BLOCKS", 0)
+    assert ex._blockwise(ex.num_layers)
+    blockwise = ex.sweep(image, prompts, method=method, sublayer=sublayer, target="log_softmax")
+    picked = ex.sweep(image, prompts, method=method, sublayer=sublayer, target="log_softmax", layers=[2, ex.num_layers])
+    monkeypatch.setattr(explainer_module, "GRADIENT_BYTES", 1)  # and one prompt per backward
+    grouped = ex.sweep(image, prompts, method=method, sublayer=sublayer, target="log_softmax")
+    assert np.abs(whole.layer_maps).max() > 0
+    # nn.MultiheadAttention takes its fused fast path where no input requires grad: the same logits up to rounding
+    np.testing.assert_allclose(blockwise.logits, whole.logits, rtol=1e-5, atol=1e-5)
+    scale = np.abs(whole.layer_maps).max()
+    for other in (blockwise, grouped):
+        np.testing.assert_allclose(other.layer_maps, whole.layer_maps, rtol=1e-4, atol=1e-6 * scale)
+    np.testing.assert_allclose(picked.layer_maps, whole.layer_maps[[1, -1]], rtol=1e-4, atol=1e-6 * scale)
+
+
+class SavedBytes:
+    """The bytes of the tensors that autograd graphs keep for backward, live and at their peak:
+    each saved tensor is packed into a holder whose release (with its graph) is counted."""
+
+    class Holder:
+        def __init__(self, tensor):
+            self.tensor = tensor
+
+    def __init__(self):
+        self.live = self.peak = 0
+
+    def pack(self, tensor):
+        holder = self.Holder(tensor.detach())  # detached: an op's own output would form a cycle through C++
+        size = tensor.numel() * tensor.element_size()
+        self.live += size
+        self.peak = max(self.peak, self.live)
+        weakref.finalize(holder, self.release, size)
+        return holder
+
+    def release(self, size):
+        self.live -= size
+
+    def unpack(self, holder):
+        return holder.tensor
+
+
+@pytest.mark.parametrize("method", ["gradcam", "chefer"])
+def test_blockwise_holds_one_block_of_graph(families, monkeypatch, method):
+    """What autograd keeps for backward: a sweep of 4 layers one block at a time holds under half
+    of what one backward through the whole graph holds."""
+    ex = families["hf-clip"]
+    image, prompts = noise_image(48, 40, seed=6), PROMPTS
+    peaks = {}
+    for name, direct in (("direct", 10_000), ("blockwise", 0)):
+        monkeypatch.setattr(explainer_module, "DIRECT_BLOCKS", direct)
+        saved = SavedBytes()
+        with torch.autograd.graph.saved_tensors_hooks(saved.pack, saved.unpack):
+            ex.sweep(image, prompts, method=method, sublayer="mlp.fc1")
+        gc.collect()
+        assert saved.live == 0  # every graph let go
+        peaks[name] = saved.peak
+    assert peaks["blockwise"] < 0.5 * peaks["direct"], peaks
