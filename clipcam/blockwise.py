@@ -66,3 +66,21 @@ def rerun(block: torch.nn.Module, call: Call, hidden: torch.Tensor) -> torch.Ten
     out = block(hidden, *args[1:], **kwargs) if args else block(**{**kwargs, "hidden_states": hidden})
     return out[0] if isinstance(out, tuple) else out
 
+
+
+@contextmanager
+def saved_bytes(params: Sequence[torch.Tensor] = ()) -> Iterator[list[int]]:
+    """Within the block, count the bytes of the tensors autograd saves for backward into the
+    yielded one-item list, not counting ``params`` (saved by reference, never copied). A batched
+    backward through that graph makes gradients of about this size for every prompt, which is what
+    sizes its groups of prompts."""
+    total = [0]
+    skip = {p.data_ptr() for p in params}
+
+    def pack(tensor: torch.Tensor) -> torch.Tensor:
+        if tensor.data_ptr() not in skip:
+            total[0] += tensor.numel() * tensor.element_size()
+        return tensor
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda tensor: tensor):
+        yield total

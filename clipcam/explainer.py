@@ -26,12 +26,13 @@ import numpy as np
 import torch
 from PIL import Image
 
-from .blockwise import hidden_of, record_calls, rerun
+from .blockwise import hidden_of, record_calls, rerun, saved_bytes
 from .constants import DEFAULT_TARGET, MAX_PROMPT_CHARS, MAX_PROMPTS, TARGETS, check_choice
 from .geometry import CropGeometry
 from .images import load_image
+from .memory import release_memory
 from .methods import DEFAULT_METHOD, METHODS, Method, get_method, methods_reading, supported_methods, unsupported_reason
-from .methods.attention import AttentionLayer
+from .methods.attention import AttentionLayer, LayerFold
 from .methods.gradeclip_authors import single_head
 from .models import load_model
 from .models.base import ModelAdapter
@@ -137,6 +138,9 @@ GRADIENT_BYTES = 64 * 2**20
 #: family allows it (clipcam.blockwise): it holds one block's graph instead of all of them, for one
 #: more forward through those blocks. A one-layer explain near the end (the default) stays direct.
 DIRECT_BLOCKS = 4
+#: Block by block, the prompts go back through a block in groups whose gradients there (about the
+#: block's saved activations per prompt, counted as it runs again) fit in this many bytes.
+BLOCK_GRADIENT_BYTES = 32 * 2**20
 
 
 def prompt_chunks(eye: torch.Tensor, bytes_per_prompt: int, budget: int | None = None) -> list[torch.Tensor]:
@@ -313,11 +317,14 @@ class Explainer:
             call = calls[layer - first]
             hidden = hidden_of(call).detach().requires_grad_(True)
             chosen = layer in layers
-            with capture_outputs([adapter.module(layer, sublayer)] if chosen else []) as acts, torch.enable_grad():
-                block_out = rerun(blocks[layer - 1], call, hidden)
+            block = blocks[layer - 1]
+            with capture_outputs([adapter.module(layer, sublayer)] if chosen else []) as acts, torch.enable_grad(), \
+                    saved_bytes(list(block.parameters())) as graph:
+                block_out = rerun(block, call, hidden)
             wrt = [*acts, *([hidden] if layer > first else [])]
             parts, below = [], []
-            chunks = prompt_chunks(eye, sum(t.numel() * t.element_size() for t in wrt))
+            chunks = prompt_chunks(eye, graph[0] + sum(t.numel() * t.element_size() for t in wrt),
+                                   BLOCK_GRADIENT_BYTES)
             at = 0
             for n, rows in enumerate(chunks):
                 grads = torch.autograd.grad(block_out, wrt, grad_outputs=grad_out[at:at + len(rows)],
@@ -338,6 +345,8 @@ class Explainer:
                 maps[layer] = np.concatenate(parts)
             del block_out, acts, wrt
             grad_out = torch.cat(below) if layer > first else None
+            del below
+            release_memory()  # the block's graph and gradients, freed: their pages go back, not to the next block's holes
         return logits.detach().float().cpu().numpy(), [maps[layer] for layer in layers]
 
     def _masking_pass(self, pixels: torch.Tensor, text: torch.Tensor, layers: Sequence[int],
@@ -417,55 +426,55 @@ class Explainer:
 
     def _attention_blockwise(self, pixels: torch.Tensor, text: torch.Tensor, start: int, grid: tuple[int, int],
                              target: str, record: Method) -> tuple[np.ndarray, list[np.ndarray]]:
-        """``_attention_pass`` one block at a time (clipcam.blockwise), for each group of prompts:
-        each block is run again from its recorded input and its gradients taken there."""
+        """``_attention_pass`` one block at a time (clipcam.blockwise): going back from the last
+        block, each block is run again from its recorded input, its q, k, v are read and its
+        gradients taken there for all prompts (in groups sized by its graph), and the method's fold
+        (clipcam.methods.attention.LayerFold) takes the layer in, so no layer's gradients are kept."""
         adapter = self.adapter
+        fold: LayerFold = record.compute
         sites, blocks = adapter.attention_sites(start), adapter.blocks()
-        reads = [m for site in sites for m in site.reads]
-        logits, scores, out, calls, values = self._tail_pass(pixels, text, target, start, values=reads)
-        pieces, at = [], 0
-        for site in sites:
-            pieces.append(tuple(on_grid(t.float(), grid, adapter.prefix)
-                                for t in site.split(values[at:at + len(site.reads)])))  # q, k, v (T, D)
-            at += len(site.reads)
+        logits, scores, out, calls, _ = self._tail_pass(pixels, text, target, start)
         k = logits.shape[0]
         eye = torch.eye(k, dtype=logits.dtype, device=logits.device)
-        parts: list[list[np.ndarray]] = []
-        for rows in prompt_chunks(eye, sum(hidden_of(call).numel() * hidden_of(call).element_size() for call in calls)):
-            layers: list[AttentionLayer] = [None] * len(sites)  # type: ignore[list-item]
-            if record.per_layer_score:  # each layer's own score, differentiated at its own attention only
-                for i, (site, (q, key, v)) in enumerate(zip(sites, pieces)):
-                    call = calls[i]
-                    with capture_outputs([site.out]) as caught, torch.enable_grad():
-                        block_out = rerun(blocks[start + i - 1], call, hidden_of(call))
-                        features, probs = adapter.layer_features(on_grid(block_out, grid, adapter.prefix))
-                        score = target_scores(adapter.logits(features, text)[0], target)
-                    (grad,) = torch.autograd.grad(score, probs if probs is not None else caught[0],
-                                                  grad_outputs=rows, is_grads_batched=True)
-                    layers[i] = AttentionLayer(
-                        grad_out=None if probs is not None else on_grid(grad[:, 0].float(), grid, adapter.prefix),
-                        out_weight=site.out_weight.float(), q=q, k=key, v=v, heads=site.heads,
-                        head_grad=grad[:, 0].float() if probs is not None else None)
-                    del grad, block_out, caught
-            else:
-                (grad_out,) = torch.autograd.grad(scores, out, grad_outputs=rows, is_grads_batched=True,
-                                                  retain_graph=True)
-                for i in range(len(sites) - 1, -1, -1):
-                    call = calls[i]
-                    hidden = hidden_of(call).detach().requires_grad_(True)
-                    with capture_outputs([sites[i].out]) as caught, torch.enable_grad():
-                        block_out = rerun(blocks[start + i - 1], call, hidden)
-                    grads = torch.autograd.grad(block_out, [caught[0], *([hidden] if i > 0 else [])],
-                                                grad_outputs=grad_out, is_grads_batched=True)
-                    q, key, v = pieces[i]
-                    layers[i] = AttentionLayer(grad_out=on_grid(grads[0][:, 0].float(), grid, adapter.prefix),
-                                               out_weight=sites[i].out_weight.float(), q=q, k=key, v=v,
-                                               heads=sites[i].heads)
-                    grad_out = grads[-1] if i > 0 else None
-                    del grads, block_out, caught
-            parts.append(record.compute(layers, grid, adapter.prefix))  # one (k, rows, cols) map per start layer
-            del layers
-        maps = [np.concatenate([chunk[i] for chunk in parts]) for i in range(len(parts[0]))]
+        grad_out = None if record.per_layer_score else \
+            torch.autograd.grad(scores, out, grad_outputs=eye, is_grads_batched=True)[0]  # (K, *out)
+        del scores, out
+        state, maps = None, [None] * len(sites)
+        for i in range(len(sites) - 1, -1, -1):
+            site, call, block = sites[i], calls[i], blocks[start + i - 1]
+            chain = not record.per_layer_score and i > 0  # the gradient at this block's input feeds the one before
+            hidden = hidden_of(call).detach().requires_grad_(chain)
+            probs = None
+            with capture_outputs([site.out], values=site.reads) as caught, torch.enable_grad(), \
+                    saved_bytes(list(block.parameters())) as graph:
+                block_out = rerun(block, call, hidden)
+                if record.per_layer_score:  # this layer's own score, differentiated at its own attention only
+                    features, probs = adapter.layer_features(on_grid(block_out, grid, adapter.prefix))
+                    score = target_scores(adapter.logits(features, text)[0], target)
+            q, key, v = (on_grid(t.float(), grid, adapter.prefix) for t in site.split(caught[1:]))
+            source = score if record.per_layer_score else block_out
+            wrt = [probs if probs is not None else caught[0], *([hidden] if chain else [])]
+            terms, below, at = [], [], 0
+            chunks = prompt_chunks(eye, graph[0] + sum(t.numel() * t.element_size() for t in wrt),
+                                   BLOCK_GRADIENT_BYTES)
+            for n, rows in enumerate(chunks):
+                seeds = rows if record.per_layer_score else grad_out[at:at + len(rows)]
+                grads = torch.autograd.grad(source, wrt, grad_outputs=seeds, is_grads_batched=True,
+                                            retain_graph=n < len(chunks) - 1)
+                at += len(rows)
+                grad = grads[0][:, 0].float()
+                layer = AttentionLayer(grad_out=None if probs is not None else on_grid(grad, grid, adapter.prefix),
+                                       out_weight=site.out_weight.float(), q=q, k=key, v=v, heads=site.heads,
+                                       head_grad=grad if probs is not None else None)
+                terms.append(fold.term(layer, adapter.prefix))
+                if chain:
+                    below.append(grads[-1])
+                del grads, grad, layer
+            state = fold.accumulate(state, torch.cat(terms))
+            maps[i] = fold.finish(state, grid, adapter.prefix)
+            grad_out = torch.cat(below) if chain else None
+            del terms, below, block_out, caught, wrt, source, probs
+            release_memory()
         return logits.detach().float().cpu().numpy(), maps
 
     def _single_head_pass(self, pixels: torch.Tensor, text: torch.Tensor, grid: tuple[int, int], target: str,

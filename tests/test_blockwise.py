@@ -51,6 +51,7 @@ def test_blockwise_sweep_equals_one_backward(families, monkeypatch, family, meth
     blockwise = ex.sweep(image, prompts, method=method, sublayer=sublayer, target="log_softmax")
     picked = ex.sweep(image, prompts, method=method, sublayer=sublayer, target="log_softmax", layers=[2, ex.num_layers])
     monkeypatch.setattr(explainer_module, "GRADIENT_BYTES", 1)  # and one prompt per backward
+    monkeypatch.setattr(explainer_module, "BLOCK_GRADIENT_BYTES", 1)
     grouped = ex.sweep(image, prompts, method=method, sublayer=sublayer, target="log_softmax")
     assert np.abs(whole.layer_maps).max() > 0
     # nn.MultiheadAttention takes its fused fast path where no input requires grad: the same logits up to rounding

@@ -6,8 +6,6 @@ these functions to widgets and turns ValueError into ``gr.Error``.
 
 from __future__ import annotations
 
-import ctypes
-import functools
 import hashlib
 import html
 import json
@@ -29,6 +27,7 @@ from PIL import Image
 from ..constants import DEFAULT_TARGET, MAX_PROMPT_CHARS, MODEL_INFO, TARGETS, check_choice
 from ..explainer import MASKING_METHODS, METHODS, Explanation
 from ..geometry import CropGeometry
+from ..memory import release_memory  # noqa: F401  (the handlers call it as service.release_memory)
 from ..methods import DEFAULT_METHOD, REGISTRY, get_method, supported_methods
 from ..methods.cam import normalize_maps, normalize_shared
 from ..render import (
@@ -337,12 +336,15 @@ class Kept:
             seen.append(slice(index[0], index[-1] + 1) if len(index) else slice(0, 0))
         return out.reshape(*self.layer_maps.shape[:-2], len(gy), len(gx)), (seen[0], seen[1])
 
-    def maps_at(self, size: tuple[int, int], shared: bool = False) -> np.ndarray:
-        """(L, K, H, W) float32 in [0, 1] on a (W, H) canvas covering the whole image, NaN outside
-        the model's crop; shared=True scales the prompts of each layer by one maximum."""
+    def maps_at(self, size: tuple[int, int], shared: bool = False, dtype: type = np.float32) -> np.ndarray:
+        """(L, K, H, W) in [0, 1] on a (W, H) canvas covering the whole image, NaN outside the
+        model's crop; shared=True scales the prompts of each layer by one maximum. Resampled one
+        layer at a time into ``dtype`` (float16 for a download: never a float32 copy of them all)."""
         scaled = self.scaled(shared)
-        out = self.geometry.grid_to_image(scaled.reshape(-1, *scaled.shape[2:]), size)
-        return out.reshape(*scaled.shape[:2], *out.shape[1:])
+        out = np.empty((*scaled.shape[:2], size[1], size[0]), dtype=dtype)
+        for layer, maps in enumerate(scaled):
+            out[layer] = self.geometry.grid_to_image(maps, size)
+        return out
 
 
 def keep(result: Explanation, model: str | dict, notes: Sequence[str]) -> Kept:
@@ -427,7 +429,7 @@ def write_downloads(kept: Kept, colormap: str, alpha: float, shared: bool, folde
         "image_maps_size": list(size),
     }
     scores_json.write_text(json.dumps(payload, indent=2, ensure_ascii=False) + "\n")
-    maps = kept.maps_at(size).astype(np.float16)
+    maps = kept.maps_at(size, dtype=np.float16)
     arrays = {"grid_maps": kept.layer_maps, "image_maps": maps, "layers": np.array(kept.layers)}
     if not kept.sweep:  # one layer: (K, ...) as the CLI writes it
         arrays.update(grid_maps=kept.layer_maps[0], image_maps=maps[0])
@@ -560,31 +562,6 @@ class Janitor:
 
 
 # ----------------------------------------------------------------- time limit and cancellation
-@functools.lru_cache(maxsize=1)
-def _malloc_trim() -> Callable[[int], int] | None:
-    """glibc's malloc_trim, or None where the C library is not glibc (macOS, musl)."""
-    try:
-        return ctypes.CDLL("libc.so.6").malloc_trim
-    except (OSError, AttributeError):
-        return None
-
-
-def release_memory() -> bool:
-    """Hand the heap pages a request has freed back to the operating system (glibc's
-    ``malloc_trim(0)``); True where that was possible.
-
-    A request's large arrays (a 12 MP photo, its maps, torch's activations) are freed when it ends,
-    but glibc keeps freed pages of its heaps and of the per-thread arenas that the server's worker
-    threads use, and re-uses them only for allocations that fit the holes. So a long-running server's
-    resident memory creeps up with the mix of image sizes although nothing is kept. Trimming after
-    each run returns those pages; it takes a few milliseconds."""
-    trim = _malloc_trim()
-    if trim is None:
-        return False
-    trim(0)
-    return True
-
-
 class Stopped(Exception):
     """Raised from the explainer's progress callback (or between steps) to stop a request early;
     its message is the sentence for the person."""

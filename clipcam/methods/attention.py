@@ -10,7 +10,9 @@ A_h = softmax(q_h k_hᵀ · d^-½); the block computes O_h = A_h v_h and out = O
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Callable
 
+import numpy as np
 import torch
 
 
@@ -56,11 +58,31 @@ def attention_grads(grad_out: torch.Tensor, out_weight: torch.Tensor, v: torch.T
     return grad_oh @ vh.transpose(1, 2)  # (K, H, T, T)
 
 
-def suffix_sums(terms: list[torch.Tensor]) -> list[torch.Tensor]:
-    """[Σ_{l ≥ i} terms[l] for every i]: one sum per start layer, all from one pass over the layers."""
-    sums: list[torch.Tensor] = [None] * len(terms)  # type: ignore[list-item]
-    total = torch.zeros_like(terms[-1])
-    for i in range(len(terms) - 1, -1, -1):
-        total = total + terms[i]
-        sums[i] = total
-    return sums
+def add(total: torch.Tensor | None, term: torch.Tensor) -> torch.Tensor:
+    """A running sum over layers (LeGrad, Grad-ECLIP)."""
+    return term if total is None else total + term
+
+
+@dataclass(frozen=True)
+class LayerFold:
+    """An attention method as a fold over its layers, from the last back to the start layer.
+
+    ``term(layer, prefix)`` reduces one layer's AttentionLayer to what the method keeps of it for
+    K prompts (each prompt's row depends on that prompt only); ``accumulate(state, term)`` folds it
+    into the state of the layers after it (None before the last layer); ``finish(state, grid,
+    prefix)`` turns a state into the (K, rows, cols) map of a method started at that layer. Called
+    with every layer at once it gives the maps for every start layer; the explainer's block-wise
+    pass (clipcam.blockwise) calls the three steps itself as each layer's gradient arrives, so no
+    layer's gradients are kept.
+    """
+
+    term: Callable[[AttentionLayer, int], torch.Tensor]
+    accumulate: Callable[[torch.Tensor | None, torch.Tensor], torch.Tensor]
+    finish: Callable[[torch.Tensor, tuple[int, int], int], np.ndarray]
+
+    def __call__(self, layers: list[AttentionLayer], grid: tuple[int, int], prefix: int = 1) -> list[np.ndarray]:
+        state, maps = None, [None] * len(layers)
+        for i in range(len(layers) - 1, -1, -1):
+            state = self.accumulate(state, self.term(layers[i], prefix))
+            maps[i] = self.finish(state, grid, prefix)
+        return maps  # type: ignore[return-value]

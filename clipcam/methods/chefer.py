@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from . import Method
-from .attention import AttentionLayer, attention_grads, attention_probs
+from .attention import AttentionLayer, LayerFold, attention_grads, attention_probs
 
 
 def weighted_attention(probs: torch.Tensor, grads: torch.Tensor) -> torch.Tensor:
@@ -23,27 +23,27 @@ def weighted_attention(probs: torch.Tensor, grads: torch.Tensor) -> torch.Tensor
     return torch.relu(grads * probs[None]).mean(dim=1)
 
 
-def relevance_from(abars: list[torch.Tensor], grid: tuple[int, int]) -> list[np.ndarray]:
-    """Maps for every start layer at once: abars[i] is Ā of the i-th layer (K, T, T), in forward order.
-
-    Returns, for each start i, the (K, rows, cols) map of R = (I + Ā_last)···(I + Ā_i), CLS row,
-    patch columns. Starting later keeps only the last layers' attention.
-    """
-    k, t, _ = abars[0].shape
-    eye = torch.eye(t, dtype=abars[0].dtype, device=abars[0].device).expand(k, t, t)
-    product = eye
-    maps: list[np.ndarray] = [None] * len(abars)  # type: ignore[list-item]
-    for i in range(len(abars) - 1, -1, -1):
-        product = product @ (eye + abars[i])  # (K, T, T)
-        maps[i] = product[:, 0, 1:].reshape(k, *grid).detach().float().cpu().numpy()
-    return maps
+def layer_term(a: AttentionLayer, prefix: int = 1) -> torch.Tensor:
+    """One layer's Ā (K, T, T), from its q, k, v and the gradient at its output projection."""
+    return weighted_attention(attention_probs(a.q, a.k, a.heads), attention_grads(a.grad_out, a.out_weight, a.v, a.heads))
 
 
-def chefer_maps(layers: list[AttentionLayer], grid: tuple[int, int], prefix: int = 1) -> list[np.ndarray]:
-    """Chefer relevance for every start layer: the (K, rows, cols) map from each layer to the last."""
-    return relevance_from([weighted_attention(attention_probs(a.q, a.k, a.heads),
-                                              attention_grads(a.grad_out, a.out_weight, a.v, a.heads))
-                           for a in layers], grid)
+def multiply(product: torch.Tensor | None, abar: torch.Tensor) -> torch.Tensor:
+    """R of the layers after this one (None: none yet, the identity) times (I + Ā) of this one:
+    going back from the last layer, R = (I + Ā_last)···(I + Ā_start)."""
+    k, t, _ = abar.shape
+    eye = torch.eye(t, dtype=abar.dtype, device=abar.device).expand(k, t, t)
+    return (eye if product is None else product) @ (eye + abar)
+
+
+def class_row(product: torch.Tensor, grid: tuple[int, int], prefix: int = 1) -> np.ndarray:
+    """The map: R's class-token row over the patch tokens, (K, rows, cols), copied out (a view
+    would keep the whole (K, T, T) product alive with every map)."""
+    return product[:, 0, prefix:].reshape(product.shape[0], *grid).detach().float().cpu().numpy().copy()
+
+
+#: Chefer relevance for every start layer: the (K, rows, cols) map from each layer to the last.
+chefer_maps = LayerFold(term=layer_term, accumulate=multiply, finish=class_row)
 
 
 METHOD = Method(

@@ -21,7 +21,7 @@ import numpy as np
 import torch
 
 from . import Method
-from .attention import AttentionLayer, suffix_sums
+from .attention import LayerFold, add
 from ..constants import NORM_EPS
 
 
@@ -44,15 +44,14 @@ def layer_terms(grad_out: torch.Tensor, out_weight: torch.Tensor, q: torch.Tenso
     return (w @ v[1:].T) * loosened_attention(q, k)[None]  # (K, N)
 
 
-def grad_eclip_maps(terms: list[torch.Tensor], grid: tuple[int, int]) -> list[np.ndarray]:
-    """Maps for every start layer: terms[i] is layer i's (K, N), in forward order; start i gives
-    ReLU(Σ_{l ≥ i} terms[l]) as (K, rows, cols) float32."""
-    return [torch.relu(total).reshape(-1, *grid).detach().float().cpu().numpy() for total in suffix_sums(terms)]
+def relu_map(total: torch.Tensor, grid: tuple[int, int], prefix: int = 1) -> np.ndarray:
+    """ReLU of the summed terms as (K, rows, cols) float32."""
+    return torch.relu(total).reshape(-1, *grid).detach().float().cpu().numpy()
 
 
-def gradeclip_maps(layers: list[AttentionLayer], grid: tuple[int, int], prefix: int = 1) -> list[np.ndarray]:
-    """Grad-ECLIP for every start layer: ReLU of the summed terms from each layer to the last."""
-    return grad_eclip_maps([layer_terms(a.grad_out, a.out_weight, a.q, a.k, a.v) for a in layers], grid)
+#: Grad-ECLIP for every start layer: ReLU of the summed terms from each layer to the last.
+gradeclip_maps = LayerFold(term=lambda a, prefix=1: layer_terms(a.grad_out, a.out_weight, a.q, a.k, a.v),
+                           accumulate=add, finish=relu_map)
 
 
 METHOD = Method(

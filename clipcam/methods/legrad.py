@@ -24,7 +24,7 @@ import numpy as np
 import torch
 
 from . import Method
-from .attention import AttentionLayer, attention_grads, suffix_sums
+from .attention import AttentionLayer, LayerFold, add, attention_grads
 
 
 def layer_map(grad_out: torch.Tensor, out_weight: torch.Tensor, v: torch.Tensor, heads: int, prefix: int = 1) -> torch.Tensor:
@@ -34,10 +34,9 @@ def layer_map(grad_out: torch.Tensor, out_weight: torch.Tensor, v: torch.Tensor,
     return torch.relu(d_probs).mean(dim=(1, 2))[:, prefix:]  # (K, N)
 
 
-def legrad_maps(per_layer: list[torch.Tensor], grid: tuple[int, int]) -> list[np.ndarray]:
-    """Maps for every start layer: per_layer[i] is layer i's (K, N), in forward order; start i
-    gives Σ_{l ≥ i} per_layer[l] as (K, rows, cols) float32."""
-    return [total.reshape(-1, *grid).detach().float().cpu().numpy() for total in suffix_sums(per_layer)]
+def as_map(total: torch.Tensor, grid: tuple[int, int], prefix: int = 1) -> np.ndarray:
+    """The summed layer maps (K, N) as (K, rows, cols) float32."""
+    return total.reshape(-1, *grid).detach().float().cpu().numpy()
 
 
 def pooling_head_map(grad_probs: torch.Tensor) -> torch.Tensor:
@@ -47,11 +46,15 @@ def pooling_head_map(grad_probs: torch.Tensor) -> torch.Tensor:
     return torch.relu(grad_probs).mean(dim=1)[:, 0]  # (K, T)
 
 
-def legrad_from(layers: list[AttentionLayer], grid: tuple[int, int], prefix: int = 1) -> list[np.ndarray]:
-    """LeGrad for every start layer, from each layer's own-score gradients."""
-    per_layer = [pooling_head_map(a.head_grad) if a.head_grad is not None
-                 else layer_map(a.grad_out, a.out_weight, a.v, a.heads, prefix) for a in layers]
-    return legrad_maps(per_layer, grid)
+def layer_term(a: AttentionLayer, prefix: int = 1) -> torch.Tensor:
+    """One layer's map (K, N) from its own score's gradient: at the attention-pooling head's
+    attention where the model is read out by one, else at the layer's own attention."""
+    return (pooling_head_map(a.head_grad) if a.head_grad is not None
+            else layer_map(a.grad_out, a.out_weight, a.v, a.heads, prefix))
+
+
+#: LeGrad for every start layer: the layer maps summed from each layer to the last.
+legrad_from = LayerFold(term=layer_term, accumulate=add, finish=as_map)
 
 
 METHOD = Method(
