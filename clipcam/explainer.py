@@ -285,19 +285,17 @@ class Explainer:
         """Whether a gradient pass from layer ``first`` to the last goes one block at a time."""
         return self.adapter.blocks() is not None and self.adapter.num_layers - first + 1 > DIRECT_BLOCKS
 
-    def _tail_pass(self, pixels: torch.Tensor, text: torch.Tensor, target: str, first: int,
-                   values: Sequence[torch.nn.Module] = ()):
+    def _tail_pass(self, pixels: torch.Tensor, text: torch.Tensor, target: str, first: int):
         """One forward whose graph starts at the last block's output. Returns the logits (K,), the
-        target scores (K,) (differentiable), that output (a leaf), the call of every block from
-        ``first`` to the last, and the outputs of ``values`` (detached)."""
+        target scores (K,) (differentiable), that output (a leaf), and the call of every block from
+        ``first`` to the last."""
         blocks = self.adapter.blocks()[first - 1:]
-        with record_calls(blocks) as calls, capture_outputs([blocks[-1]], values=values) as caught, \
-                torch.enable_grad():
+        with record_calls(blocks) as calls, capture_outputs([blocks[-1]]) as caught, torch.enable_grad():
             logits = self._logits(pixels, text)  # (K,)
             scores = target_scores(logits, target)
         if caught[0] is None or any(call is None for call in calls):
             raise RuntimeError("The model's blocks did not run in the forward pass.")
-        return logits, scores, caught[0], calls, caught[1:]
+        return logits, scores, caught[0], calls
 
     def _sublayer_blockwise(self, pixels: torch.Tensor, text: torch.Tensor, layers: Sequence[int],
                             grids: dict[int, tuple[int, int]], sublayer: str, target: str, record: Method
@@ -307,7 +305,7 @@ class Explainer:
         gradients are taken at its sublayer and at its input, and its graph is let go."""
         adapter = self.adapter
         first, blocks = min(layers), adapter.blocks()
-        logits, scores, out, calls, _ = self._tail_pass(pixels, text, target, first)
+        logits, scores, out, calls = self._tail_pass(pixels, text, target, first)
         k = logits.shape[0]
         eye = torch.eye(k, dtype=logits.dtype, device=logits.device)
         (grad_out,) = torch.autograd.grad(scores, out, grad_outputs=eye, is_grads_batched=True)  # (K, *out)
@@ -433,7 +431,7 @@ class Explainer:
         adapter = self.adapter
         fold: LayerFold = record.compute
         sites, blocks = adapter.attention_sites(start), adapter.blocks()
-        logits, scores, out, calls, _ = self._tail_pass(pixels, text, target, start)
+        logits, scores, out, calls = self._tail_pass(pixels, text, target, start)
         k = logits.shape[0]
         eye = torch.eye(k, dtype=logits.dtype, device=logits.device)
         grad_out = None if record.per_layer_score else \
