@@ -46,7 +46,9 @@ ATTENTION_METHODS: tuple[str, ...] = methods_reading("attention")
 #: Methods that run one forward pass per channel of the sublayer instead of one backward.
 MASKING_METHODS: tuple[str, ...] = methods_reading("masking")
 
-#: progress(done, total): called as a slow method's forward passes complete.
+#: progress(done, total): called as a slow method's forward passes complete (Score-CAM), or as a
+#: block-by-block pass goes back through the layers (clipcam.blockwise); the app checks its time
+#: limit and whether the person is still there at each call.
 Progress = Callable[[int, int], None]
 
 __all__ = ["ATTENTION_METHODS", "DEFAULT_METHOD", "Explainer", "Explanation", "MASKING_METHODS", "METHODS",
@@ -298,8 +300,8 @@ class Explainer:
         return logits, scores, caught[0], calls
 
     def _sublayer_blockwise(self, pixels: torch.Tensor, text: torch.Tensor, layers: Sequence[int],
-                            grids: dict[int, tuple[int, int]], sublayer: str, target: str, record: Method
-                            ) -> tuple[np.ndarray, list[np.ndarray]]:
+                            grids: dict[int, tuple[int, int]], sublayer: str, target: str, record: Method,
+                            progress: Progress | None = None) -> tuple[np.ndarray, list[np.ndarray]]:
         """``_sublayer_pass`` one block at a time (clipcam.blockwise): from the last block back to
         the first chosen layer, each block is run again from its recorded input, the prompts'
         gradients are taken at its sublayer and at its input, and its graph is let go."""
@@ -345,6 +347,8 @@ class Explainer:
             grad_out = torch.cat(below) if layer > first else None
             del below
             release_memory()  # the block's graph and gradients, freed: their pages go back, not to the next block's holes
+            if progress is not None:
+                progress(adapter.num_layers - layer + 1, adapter.num_layers - first + 1)
         return logits.detach().float().cpu().numpy(), [maps[layer] for layer in layers]
 
     def _masking_pass(self, pixels: torch.Tensor, text: torch.Tensor, layers: Sequence[int],
@@ -423,7 +427,8 @@ class Explainer:
         return logits.detach().float().cpu().numpy(), maps
 
     def _attention_blockwise(self, pixels: torch.Tensor, text: torch.Tensor, start: int, grid: tuple[int, int],
-                             target: str, record: Method) -> tuple[np.ndarray, list[np.ndarray]]:
+                             target: str, record: Method, progress: Progress | None = None
+                             ) -> tuple[np.ndarray, list[np.ndarray]]:
         """``_attention_pass`` one block at a time (clipcam.blockwise): going back from the last
         block, each block is run again from its recorded input, its q, k, v are read and its
         gradients taken there for all prompts (in groups sized by its graph), and the method's fold
@@ -473,6 +478,8 @@ class Explainer:
             grad_out = torch.cat(below) if chain else None
             del terms, below, block_out, caught, wrt, source, probs
             release_memory()
+            if progress is not None:
+                progress(len(sites) - i, len(sites))
         return logits.detach().float().cpu().numpy(), maps
 
     def _single_head_pass(self, pixels: torch.Tensor, text: torch.Tensor, grid: tuple[int, int], target: str,
@@ -525,13 +532,17 @@ class Explainer:
             logits, maps = self._single_head_pass(pixels, text, grids[layers[0]], target, record)
             return logits, [maps for _ in layers]
         if record.reads == "attention":  # one pass gives the maps for every start layer (a ViT: one grid)
-            attention = self._attention_blockwise if self._blockwise(min(layers)) else self._attention_pass
-            logits, per_start = attention(pixels, text, min(layers), grids[min(layers)], target, record)
+            if self._blockwise(min(layers)):
+                logits, per_start = self._attention_blockwise(pixels, text, min(layers), grids[min(layers)], target,
+                                                              record, progress)
+            else:
+                logits, per_start = self._attention_pass(pixels, text, min(layers), grids[min(layers)], target, record)
             return logits, [per_start[layer - min(layers)] for layer in layers]
         if record.reads == "masking":
             return self._masking_pass(pixels, text, layers, grids, sublayer, target, record, progress)
-        sublayer_pass = self._sublayer_blockwise if self._blockwise(min(layers)) else self._sublayer_pass
-        return sublayer_pass(pixels, text, layers, grids, sublayer, target, record)
+        if self._blockwise(min(layers)):
+            return self._sublayer_blockwise(pixels, text, layers, grids, sublayer, target, record, progress)
+        return self._sublayer_pass(pixels, text, layers, grids, sublayer, target, record)
 
     def _dead(self, record: Method, layer: int, sublayer: str) -> str | None:
         """Only gradient methods on a sublayer are blind to a sublayer that cannot reach the score."""

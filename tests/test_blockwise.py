@@ -104,3 +104,23 @@ def test_blockwise_holds_one_block_of_graph(families, monkeypatch, method):
         assert saved.live == 0  # every graph let go
         peaks[name] = saved.peak
     assert peaks["blockwise"] < 0.5 * peaks["direct"], peaks
+
+
+@pytest.mark.parametrize("method", ["gradcam", "chefer"])
+def test_blockwise_reports_each_layer_and_stops_there(families, monkeypatch, method):
+    """A block-by-block pass calls progress once per layer it goes back through, so the app's time
+    limit and closed pages stop it between layers, with no hook left behind."""
+    from clipcam.app.service import Deadline, Stopped
+
+    ex = families["hf-clip"]
+    monkeypatch.setattr(explainer_module, "DIRECT_BLOCKS", 0)
+    image = noise_image(48, 40, seed=7)
+    seen = []
+    ex.sweep(image, PROMPTS, method=method, progress=lambda done, total: seen.append((done, total)))
+    assert seen == [(1, 4), (2, 4), (3, 4), (4, 4)]
+    calls = []
+    deadline = Deadline(60, alive=lambda: len(calls) < 2)
+    with pytest.raises(Stopped):
+        ex.sweep(image, PROMPTS, method=method, progress=deadline.progress(lambda done, total: calls.append(done)))
+    assert calls == [1, 2]  # stopped at the third layer back, before the last two
+    assert not any(m._forward_hooks or m._forward_pre_hooks for m in ex.model.modules())

@@ -19,7 +19,7 @@ import gradio as gr
 from gradio.utils import get_upload_folder
 
 from ..constants import TARGETS, check_choice
-from ..explainer import ATTENTION_METHODS, METHODS, Explainer, load_explainer
+from ..explainer import ATTENTION_METHODS, MASKING_METHODS, METHODS, Explainer, load_explainer
 from ..images import MAX_PIXELS
 from ..methods import get_method
 from ..render import COLORMAPS, DEFAULT_ALPHA, DEFAULT_COLORMAP, shorten, words_html
@@ -235,11 +235,13 @@ def layer_label(method: str, noun: str = "layer") -> str:
             else f"{noun.capitalize()} (1 = closest to the pixels)")
 
 
-def follow(progress, what: str):
-    """A progress(done, total) callback for the explainer that moves the page's bar."""
+def follow(progress, what: str, method: str):
+    """A progress(done, total) callback for the explainer that moves the page's bar: Score-CAM's
+    masked images, or the layers a block-by-block pass has gone back through."""
     if progress is None:
         return None
-    return lambda done, total: progress(done / total, desc=f"{what}: {done} of {total} masked images")
+    unit = "masked images" if method in MASKING_METHODS else "layers, from the last back"
+    return lambda done, total: progress(done / total, desc=f"{what}: {done} of {total} {unit}")
 
 
 class App:
@@ -314,7 +316,7 @@ class App:
         forwards = ex.masked_forwards(method, sublayer)
         sv.check_forwards(forwards, self.max_forwards, 1, sublayer)
         res = self.run_core(ex, model, "explain", got.image, got.prompts, deadline,
-                            follow(progress, sv.short_name(method)), forwards,
+                            follow(progress, sv.short_name(method), method), forwards,
                             layer=layer, sublayer=sublayer, target=target, method=method)
         notes = got.notes + list(res.notes) + sv.result_notes(res, self.tokenizer(ex))
         kept = sv.keep(res, model, notes)
@@ -336,7 +338,7 @@ class App:
         sv.check_forwards(forwards, self.max_forwards, ex.num_layers, sublayer)
         progress(0.25, desc=f"One pass through all {ex.num_layers} layers")
         res = self.run_core(ex, model, "sweep", got.image, got.prompts, deadline,
-                            follow(progress, f"{sv.short_name(method)}, all layers"), forwards,
+                            follow(progress, f"{sv.short_name(method)}, all layers", method), forwards,
                             sublayer=sublayer, target=target, method=method)
         progress(0.7, desc="Drawing the grid")
         notes = got.notes + list(res.notes)
