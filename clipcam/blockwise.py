@@ -80,7 +80,9 @@ def saved_bytes(params: Sequence[torch.Tensor] = ()) -> Iterator[list[int]]:
     def pack(tensor: torch.Tensor) -> torch.Tensor:
         if tensor.data_ptr() not in skip:
             total[0] += tensor.numel() * tensor.element_size()
-        return tensor
+        # detached (same storage and version counter): an op that saves its own output would
+        # otherwise hold itself through its grad_fn, a cycle Python's collector cannot see
+        return tensor.detach()
 
     with torch.autograd.graph.saved_tensors_hooks(pack, lambda tensor: tensor):
         yield total
