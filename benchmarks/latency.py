@@ -25,6 +25,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import socket
 import statistics
 import subprocess
@@ -206,13 +207,15 @@ def main() -> None:
     parser.add_argument("--calls", type=int, default=20)
     parser.add_argument("--out", type=Path, default=RESULTS / "latency.json")
     args = parser.parse_args()
+    work = Path(tempfile.mkdtemp(prefix="clipcam-latency-"))
+    (work / "client").mkdir()
+    tempfile.tempdir = str(work / "client")  # gradio_client's uploads and downloads: deleted with the work folder
 
     from gradio_client import Client
 
     from clipcam import load_explainer
     from clipcam.testing import architecture_config, save_random_clip, word_tokenizer
 
-    work = Path(tempfile.mkdtemp(prefix="clipcam-latency-"))
     tok = word_tokenizer()
     model = str(save_random_clip(work / "base", config=architecture_config("base", tok), tokenizer=tok, seed=0))
     images = make_images(work)
@@ -232,6 +235,7 @@ def main() -> None:
     finally:
         for proc in servers:
             proc.kill()
+        shutil.rmtree(work, ignore_errors=True)
     result = {"command": "python " + " ".join(sys.argv), "arch": "base (random weights)", "k": len(PROMPTS),
               "calls": args.calls, "settings": settings, "images": rows, "prompt_1mb": refused}
     args.out.parent.mkdir(parents=True, exist_ok=True)

@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import statistics
 import sys
 import tempfile
@@ -136,13 +137,19 @@ def main() -> None:
     parser.add_argument("--arch", choices=["base", "tiny"], default="base")
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "load.json")
     args = parser.parse_args()
+    work = Path(tempfile.mkdtemp(prefix="clipcam-load-run-"))
+    tempfile.tempdir = str(work)  # the model, the requests' images and gradio_client's files: deleted at the end
     from clipcam.testing import architecture_config, save_random_clip, word_tokenizer
 
     model_dir = Path(tempfile.mkdtemp(prefix=f"clipcam-{args.arch}-"))
     tok = word_tokenizer()
     config = architecture_config("base", tok) if args.arch == "base" else None
     save_random_clip(model_dir, config=config, tokenizer=tok, seed=0)
-    result = {"arch": args.arch, "command": "python " + " ".join(sys.argv), **run(args.clients, args.seconds, model_dir)}
+    try:
+        result = {"arch": args.arch, "command": "python " + " ".join(sys.argv),
+                  **run(args.clients, args.seconds, model_dir)}
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=1) + "\n")
     print(json.dumps(result, indent=1))

@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import sys
 import tempfile
 import time
@@ -75,12 +76,15 @@ def main() -> None:
     args = parser.parse_args()
     out = args.out or ROOT / "benchmarks" / "results" / f"memory-{args.arch}{'-light' if args.light else ''}.json"
 
+    work = Path(tempfile.mkdtemp(prefix="clipcam-memory-"))
+    (work / "client").mkdir()
+    tempfile.tempdir = str(work / "client")  # gradio_client's uploads and downloads: deleted with the work folder
+
     from gradio_client import Client, handle_file
 
     from clipcam.constants import SUBLAYERS
     from clipcam.testing import architecture_config, save_random_clip, word_tokenizer
 
-    work = Path(tempfile.mkdtemp(prefix="clipcam-memory-"))
     served = work / "server-tmp"  # everything the server writes
     served.mkdir()
     tok = word_tokenizer()
@@ -91,7 +95,7 @@ def main() -> None:
     proc, url = serve(["app.py", "--port", "PORT", "--device", "cpu", "--cache-seconds", str(args.cache_seconds)],
                       env={"CLIPCAM_MODELS": f"{model},shapes", "TMPDIR": str(served),
                            "GRADIO_TEMP_DIR": str(served / "gradio")})
-    client = Client(url, verbose=False)
+    client = Client(url, verbose=False, download_files=str(work / "client"))
     rng = np.random.default_rng(0)
     view = dict(colormap="inferno", alpha=0.5, shared=False)
     rss, disk, kinds, failures = [], [], [], []
@@ -129,6 +133,7 @@ def main() -> None:
             disk.append(disk_mb(served))
     finally:
         proc.kill()
+        shutil.rmtree(work, ignore_errors=True)
     w = args.warmup - 1
     result = {
         "command": "python " + " ".join(sys.argv), "arch": args.arch, "calls": args.calls, "warmup": args.warmup,

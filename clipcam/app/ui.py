@@ -691,8 +691,9 @@ def build_demo(models: Sequence[str] | None = None, device: str = "auto", half: 
                         files = gr.File(label="Downloads", file_count="multiple", elem_id="files",
                                         elem_classes=["downloads"])
                     with gr.Tab("Layer sweep"):
-                        gr.Markdown("Every layer × every prompt from one forward pass (Score-CAM adds its "
-                                    "masked forwards for every layer). Rows are layers (1 at the top; the "
+                        gr.Markdown("Every layer × every prompt from one pass through the model (Score-CAM adds "
+                                    "its masked forwards for every layer; a deep model is gone back through one "
+                                    "layer at a time, which keeps memory small). Rows are layers (1 at the top; the "
                                     "start layer for attention methods), columns are prompts, named at the top.")
                         sweep_btn = gr.Button("Sweep all layers", variant="primary", elem_id="sweep")
                         sweep_notice = gr.Markdown(elem_id="sweep-notice")
