@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
+import tempfile
 
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -15,6 +18,13 @@ from PIL import Image
 
 from clipcam import load_explainer
 from clipcam.testing import save_random_clip
+
+# Everything the tests' clients and in-process servers write to the temporary folder (gradio_client's
+# uploads and downloads, gradio's cache, pytest's own folders) goes to one folder, deleted at the end
+# (before any test module imports gradio_client, which reads the temporary folder once).
+TEST_TMP = tempfile.mkdtemp(prefix="clipcam-tests-")
+tempfile.tempdir = TEST_TMP
+atexit.register(shutil.rmtree, TEST_TMP, True)
 
 PROMPTS = ["a photo of a cat.", "a photo of a dog.", "a red circle with a blue square."]
 
