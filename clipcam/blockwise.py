@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import threading
 from contextlib import contextmanager
-from typing import Any, Iterator, Sequence
+from typing import Any, Iterable, Iterator, Sequence
 
 import torch
 
@@ -54,6 +54,11 @@ def record_calls(blocks: Sequence[torch.nn.Module]) -> Iterator[list[Call | None
             handle.remove()
 
 
+def nbytes(tensors: Iterable[torch.Tensor]) -> int:
+    """How many bytes the tensors' elements take."""
+    return sum(t.numel() * t.element_size() for t in tensors)
+
+
 def hidden_of(call: Call) -> torch.Tensor:
     """The hidden state a block was called with."""
     args, kwargs = call
@@ -67,7 +72,6 @@ def rerun(block: torch.nn.Module, call: Call, hidden: torch.Tensor) -> torch.Ten
     return out[0] if isinstance(out, tuple) else out
 
 
-
 @contextmanager
 def saved_bytes(params: Sequence[torch.Tensor] = ()) -> Iterator[list[int]]:
     """Within the block, count the bytes of the tensors autograd saves for backward into the
@@ -79,7 +83,7 @@ def saved_bytes(params: Sequence[torch.Tensor] = ()) -> Iterator[list[int]]:
 
     def pack(tensor: torch.Tensor) -> torch.Tensor:
         if tensor.data_ptr() not in skip:
-            total[0] += tensor.numel() * tensor.element_size()
+            total[0] += nbytes([tensor])
         # detached (same storage and version counter): an op that saves its own output would
         # otherwise hold itself through its grad_fn, a cycle Python's collector cannot see
         return tensor.detach()

@@ -26,7 +26,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from .blockwise import hidden_of, record_calls, rerun, saved_bytes
+from .blockwise import hidden_of, nbytes, record_calls, rerun, saved_bytes
 from .constants import DEFAULT_TARGET, MAX_PROMPT_CHARS, MAX_PROMPTS, TARGETS, check_choice
 from .geometry import CropGeometry
 from .images import load_image
@@ -271,7 +271,7 @@ class Explainer:
         eye = torch.eye(k, dtype=logits.dtype, device=logits.device)  # row k selects prompt k
         tokens = [on_grid(adapter.tokens(act.detach())[0], grids[layer], adapter.prefix) for layer, act in zip(layers, acts)]
         parts: list[list[np.ndarray]] = [[] for _ in layers]
-        chunks = prompt_chunks(eye, sum(a.numel() * a.element_size() for a in acts))
+        chunks = prompt_chunks(eye, nbytes(acts))
         for n, rows in enumerate(chunks):
             grads = torch.autograd.grad(scores, acts, grad_outputs=rows, is_grads_batched=True, allow_unused=True,
                                         retain_graph=n < len(chunks) - 1)  # each (k, *activation), None: cannot reach
@@ -315,7 +315,7 @@ class Explainer:
         maps: dict[int, np.ndarray] = {}
         for layer in range(adapter.num_layers, first - 1, -1):
             call = calls[layer - first]
-            hidden = hidden_of(call).detach().requires_grad_(True)
+            hidden = hidden_of(call).detach().requires_grad_(layer > first)  # the first block's input needs no gradient
             chosen = layer in layers
             block = blocks[layer - 1]
             with capture_outputs([adapter.module(layer, sublayer)] if chosen else []) as acts, torch.enable_grad(), \
@@ -323,8 +323,7 @@ class Explainer:
                 block_out = rerun(block, call, hidden)
             wrt = [*acts, *([hidden] if layer > first else [])]
             parts, below = [], []
-            chunks = prompt_chunks(eye, graph[0] + sum(t.numel() * t.element_size() for t in wrt),
-                                   BLOCK_GRADIENT_BYTES)
+            chunks = prompt_chunks(eye, graph[0] + nbytes(wrt), BLOCK_GRADIENT_BYTES)
             at = 0
             for n, rows in enumerate(chunks):
                 grads = torch.autograd.grad(block_out, wrt, grad_outputs=grad_out[at:at + len(rows)],
@@ -402,7 +401,7 @@ class Explainer:
         sizes = [(probs if probs is not None else out) for out, (_, probs) in zip(out_acts, readouts)] \
             if record.per_layer_score else out_acts
         parts: list[list[np.ndarray]] = []
-        chunks = prompt_chunks(eye, sum(t.numel() * t.element_size() for t in sizes))
+        chunks = prompt_chunks(eye, nbytes(sizes))
         for n, rows in enumerate(chunks):
             layers = []
             if record.per_layer_score:  # each layer's own score, differentiated at its own attention only
@@ -458,8 +457,7 @@ class Explainer:
             source = score if record.per_layer_score else block_out
             wrt = [probs if probs is not None else caught[0], *([hidden] if chain else [])]
             terms, below, at = [], [], 0
-            chunks = prompt_chunks(eye, graph[0] + sum(t.numel() * t.element_size() for t in wrt),
-                                   BLOCK_GRADIENT_BYTES)
+            chunks = prompt_chunks(eye, graph[0] + nbytes(wrt), BLOCK_GRADIENT_BYTES)
             for n, rows in enumerate(chunks):
                 seeds = rows if record.per_layer_score else grad_out[at:at + len(rows)]
                 grads = torch.autograd.grad(source, wrt, grad_outputs=seeds, is_grads_batched=True,
