@@ -268,7 +268,7 @@ def test_unseen_parts_are_hatched_and_named(browser, url, tmp_path):
 def test_switching_to_grad_cam_on_shapes_moves_to_its_best_layer(browser, url):
     page = open_page(browser, url)
     try:
-        assert page.locator("#layer input[type=number]").input_value() == "2"  # Chefer's best on shapes
+        assert page.locator("#layer input[type=number]").input_value() == "1"  # Chefer's best on shapes
         choose(page, "#method", "Grad-CAM")
         page.wait_for_function("() => document.querySelector('#layer input[type=number]').value === '4'")
         assert not page.locator("#sublayer input").is_disabled()

@@ -94,3 +94,57 @@ def test_resnet_loss_is_clips_contrastive_loss(tool):
         expected = open_clip.ClipLoss()(img, txt, scale)
     torch.testing.assert_close(ours, expected)
     assert run.pixels(images[:1]).shape == (1, 3, tool.RN_IMAGE_SIZE, tool.RN_IMAGE_SIZE)
+
+
+def said_in(caption: str) -> list[tuple[str | None, str | None]]:
+    """An independent reading of a caption, partial names included: [(colour or None, shape or None)]."""
+    colours, shapes = {"red", "green", "blue", "yellow"}, {"circle", "square", "triangle"}
+    body = caption.removeprefix("a photo of ").removesuffix(".")
+    items = [part.strip().removeprefix("a ") for chunk in body.split(" and ") for part in chunk.split(",")]
+    out = []
+    for item in items:
+        words = item.split()
+        colour = next((w for w in words if w in colours), None)
+        shape = next((w for w in words if w in shapes), None)
+        assert (colour or shape) and len(words) == (colour is not None) + (shape is not None), caption
+        out.append((colour, shape))
+    return out
+
+
+def test_partial_captions_leave_out_a_colour_or_a_shape_and_stay_true_where_they_should(tool):
+    images, captions, true = tool.make_batch(np.random.default_rng(4), 48, 0.3, partial=0.5)
+    said = [said_in(c) for c in captions]
+    kinds = {(c is None, s is None) for items in said for c, s in items}
+    assert kinds == {(False, False), (True, False), (False, True)}  # full, shape only, colour only
+    for i in range(48):
+        shown = [tuple(name.split()) for name in present_names(images[i])]
+        for j in range(48):
+            expected = all(any(c in (None, sc) and s in (None, ss) for sc, ss in shown) for c, s in said[j])
+            assert true[i, j] == expected, (captions[j], shown)
+    assert true.diagonal().all()
+    # without partial names the batch is the one the shipped SigLIP and ResNet were trained on
+    again = tool.make_batch(np.random.default_rng(4), 48, 0.3, partial=0.0)[1]
+    assert all(all(c and s for c, s in said_in(c)) for c in again)
+
+
+def test_clip_loss_with_every_true_caption_a_positive(tool):
+    """positives="all": soft cross-entropy both ways, the targets spread evenly over the true pairs,
+    written out here one image and one caption at a time; with the diagonal only it is CLIP's own loss."""
+    torch.manual_seed(0)
+    run = tool.ClipRun(positives="all")
+    run.model.eval()
+    images, captions, true = tool.make_batch(np.random.default_rng(2), 8, 0.3, partial=0.5)
+    assert true.sum() > 8  # some captions are true of several images
+    with torch.no_grad():
+        ours = run.loss(images, captions, true)
+        ours_eye = run.loss(images, captions, np.eye(8, dtype=bool))
+        pixels = run.processor(images=list(images), return_tensors="pt")["pixel_values"]
+        tokens = run.tokenizer(captions, padding=True, return_tensors="pt")
+        out = run.model(pixel_values=pixels, **tokens, return_loss=True)
+    logits = out.logits_per_image.double()
+    per_image = [-sum(np.log(torch.softmax(logits[i], 0)[j].item()) for j in range(8) if true[i, j]) / true[i].sum()
+                 for i in range(8)]
+    per_caption = [-sum(np.log(torch.softmax(logits[:, j], 0)[i].item()) for i in range(8) if true[i, j])
+                   / true[:, j].sum() for j in range(8)]
+    assert ours.item() == pytest.approx((np.mean(per_image) + np.mean(per_caption)) / 2, rel=1e-5)
+    torch.testing.assert_close(ours_eye, out.loss)

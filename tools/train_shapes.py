@@ -12,7 +12,14 @@ negatives that make the model bind colour to shape and look at the object it nam
 learning one "an image with objects" direction. AdamW with warm-up and cosine decay. Each family
 is saved in its own format and loaded back through its own loader:
 
-- ``clip``: transformers ``CLIPModel`` (ViT, 8×8 patch grid), CLIP's contrastive softmax loss.
+- ``clip``: transformers ``CLIPModel`` (ViT, 8×8 patch grid), CLIP's contrastive softmax loss. A
+  quarter of the objects a caption names are named by their colour or their shape only ("a photo
+  of a red and a circle.", ``--partial 0.25``), so the model also reads a prompt with a word left
+  out, as word relevance and occlusion leave it (a model that only ever saw both words scored such
+  prompts out of its experience, and removing a wrong shape word rarely raised its score). Such a
+  caption is true of many images of a batch, so every caption true of an image is a positive of
+  it, the soft targets spread evenly over them in both directions (``--positives all``), where CLIP's own
+  labels (``diagonal``) would call the others false.
 - ``siglip``: transformers ``SiglipModel`` (ViT, 8×8 grid, attention-pooling head), SigLIP's sigmoid
   loss (Zhai et al., ICCV 2023) with a learnable temperature and bias: t' = log 10 as in the paper,
   and b at the prior log-odds of a positive pair, as the paper's b = -10 is for its batches (see
@@ -86,12 +93,15 @@ LOGIT_LR_FACTOR = 10.0
 RN_IMAGE_SIZE = 128
 
 FAMILIES = {
-    "clip": dict(steps=1800, batch=128, lr=1e-3, warmup=100, max_named=3, clip_grad=1.0,
-                 out=ROOT / "assets" / "shapes-clip"),
+    # the CLIP: a quarter of the named objects named by colour or shape only, every true caption a positive
+    "clip": dict(steps=1800, batch=128, lr=1e-3, warmup=100, max_named=3, clip_grad=1.0, partial=0.25,
+                 positives="all", out=ROOT / "assets" / "shapes-clip"),
     # SigLIP: one object per caption and no gradient clipping (see the module's docstring)
-    "siglip": dict(steps=1800, batch=128, lr=1e-3, warmup=100, max_named=1, clip_grad=0.0,
+    "siglip": dict(steps=1800, batch=128, lr=1e-3, warmup=100, max_named=1, clip_grad=0.0, partial=0.0,
+                   positives="diagonal",
                    out=ROOT / "assets" / "shapes-siglip"),
-    "rn": dict(steps=1000, batch=128, lr=1e-3, warmup=100, max_named=3, clip_grad=1.0,
+    "rn": dict(steps=1000, batch=128, lr=1e-3, warmup=100, max_named=3, clip_grad=1.0, partial=0.0,
+               positives="diagonal",
                out=ROOT / "assets" / "shapes-rn"),
 }
 
@@ -106,7 +116,7 @@ def shapes_config(tokenizer) -> CLIPConfig:
     return CLIPConfig(text_config=text, vision_config=vision, projection_dim=64)
 
 
-def siglip_config(tokenizer):
+def siglip_config(tokenizer, vision_layers: int = 4):
     """The shapes CLIP's sizes in SigLIP's architecture (no projection: both towers end at 128)."""
     from transformers import SiglipConfig
 
@@ -114,7 +124,7 @@ def siglip_config(tokenizer):
     text = dict(vocab_size=len(vocab), hidden_size=128, intermediate_size=512, num_hidden_layers=3,
                 num_attention_heads=4, max_position_embeddings=CONTEXT, pad_token_id=vocab[EOS],
                 bos_token_id=vocab[BOS], eos_token_id=vocab[EOS])
-    vision = dict(hidden_size=128, intermediate_size=512, num_hidden_layers=4, num_attention_heads=4,
+    vision = dict(hidden_size=128, intermediate_size=512, num_hidden_layers=vision_layers, num_attention_heads=4,
                   image_size=SIZE, patch_size=8)
     return SiglipConfig(text_config=text, vision_config=vision)
 
@@ -126,35 +136,61 @@ def rn_model_cfg() -> dict:
             "text_cfg": {"context_length": CONTEXT, "vocab_size": 49408, "width": 32, "heads": 4, "layers": 3}}
 
 
-def make_batch(rng: np.random.Generator, size: int, swap_share: float, max_named: int = 3):
-    """(images (B, 64, 64, 3) uint8, captions, true (B, B) bool: caption j names only objects of image i),
-    with swapped-colour copies as hard negatives; a caption names 1 to ``max_named`` of its scene's objects."""
+#: How a caption names an object: in full ("a red circle"), by its colour only ("a red") or by its
+#: shape only ("a circle"), the prompt with the other word left out.
+FULL, COLOUR_ONLY, SHAPE_ONLY = 0, 1, 2
+
+
+def named_as(obj: ShapeObject, how: int) -> tuple[str | None, str | None]:
+    """(colour, shape) a caption says of ``obj``; None for the word it leaves out."""
+    return (None if how == SHAPE_ONLY else obj.colour, None if how == COLOUR_ONLY else obj.shape)
+
+
+def partial_caption(said: list[tuple[str | None, str | None]]) -> str:
+    """``caption`` for objects named in full or in part: 'a photo of a red, a circle and a blue square.'."""
+    names = ["a " + " ".join(w for w in pair if w) for pair in said]
+    listed = names[0] if len(names) == 1 else ", ".join(names[:-1]) + " and " + names[-1]
+    return f"a photo of {listed}."
+
+
+def make_batch(rng: np.random.Generator, size: int, swap_share: float, max_named: int = 3, partial: float = 0.0):
+    """(images (B, 64, 64, 3) uint8, captions, true (B, B) bool: everything caption j says is in image i),
+    with swapped-colour copies as hard negatives; a caption names 1 to ``max_named`` of its scene's objects,
+    and each named object, with probability ``partial``, by its colour or its shape only."""
     n_swapped = int(round(size * swap_share))
     scenes = [random_scene(rng) for _ in range(size - n_swapped)]
-    images, captions, subsets, named, present = [], [], [], [], []
+    images, captions, subsets, said, present = [], [], [], [], []
     for scene in scenes:
         n = len(scene.objects)
         subset = rng.choice(n, size=int(rng.integers(1, min(n, max_named) + 1)), replace=False)
+        hows = [FULL if partial == 0 or rng.random() >= partial else int(rng.integers(1, 3)) for _ in subset]
+        subsets.append(list(zip(subset, hows)))
         images.append(scene.image)
-        captions.append(caption([scene.objects[i] for i in subset]))
-        subsets.append(subset)
-        named.append({scene.objects[i].name for i in subset})
-        present.append({o.name for o in scene.objects})
+        said.append([named_as(scene.objects[i], how) for i, how in subsets[-1]])
+        present.append(scene.objects)
     multi = [i for i, s in enumerate(scenes) if len(s.objects) > 1]
     for j in rng.choice(multi, size=n_swapped, replace=len(multi) < n_swapped):
         swapped = render(swap_colours(scenes[j].objects, rng), rng)
         images.append(swapped.image)
-        captions.append(caption([swapped.objects[i] for i in subsets[j]]))
-        named.append({swapped.objects[i].name for i in subsets[j]})
-        present.append({o.name for o in swapped.objects})
-    true = np.array([[n <= p for n in named] for p in present])  # (B images, B captions)
+        said.append([named_as(swapped.objects[i], how) for i, how in subsets[j]])
+        present.append(swapped.objects)
+
+    def shows(objects, colour, shape) -> bool:
+        return any(colour in (None, o.colour) and shape in (None, o.shape) for o in objects)
+
+    captions = [partial_caption(s) for s in said]
+    true = np.array([[all(shows(p, *pair) for pair in s) for s in said] for p in present])  # (B images, B captions)
     return np.stack(images), captions, true
 
 
 class ClipRun:
-    """transformers CLIPModel, CLIP's own contrastive loss (the labels are the diagonal)."""
+    """transformers CLIPModel, CLIP's contrastive softmax loss. With ``positives="diagonal"`` (CLIP's
+    own labels) each image's caption is its only positive; with ``"all"`` every caption true of an
+    image is (soft targets spread evenly over them, both ways), which partial captions need: "a photo
+    of a red." is true of many images in a batch."""
 
-    def __init__(self):
+    def __init__(self, positives: str = "diagonal"):
+        self.positives = positives
         self.tokenizer = word_tokenizer(VOCABULARY)
         self.processor = CLIPImageProcessor(size={"shortest_edge": SIZE}, crop_size={"height": SIZE, "width": SIZE})
         self.model = CLIPModel(shapes_config(self.tokenizer)).train()
@@ -162,7 +198,12 @@ class ClipRun:
     def loss(self, images: np.ndarray, captions: list[str], true: np.ndarray) -> torch.Tensor:
         pixels = self.processor(images=list(images), return_tensors="pt")["pixel_values"]
         tokens = self.tokenizer(captions, padding=True, return_tensors="pt")
-        return self.model(pixel_values=pixels, **tokens, return_loss=True).loss
+        if self.positives == "diagonal":
+            return self.model(pixel_values=pixels, **tokens, return_loss=True).loss
+        logits = self.model(pixel_values=pixels, **tokens).logits_per_image  # (B images, B captions)
+        target = torch.as_tensor(true, dtype=logits.dtype)
+        return (F.cross_entropy(logits, target / target.sum(1, keepdim=True))
+                + F.cross_entropy(logits.T, target.T / target.T.sum(1, keepdim=True))) / 2
 
     def save(self, out: Path) -> Callable:
         self.model.eval()
@@ -175,14 +216,14 @@ class ClipRun:
 class SiglipRun:
     """transformers SiglipModel, SigLIP's sigmoid loss over every image-caption pair of the batch."""
 
-    def __init__(self, max_named: int = 1):
+    def __init__(self, max_named: int = 1, vision_layers: int = 4):
         from transformers import SiglipImageProcessor, SiglipModel, SiglipProcessor
 
         self.tokenizer = word_tokenizer(VOCABULARY, model_max_length=CONTEXT, model_input_names=["input_ids"])
         # squash to a square, no crop: the model sees the whole image (SigLIP's processor does this)
         image_processor = SiglipImageProcessor(size={"height": SIZE, "width": SIZE})
         self.processor = SiglipProcessor(image_processor=image_processor, tokenizer=self.tokenizer)
-        self.model = SiglipModel(siglip_config(self.tokenizer)).train()
+        self.model = SiglipModel(siglip_config(self.tokenizer, vision_layers)).train()
         with torch.no_grad():  # the paper's temperature; the bias at the prior log-odds (see siglip_bias)
             self.model.logit_scale.fill_(math.log(10.0))
             self.model.logit_bias.fill_(siglip_bias(max_named))
@@ -318,7 +359,13 @@ def main() -> None:
     parser.add_argument("--warmup", type=int)
     parser.add_argument("--swap-share", type=float, default=0.3)
     parser.add_argument("--max-named", type=int, help="a caption names 1 to this many objects (default: siglip 1, else 3)")
+    parser.add_argument("--partial", type=float,
+                        help="share of named objects a caption names by colour or shape only (default: clip 0.25, else 0)")
+    parser.add_argument("--positives", choices=("diagonal", "all"),
+                        help="the CLIP loss's positives: its own caption only, or every caption true of the image "
+                             "(default: clip all; the others have their own losses)")
     parser.add_argument("--clip-grad", type=float, help="gradient norm clipping, 0 for none (default: siglip 0, else 1)")
+    parser.add_argument("--vision-layers", type=int, default=4, help="the SigLIP image tower's layers")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, help="default: assets/shapes-clip, shapes-siglip or shapes-rn")
     args = parser.parse_args()
@@ -328,7 +375,7 @@ def main() -> None:
 
     torch.manual_seed(args.seed)
     rng = np.random.default_rng(args.seed)
-    run = SiglipRun(args.max_named) if args.family == "siglip" else {"clip": ClipRun, "rn": ResNetRun}[args.family]()
+    run = SiglipRun(args.max_named, args.vision_layers) if args.family == "siglip" else ClipRun(args.positives) if args.family == "clip" else ResNetRun()
     model = run.model
     n_params = sum(p.numel() for p in model.parameters())
     opt = optimizer(model, args.family, args.lr)
@@ -337,7 +384,7 @@ def main() -> None:
     start = time.time()
     print(f"training a {args.family} of {n_params / 1e6:.2f} M parameters for {args.steps} steps", flush=True)
     for step in range(1, args.steps + 1):
-        images, captions, true = make_batch(rng, args.batch, args.swap_share, args.max_named)
+        images, captions, true = make_batch(rng, args.batch, args.swap_share, args.max_named, args.partial)
         loss = run.loss(images, captions, true)
         opt.zero_grad(set_to_none=True)
         loss.backward()

@@ -170,9 +170,9 @@ def method_note_for(name: str, method: str, sublayer: str) -> str:
 
 #: The method the app starts with: the best measured. On the retrained shapes-world CLIP
 #: (python -m clipcam eval --shapes easy --methods all, 100 scenes, logit; BENCHMARKS.md, "Quality
-#: per model family"), Chefer et al.'s relevance from layer 2 of 4 points at the named object 0.984
-#: of the time, never at another object, with the most energy inside it (0.645); Grad-ECLIP 0.972,
-#: LeGrad 0.935, Score-CAM 0.823, HiResCAM 0.810, Grad-CAM 0.758. The hub models' real weights
+#: per model family"), Chefer et al.'s relevance from layer 1 of 4 points at the named object 1.000
+#: of the time, never at another object, with the most energy inside it (0.633); Grad-ECLIP 0.931,
+#: LeGrad 0.903, HiResCAM 0.847, Score-CAM 0.722, Grad-CAM 0.714. The hub models' real weights
 #: cannot be measured here; they start from the second-to-last layer (the last two layers), where
 #: LeGrad's authors start on CLIP.
 APP_METHOD = "chefer"
@@ -180,8 +180,9 @@ APP_METHOD = "chefer"
 #: Per-model starting settings (layers counted from the end, sublayer, target, method). The
 #: sublayer is what a CAM method starts on when a person switches to one: the notebook's mlp.fc1,
 #: or where Grad-CAM measured best (shapes: self_attn.v_proj). The shapes model starts where Chefer
-#: measured best on it: layer 2 of 4 (from layer 3, the second-to-last, it points right 0.681).
-MODEL_DEFAULTS: dict[str, tuple[int, str, str, str]] = {"shapes": (2, "self_attn.v_proj", "logit", APP_METHOD)}
+#: measured best on it: from layer 1 of 4 (pointing 1.000; from layer 2 0.980, from layer 3, the
+#: second-to-last, 0.895; BENCHMARKS.md, "Quality per model family").
+MODEL_DEFAULTS: dict[str, tuple[int, str, str, str]] = {"shapes": (3, "self_attn.v_proj", "logit", APP_METHOD)}
 
 
 def model_defaults(name: str, n_layers: int) -> tuple[int, str, str, str]:

@@ -34,9 +34,12 @@ log = logging.getLogger("clipcam.app.ui")
 
 #: The word-relevance control: off, or a method that shades each prompt's words (clipcam.words).
 WORD_CHOICES: list[tuple[str, str]] = [("Off", "off")] + [(m.label, m.name) for m in WORD_REGISTRY.values()]
-DEFAULT_WORDS = "gradinput"
+#: Integrated gradients: signed (a wrong word shows as the most negative) and the library method that
+#: finds a wrong word most often and orders words for deletion best on the shapes CLIP (BENCHMARKS.md,
+#: "Which words matter"); a text pass of 16 path points, run after the heatmaps are on the page.
+DEFAULT_WORDS = "intgrad"
 #: Where the session store keeps the word relevance shown on the Explain tab and on Compare's two sides.
-WORD_TABS = ("words-explain", "words-left", "words-right")  # the best measured on shapes world (BENCHMARKS.md, "Which words matter")
+WORD_TABS = ("words-explain", "words-left", "words-right")
 
 INTRO = """# clipcam — where does a CLIP model look?
 Pick an example (or upload an image and type a few prompts, one per line) and press **Run**
