@@ -286,7 +286,7 @@ def test_handlers_run_without_serving(tiny_dir):
                                          "sublayer": "mlp.c_fc", "colormap": "jet"}, headers={})
     notice, image, prompts, key, colormap, _, _, left, right, model, layer, sublayer, _, method, *_ = app.on_load(link)
     assert notice == "ℹ️ Settings restored from a shared link." and key == "shapes-2" and image.endswith("scene-2.png")
-    assert (model["value"], method["value"], layer["value"], colormap["value"]) == ("shapes", "gradcam", 4, "jet")
+    assert (model["value"], method["value"], layer["value"], colormap["value"]) == ("shapes", "gradcam", 2, "jet")
     assert sublayer["value"] == "self_attn.v_proj"  # mlp.c_fc is open_clip's name, not this model's
     assert right["value"] == str(tiny_dir)
     out = on_page(app.explain, 6, 3)(CAT, "", "shapes", 3, "self_attn.v_proj", "logit", "chefer", "inferno", 0.5,

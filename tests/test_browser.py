@@ -270,12 +270,12 @@ def test_switching_to_grad_cam_on_shapes_moves_to_its_best_layer(browser, url):
     try:
         assert page.locator("#layer input[type=number]").input_value() == "1"  # Chefer's best on shapes
         choose(page, "#method", "Grad-CAM")
-        page.wait_for_function("() => document.querySelector('#layer input[type=number]').value === '4'")
+        page.wait_for_function("() => document.querySelector('#layer input[type=number]').value === '2'")
         assert not page.locator("#sublayer input").is_disabled()
         choose(page, "#method", "LeGrad (attention)")
         page.wait_for_function("() => document.querySelector('#sublayer input').disabled")
         page.wait_for_function("() => document.querySelector('#layer').innerText.includes('Start layer')")
-        page.wait_for_function("() => document.querySelector('#layer input[type=number]').value === '2'")
+        page.wait_for_function("() => document.querySelector('#layer input[type=number]').value === '1'")
     finally:
         page.close()
 
@@ -340,7 +340,7 @@ def test_share_link_restores_the_example_and_settings(browser, url):
         page.locator(".example-group:visible button", has_text="Yellow square").first.click()
         page.wait_for_function("() => document.querySelector('#prompts textarea').value.includes('yellow')")
         choose(page, "#method", "Grad-CAM")
-        page.wait_for_function("() => document.querySelector('#layer input[type=number]').value === '4'")
+        page.wait_for_function("() => document.querySelector('#layer input[type=number]').value === '2'")
         page.locator("#share").get_by_text("Share these settings").click()
         page.locator("#share-button").click()
         page.wait_for_function("() => document.querySelector('#share-link textarea').value.includes('example=')")
@@ -352,7 +352,7 @@ def test_share_link_restores_the_example_and_settings(browser, url):
     try:
         page.wait_for_function("() => document.querySelector('#prompts textarea').value.includes('yellow square')")
         assert page.locator("#method input").input_value() == "Grad-CAM"
-        assert page.locator("#layer input[type=number]").input_value() == "4"
+        assert page.locator("#layer input[type=number]").input_value() == "2"
         assert "restored from a shared link" in page.locator("#startup-notice").inner_text()
     finally:
         page.close()

@@ -46,7 +46,7 @@ def test_concentration():
 def test_relative_layer_and_defaults():
     assert relative_layer(0.9, 12) == 11 and relative_layer(0.9, 24) == 22 and relative_layer(0.01, 12) == 1
     assert model_defaults("base", 12) == (11, "mlp.fc1", "logit", "chefer")
-    assert model_defaults("shapes", 4) == (2, "self_attn.v_proj", "logit", "chefer")
+    assert model_defaults("shapes", 4) == (1, "self_attn.v_proj", "logit", "chefer")
 
 
 def test_allowed_models():
@@ -248,8 +248,8 @@ def test_examples_switch_to_a_model_that_fits_or_say_why_not():
 def test_switching_to_grad_cam_on_shapes_goes_to_its_best_layer():
     from clipcam.app.service import method_layer
 
-    assert method_layer("shapes", "gradcam", 4) == 4  # benchmarks/quality.py: Grad-CAM is best at layer 4 of 4
-    assert method_layer("shapes", "chefer", 4) == 2
+    assert method_layer("shapes", "gradcam", 4) == 2  # benchmarks/quality.py: Grad-CAM is best at layer 2 of 4
+    assert method_layer("shapes", "chefer", 4) == 1
     assert method_layer("base", "gradcam", 12) == 11
 
 

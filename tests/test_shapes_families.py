@@ -118,8 +118,25 @@ def test_evaluating_the_siglip_keeps_the_baselines_that_apply(tmp_path):
     out = tmp_path / "eval"
     proc = subprocess.run([sys.executable, "-m", "clipcam", "eval", "--shapes", "easy", "--model", str(SIGLIP_DIR),
                            "--methods", "legrad,gradcam", "--sublayers", "self_attn.v_proj", "--samples", "3",
-                           "--curves", "0", "--layers", "2", "--no-progress", "--out", str(out)],
+                           "--curves", "0", "--layers", "1", "--no-progress", "--out", str(out)],
                           capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
     rows = json.loads((out / "eval.json").read_text())["rows"]
     assert {r["method"] for r in rows} == {"legrad", "gradcam", "random_pixel", "random_object"}
+
+
+@pytest.mark.skipif(not (SIGLIP_DIR / "model.safetensors").exists(), reason="the shapes SigLIP is not shipped")
+def test_siglip_gradient_maps_point_at_the_named_object():
+    """Through the SigLIP adapter (no class token, gradients through the attention-pooling head, the
+    squash geometry), the best methods of the benchmark point at the object each prompt names on a
+    small sample too: 0.97 and 0.94 on the table's 100 scenes, 0.41 for a random object."""
+    from clipcam import load_explainer
+    from clipcam.eval.evaluate import best, evaluate, shapes_samples
+
+    ex = load_explainer(str(SIGLIP_DIR), device="cpu")
+    assert ex.adapter.family == "siglip" and ex.num_layers == 1
+    result = evaluate(ex, shapes_samples(24), methods=("gradcam-elementwise", "hirescam"),
+                      sublayers=("self_attn.v_proj",), targets=("logit",), layers=[1], n_curves=0, baselines=False)
+    for method in ("gradcam-elementwise", "hirescam"):
+        top = best(result["rows"], method)
+        assert top["pointing"] >= 0.85 and top["other_object"] <= 0.1, (method, top)

@@ -902,16 +902,16 @@ def example_model(example: Example, current: str, models: Sequence[str],
 def method_layer(name: str, method: str, n_layers: int) -> int:
     """The layer a method starts on for a model when a person switches to it: the attention methods
     from the model's starting layer (model_defaults), the sublayer methods where they measured best
-    (shapes: Grad-CAM on the last layer, benchmarks/quality.py; elsewhere the model's default)."""
-    layer = model_defaults(name, n_layers)[0]
-    if get_method(method).reads != "attention" and name in CAM_LAST_LAYER:
-        return n_layers
-    return layer
+    (CAM_LAYERS; elsewhere the model's default)."""
+    if get_method(method).reads != "attention" and name in CAM_LAYERS:
+        return min(CAM_LAYERS[name], n_layers)
+    return model_defaults(name, n_layers)[0]
 
 
-#: Models whose sublayer methods start on the last layer: on shapes Grad-CAM points at the named
-#: object most often from layer 4 of 4 (benchmarks/quality.py --methods all).
-CAM_LAST_LAYER: frozenset[str] = frozenset({"shapes"})
+#: Where the sublayer methods start on a model, where Grad-CAM measured best: on shapes layer 2 of 4
+#: (`self_attn.v_proj`, logit target: pointing 0.726, against 0.611 on the last layer and 0.517 on
+#: the second-to-last; benchmarks/quality.py, BENCHMARKS.md "Heatmap quality with ground truth").
+CAM_LAYERS: dict[str, int] = {"shapes": 2}
 
 
 def model_problem(name: str, reason_for: Callable[[str], str | None] | None = None) -> str:
