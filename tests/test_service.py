@@ -305,3 +305,27 @@ def test_one_record_builder_for_cli_and_app(explainer):
     record = scores_record(sweep, "tiny")
     assert record["layers"] == list(sweep.layers) and "layer" not in record
     assert keep(sweep, "tiny", ["n"]).settings == {**record, "notes": ["n"]}
+
+
+def test_the_sweep_plot_is_rendered_and_its_figure_taken_apart():
+    """gr.Plot gets the picture, not the figure, and the figure is taken apart: no axes, no Agg
+    pixel buffer, not registered with pyplot."""
+    import base64
+    import io
+
+    import matplotlib.pyplot as plt
+    from gradio.components.plot import PlotData
+    from PIL import Image
+
+    from clipcam.app.service import concentration_figure, rendered_plot
+
+    data = concentration_figure([1, 2, 3], ["a cat", "a dog"], np.array([[0.2, 0.9], [0.5, 0.4], [0.7, 0.1]]), [0.3, 0.7])
+    assert isinstance(data, PlotData) and data.type == "matplotlib"
+    head, payload = data.plot.split(",", 1)
+    assert head == "data:image/webp;base64"
+    assert Image.open(io.BytesIO(base64.b64decode(payload))).size == (640, 320)  # 6.4 × 3.2 in at 100 dpi
+
+    fig, ax = plt.subplots()
+    ax.plot([0, 1], [1, 0])
+    rendered_plot(fig, "png")
+    assert fig.axes == [] and "renderer" not in fig.canvas.__dict__ and not plt.get_fignums()

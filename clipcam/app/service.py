@@ -637,7 +637,13 @@ def spaces_gpu() -> Callable | None:
 
 
 def concentration_figure(layers: Sequence[int], prompts: Sequence[str], values: np.ndarray, probs: Sequence[float]):
-    """A small line plot: for each prompt, how concentrated its heatmap is at each layer."""
+    """A small line plot, rendered for gr.Plot (see rendered_plot): for each prompt, how concentrated
+    its heatmap is at each layer."""
+    return rendered_plot(concentration_plot(layers, prompts, values, probs))
+
+
+def concentration_plot(layers: Sequence[int], prompts: Sequence[str], values: np.ndarray, probs: Sequence[float]):
+    """The matplotlib figure of concentration_figure."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -654,8 +660,24 @@ def concentration_figure(layers: Sequence[int], prompts: Sequence[str], values: 
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8, loc="best")
     fig.tight_layout()
-    plt.close(fig)
     return fig
+
+
+def rendered_plot(fig, image_format: str = "webp"):
+    """gr.Plot's data for a matplotlib figure, rendered here (as gr.Plot would, in its default
+    format), and the figure then taken apart, so that gradio never holds a figure and the Agg
+    canvas's pixel buffer is freed at once. The rest of a figure is a web of reference cycles that
+    only a full garbage collection frees (benchmarks/plot_memory.py measures what stays resident)."""
+    import matplotlib.pyplot as plt
+    from gradio.components.plot import PlotData
+    from gradio.processing_utils import encode_plot_to_base64
+
+    try:
+        return PlotData(type="matplotlib", plot=encode_plot_to_base64(fig, image_format))
+    finally:
+        plt.close(fig)
+        fig.canvas.__dict__.pop("renderer", None)  # the Agg pixel buffer, held by the canvas alone
+        fig.clear()
 
 
 def relative_layer(depth: float, n_layers: int) -> int:
