@@ -64,7 +64,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from clipcam.eval.shapes import (  # noqa: E402
-    COLOURS, SHAPES, SIZE, VOCABULARY, ShapeObject, object_prompt, random_scene, render, swap_colours,
+    COLOURS, SHAPES, SIZE, VOCABULARY, ShapeObject, caption_of, object_prompt, random_scene, render, swap_colours,
 )
 from clipcam.testing import BOS, EOS, word_tokenizer  # noqa: E402
 
@@ -101,10 +101,10 @@ FAMILIES = {
                  positives="all", vision_layers=4, out=ROOT / "assets" / "shapes-clip"),
     # SigLIP: one object per caption, no gradient clipping, one image layer (see the module's docstring)
     "siglip": dict(steps=1800, batch=128, lr=1e-3, warmup=100, max_named=1, clip_grad=0.0, partial=0.0,
-                   positives="diagonal", vision_layers=1,
+                   positives=None, vision_layers=1,
                    out=ROOT / "assets" / "shapes-siglip"),
     "rn": dict(steps=1000, batch=128, lr=1e-3, warmup=100, max_named=3, clip_grad=1.0, partial=0.0,
-               positives="diagonal", vision_layers=None,
+               positives=None, vision_layers=None,
                out=ROOT / "assets" / "shapes-rn"),
 }
 
@@ -151,9 +151,7 @@ def named_as(obj: ShapeObject, how: int) -> tuple[str | None, str | None]:
 
 def partial_caption(said: list[tuple[str | None, str | None]]) -> str:
     """``caption`` for objects named in full or in part: 'a photo of a red, a circle and a blue square.'."""
-    names = ["a " + " ".join(w for w in pair if w) for pair in said]
-    listed = names[0] if len(names) == 1 else ", ".join(names[:-1]) + " and " + names[-1]
-    return f"a photo of {listed}."
+    return caption_of([" ".join(w for w in pair if w) for pair in said])
 
 
 def make_batch(rng: np.random.Generator, size: int, swap_share: float, max_named: int = 3, partial: float = 0.0):
@@ -366,7 +364,8 @@ def main() -> None:
                         help="share of named objects a caption names by colour or shape only (default: clip 0.25, else 0)")
     parser.add_argument("--positives", choices=("diagonal", "all"),
                         help="the CLIP loss's positives: its own caption only, or every caption true of the image "
-                             "(default: clip all; the others have their own losses)")
+                             "(default: all; clip only: the SigLIP's sigmoid loss always takes every true pair, "
+                             "the ResNet CLIP's loss its own caption)")
     parser.add_argument("--clip-grad", type=float, help="gradient norm clipping, 0 for none (default: siglip 0, else 1)")
     parser.add_argument("--vision-layers", type=int, help="the ViT image tower's layers (default: clip 4, siglip 1)")
     parser.add_argument("--seed", type=int, default=0)

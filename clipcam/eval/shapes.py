@@ -53,8 +53,13 @@ def object_prompt(obj: ShapeObject) -> str:
 
 def caption(objects: list[ShapeObject] | tuple[ShapeObject, ...]) -> str:
     """A caption listing ``objects``: 'a photo of a red circle, a blue square and a green triangle.'."""
-    names = [f"a {o.name}" for o in objects]
-    listed = names[0] if len(names) == 1 else ", ".join(names[:-1]) + " and " + names[-1]
+    return caption_of([o.name for o in objects])
+
+
+def caption_of(names: list[str]) -> str:
+    """A caption listing things by name: ['red circle', 'square'] → 'a photo of a red circle and a square.'."""
+    items = [f"a {name}" for name in names]
+    listed = items[0] if len(items) == 1 else ", ".join(items[:-1]) + " and " + items[-1]
     return f"a photo of {listed}."
 
 
