@@ -37,6 +37,21 @@ class Method:
     uses_layer: bool = True  # False: the method always explains the last layer, whatever layer is chosen
 
     @property
+    def sublayer_applies(self) -> bool:
+        """Whether the chosen sublayer matters (the Grad-CAM family and Score-CAM read one)."""
+        return self.reads in ("sublayer", "masking")
+
+    @property
+    def layer_role(self) -> str:
+        """"reads": the method reads the chosen layer; "starts": it runs from there to the last."""
+        return "starts" if self.reads == "attention" else "reads"
+
+    @property
+    def cost(self) -> str:
+        """"one pass": one forward and batched gradients; "per channel": one forward per channel."""
+        return "per channel" if self.reads == "masking" else "one pass"
+
+    @property
     def short(self) -> str:
         """The name for people without the dropdown's remark: "Score-CAM", "LeGrad"."""
         return self.label.split(" (")[0]
