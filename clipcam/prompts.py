@@ -11,6 +11,9 @@ from typing import Sequence
 
 from .constants import MAX_PROMPT_CHARS, MAX_PROMPTS
 
+#: The most prompts the app accepts at once, one per line (the library allows MAX_PROMPTS).
+MAX_APP_PROMPTS = 16
+
 
 def check_prompt_length(index: int, prompt: str, who: str = "clipcam") -> None:
     """Refuse prompt number ``index`` (0-based) when it is longer than MAX_PROMPT_CHARS: CLIP reads
@@ -36,7 +39,7 @@ def clean_prompts(prompts: Sequence[str] | str) -> tuple[str, ...]:
     return cleaned
 
 
-def parse_prompts(text: str | None, limit: int) -> tuple[list[str], list[str]]:
+def parse_prompts(text: str | None, limit: int = MAX_APP_PROMPTS) -> tuple[list[str], list[str]]:
     """One prompt per line: blank lines ignored, duplicates dropped (with a notice). Returns (prompts, notices).
 
     The text's length is checked first, before it is split or copied: at most ``limit`` prompts of

@@ -9,7 +9,7 @@ import gradio as gr
 
 from ..render import shorten
 
-log = logging.getLogger("clipcam.app.ui")
+log = logging.getLogger("clipcam.app")
 
 
 class ImageInput(gr.Image):

@@ -118,7 +118,7 @@ def rendered_plot(fig, image_format: str = "webp") -> PlotData:
     format), and the figure then taken apart, so that gradio never holds a figure and the Agg
     canvas's pixel buffer is freed at once. The rest of a figure is a web of reference cycles that
     only a full garbage collection frees (benchmarks/plot_memory.py measures what stays resident)."""
-    import matplotlib.pyplot as plt  # loaded by the figure's maker already (clipcam.app.pictures)
+    import matplotlib.pyplot as plt  # after clipcam.app.pictures chose the Agg backend: pyplot fixes one on import
 
     try:
         return PlotData(type="matplotlib", plot=encode_plot_to_base64(fig, image_format))

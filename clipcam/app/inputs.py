@@ -19,9 +19,6 @@ from ..render import COLORMAPS
 from .choices import family_sublayers
 from .examples import EXAMPLES
 
-#: The most prompts the app accepts at once (the library allows more).
-MAX_APP_PROMPTS = 16
-
 #: The most masked forward passes one app request may run (Score-CAM: one per channel and layer);
 #: app.py reads CLIPCAM_MAX_FORWARDS. 5000 covers one layer of any sublayer of base and large
 #: (ViT-L's mlp.fc1 has 4096 channels) and a sweep of the shapes model.
@@ -76,7 +73,7 @@ def check_request(image: object, prompts_text: object, sublayer: str, target: st
     display settings. decode=False checks the image file's size from its header only and hands the
     path on, so that the explainer decodes it once; raises ValueError with one sentence.
     """
-    prompts, notes = parse_prompts(prompts_text, MAX_APP_PROMPTS)
+    prompts, notes = parse_prompts(prompts_text)
     if image is None:
         raise ValueError("No image: upload an image, paste one, or click an example.")
     check_choice(sublayer, family_sublayers(), "sublayer")

@@ -22,7 +22,8 @@ from .choices import (
 from .components import Choice, ImageInput
 from .examples import EXAMPLE_KINDS, EXAMPLES, example_order
 from .handlers import Handlers, blank_on_error, on_page, user_errors
-from .inputs import MAX_APP_PROMPTS, MAX_FORWARDS
+from ..prompts import MAX_APP_PROMPTS
+from .inputs import MAX_FORWARDS
 from .page import CSS, HOW_TO_READ, INTRO, ON_LOAD_JS, legend_html
 from .server import CACHE_SECONDS, TIME_LIMIT
 from .service import Service
