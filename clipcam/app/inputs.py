@@ -24,6 +24,7 @@ from .examples import EXAMPLES
 #: (ViT-L's mlp.fc1 has 4096 channels) and a sweep of the shapes model.
 MAX_FORWARDS = 5000
 
+
 def check_forwards(forwards: int, limit: int, layers: int, sublayer: str, models: int = 1) -> None:
     """Refuse a request whose masked forward passes exceed the server's limit, saying what to change.
     ``forwards`` counts every model of the request (Compare runs two)."""
@@ -102,7 +103,6 @@ def check_depth(depth: object) -> float:
 def relative_layer(depth: float, n_layers: int) -> int:
     """The layer at relative depth ``depth`` in (0, 1] of an n-layer encoder (1-based, at least 1)."""
     return min(n_layers, max(1, int(round(depth * n_layers))))
-
 
 
 # ----------------------------------------------------------------- share links
