@@ -15,6 +15,7 @@ from ..constants import TARGETS
 from ..explainer import Explainer, load_explainer
 from ..images import MAX_PIXELS
 from ..methods import METHODS
+from ..prompts import MAX_APP_PROMPTS
 from ..render import COLORMAPS, DEFAULT_ALPHA, DEFAULT_COLORMAP
 from .choices import (
     DEFAULT_WORDS, METHOD_LABELS, WORD_CHOICES, controls, family_sublayers, layer_label, model_defaults, model_label,
@@ -22,7 +23,6 @@ from .choices import (
 from .components import Choice, ImageInput
 from .examples import EXAMPLE_KINDS, EXAMPLES, example_order
 from .handlers import Handlers, blank_on_error, on_page, user_errors
-from ..prompts import MAX_APP_PROMPTS
 from .inputs import MAX_FORWARDS
 from .page import CSS, HOW_TO_READ, INTRO, ON_LOAD_JS, legend_html
 from .server import CACHE_SECONDS, TIME_LIMIT
@@ -44,7 +44,7 @@ def build_demo(models: Sequence[str] | None = None, device: str = "auto", half: 
                loader: Callable[..., Explainer] = load_explainer, max_pixels: int = MAX_PIXELS,
                max_forwards: int = MAX_FORWARDS, time_limit: float = TIME_LIMIT, sessions: int = 32,
                cache_seconds: int = CACHE_SECONDS) -> gr.Blocks:
-    """The layout, wired to an App's handlers. ``models`` is the allowlist offered in the browser and
+    """The layout, wired to the handlers of one Service. ``models`` is the allowlist offered in the browser and
     accepted through the API (default: CLIPCAM_MODELS, else the short names); ``loader`` makes an
     Explainer from a name; images larger than ``max_pixels`` are refused before they are decoded; a
     Score-CAM request that needs more than ``max_forwards`` masked forward passes is refused; a
