@@ -1,6 +1,6 @@
 """clipcam's web app: `python app.py [--host H] [--port P]`, or `make run`.
 
-Wiring only: read the settings, build the demo (clipcam.app.ui.build_demo), launch it.
+Wiring only: read the settings, build the demo (clipcam.app.layout.build_demo), launch it.
 Settings: --host/--port, else GRADIO_SERVER_NAME/GRADIO_SERVER_PORT (Spaces sets them), else
 127.0.0.1:7860; CLIPCAM_MODELS (comma-separated allowlist of models offered, default base,large);
 CLIPCAM_QUEUE_SIZE (waiting requests beyond which people are told to retry, default 32);
@@ -33,7 +33,7 @@ def main() -> None:
     parser.add_argument("--cache-seconds", type=int, default=int(os.environ.get("CLIPCAM_CACHE_SECONDS", "1800")))
     args = parser.parse_args()
 
-    from clipcam.app.ui import build_demo
+    from clipcam.app.layout import build_demo  # after parsing: --help answers without loading gradio
 
     demo = build_demo(device=args.device, max_pixels=args.max_pixels, max_forwards=args.max_forwards,
                       time_limit=args.time_limit, cache_seconds=args.cache_seconds)

@@ -128,7 +128,7 @@ def bounds(url: str, model: str) -> dict:
     """The 1 MB prompt: refused by the prompt check in how long, with how much memory, and over HTTP."""
     from gradio_client import Client, handle_file
 
-    from clipcam.app.service import parse_prompts
+    from clipcam.prompts import parse_prompts
 
     text = "a" * 1_000_000
     tracemalloc.start()
@@ -165,7 +165,8 @@ def measure(path: Path, ex, client, app_pid: int, model: str, settings: dict, vi
     from gradio_client import Client, handle_file
     from PIL import Image
 
-    from clipcam.app.service import DISPLAY_SIDE, gallery_items, keep
+    from clipcam.app.kept import DISPLAY_SIDE, keep
+    from clipcam.app.pictures import gallery_items
     from clipcam.render import display_size
 
     size = display_size(Image.open(path).size, DISPLAY_SIDE)

@@ -7,7 +7,7 @@ is made as a sweep makes it and turned into gr.Plot's data, then dropped; the re
 (VmRSS) is read after glibc's malloc_trim, as the app trims after every run, and again after a
 full garbage collection. "figure": the matplotlib figure goes to ``gr.Plot().postprocess``, as the
 app did before (it closes the figure but cannot free it: a figure is a web of reference cycles).
-"rendered": ``service.rendered_plot``, what the app does now. Results go to
+"rendered": ``handlers.rendered_plot``, what the app does now. Results go to
 benchmarks/results/plot_memory.json.
 """
 
@@ -31,7 +31,7 @@ from sweep_memory import rss_mb  # noqa: E402  (this process's VmRSS in MB)
 
 def figure(layers: int, prompts: int, rng: np.random.Generator):
     """The concentration plot's figure, drawn as a sweep draws it."""
-    from clipcam.app import service as sv
+    from clipcam.app import pictures as sv
 
     return sv.concentration_plot(list(range(1, layers + 1)), [f"a photo number {k}." for k in range(prompts)],
                                  rng.random((layers, prompts)), [1 / prompts] * prompts)
@@ -50,8 +50,8 @@ def main() -> None:
     matplotlib.use("Agg")
     from gradio.components import Plot
 
-    from clipcam.app import service as sv
-    from clipcam.app.ui import build_demo
+    from clipcam.app import handlers as sv
+    from clipcam.app.layout import build_demo
     from clipcam.memory import release_memory
 
     build_demo(models=["shapes"], device="cpu")  # a process of the served app's size

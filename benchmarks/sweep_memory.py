@@ -59,7 +59,9 @@ def one(arch: str, sublayer: str, method: str, model: str, direct: bool) -> dict
 
     import clipcam.explainer
     from clipcam import load_explainer
-    from clipcam.app.service import keep, release_memory, sweep_picture, write_downloads
+    from clipcam.app.kept import keep
+    from clipcam.app.pictures import sweep_picture, write_downloads
+    from clipcam.app.server import release_memory
 
     ex = load_explainer(model, device="cpu")
     if direct:

@@ -9,7 +9,7 @@
     res = ex.explain("cat.png", ["a photo of a cat."], words="chefer")  # which words matter, too
     res.word_relevance[0].words, res.word_relevance[0].word_relevance
 
-This module never imports gradio; the web UI lives in ``clipcam.app.ui``.
+This module never imports gradio; the web UI lives in ``clipcam.app``.
 """
 
 from .constants import DEFAULT_SUBLAYER, MODEL_ALIASES, SUBLAYERS

@@ -20,9 +20,10 @@ from typing import Sequence
 
 import numpy as np
 
-from .methods import DEFAULT_METHOD
+from .methods import DEFAULT_METHOD, get_method
 from .constants import DEFAULT_TARGET, MODEL_ALIASES, TARGETS
-from .explainer import MASKING_METHODS, METHODS, load_explainer
+from .explainer import METHODS, load_explainer
+from .notes import seen_notes
 from .record import scores_record
 from .render import (
     COLORMAPS, DEFAULT_ALPHA, DEFAULT_COLORMAP, explanation_images, legend_lines, settings_text, sweep_grid, with_legend,
@@ -106,8 +107,10 @@ def report_progress(done: int, total: int) -> None:
     print(f"\rmasked forward passes: {done}/{total}", end="\n" if done == total else "", file=sys.stderr, flush=True)
 
 
-def run(args: argparse.Namespace) -> dict:
-    """Explain and write the outputs; returns what went into scores.json."""
+def run(args: argparse.Namespace, notes: list[str] | None = None) -> dict:
+    """Explain and write the outputs; returns what went into scores.json. ``notes``, when given, is
+    filled with what a person should read beside the scores (clipcam.notes): the record's notes,
+    the part of the image the crop cut off, prompt words the model does not know, dead layers."""
     from transformers.utils import logging as hf_logging
 
     hf_logging.disable_progress_bar()
@@ -116,7 +119,7 @@ def run(args: argparse.Namespace) -> dict:
         raise ValueError(f"--alpha must be between 0 and 1; got {args.alpha}.")
     start = time.perf_counter()
     explainer = load_explainer(args.model, device=args.device, half=args.half)
-    progress = report_progress if args.method in MASKING_METHODS and sys.stderr.isatty() else None
+    progress = report_progress if get_method(args.method).cost == "per channel" and sys.stderr.isatty() else None
     if args.sweep:
         result = explainer.sweep(args.image, args.prompt, sublayer=args.sublayer, target=args.target,
                                  method=args.method, progress=progress, words=args.words, words_layer=args.words_layer)
@@ -149,6 +152,9 @@ def run(args: argparse.Namespace) -> dict:
                                                                     args.colormap, args.alpha, False)]
     with_legend(grid, args.colormap, legend).save(args.out / "grid.png")
     (args.out / "scores.json").write_text(json.dumps(scores, indent=2, ensure_ascii=False) + "\n")
+    if notes is not None:
+        tokenizer = getattr(explainer.adapter, "tokenizer", None)
+        notes += scores["notes"] + seen_notes(result, tokenizer) + list(scores["dead"].values())
     return scores
 
 
@@ -157,8 +163,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if argv and argv[0] in SUBCOMMANDS:
         return SUBCOMMANDS[argv[0]](argv[1:])
     args = build_parser().parse_args(argv)
+    notes: list[str] = []
     try:
-        scores = run(args)
+        scores = run(args, notes)
     except ValueError as err:
         print(f"clipcam: {err}", file=sys.stderr)
         return 2
@@ -169,7 +176,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("SigLIP scores each prompt on its own (a sigmoid per prompt), so they need not add up to 100 %.")
     for prompt, prob in zip(scores["prompts"], scores["probs"]):
         print(f"{100 * prob:6.2f} %  {prompt}")
-    for note in scores["notes"] + list(scores["dead"].values()):
+    for note in notes:
         print(f"note: {note}", file=sys.stderr)
     print(f"wrote {args.out}/ in {scores['seconds']:.2f} s")
     return 0

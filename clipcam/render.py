@@ -7,6 +7,7 @@ not coloured, so a heatmap is never stretched over parts of the photo outside CL
 
 from __future__ import annotations
 
+from html import escape
 from pathlib import Path
 from typing import Sequence
 
@@ -193,7 +194,7 @@ def settings_text(record: dict, colormap: str, alpha: float, shared: bool) -> st
 def _font(size: int) -> ImageFont.ImageFont:
     """DejaVu Sans (matplotlib ships it; it has the em dash, ×, … and accents), else Pillow's default."""
     try:
-        import matplotlib
+        import matplotlib  # optional here: only its bundled font is wanted, and Pillow's default will do
 
         return ImageFont.truetype(str(Path(matplotlib.get_data_path()) / "fonts" / "ttf" / "DejaVuSans.ttf"), size)
     except (ImportError, OSError):
@@ -377,8 +378,6 @@ def words_html(relevance, colormap: str = DEFAULT_COLORMAP, captions: Sequence[s
     """Every prompt's words (a clipcam.words.WordRelevance) as HTML: one line per prompt, each word
     on a background shaded like ``word_strip`` (the maps' colour map, or blue-white-red when signed),
     its raw value in the tooltip, and a legend saying what the colours mean."""
-    from html import escape
-
     lines = []
     for k, prompt in enumerate(relevance.prompts):
         colors = word_colors(prompt.shaded(relevance.signed), relevance.signed, colormap)

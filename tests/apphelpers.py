@@ -17,7 +17,7 @@ def free_port() -> int:
 def running_app(models: Sequence[str], queue_size: int = 16, max_file_size: str | None = None,
                 **demo_kwargs) -> Iterator[str]:
     """Serve build_demo(models) on a free loopback port; yield its URL; close it afterwards."""
-    from clipcam.app.ui import build_demo
+    from clipcam.app.layout import build_demo
 
     demo = build_demo(models=[str(m) for m in models], device="cpu", **demo_kwargs)
     demo.queue(max_size=queue_size, default_concurrency_limit=2)

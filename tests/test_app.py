@@ -253,10 +253,10 @@ def test_a_user_error_prints_no_traceback(client, tiny_dir, capfd, caplog):
     import logging
 
     capfd.readouterr()
-    with caplog.at_level(logging.INFO, logger="clipcam.app.ui"), pytest.raises(Exception, match="No prompts given"):
+    with caplog.at_level(logging.INFO, logger="clipcam.app"), pytest.raises(Exception, match="No prompts given"):
         call_explain(client, tiny_dir, prompts="")
     assert "Traceback" not in capfd.readouterr().err
-    assert [r.getMessage() for r in caplog.records if r.name == "clipcam.app.ui"] == [
+    assert [r.getMessage() for r in caplog.records if r.name == "clipcam.app"] == [
         "explain refused: No prompts given: type at least one prompt, one per line, such as 'a photo of a cat.'."]
 
 
@@ -279,7 +279,8 @@ def test_handlers_run_without_serving(tiny_dir):
     model and dropped where they do not; a bad request on the page is one sentence in the notice."""
     from types import SimpleNamespace
 
-    from clipcam.app.ui import build_demo, on_page
+    from clipcam.app.handlers import on_page
+    from clipcam.app.layout import build_demo
 
     app = build_demo(models=["shapes", str(tiny_dir)], device="cpu").clipcam_app
     link = SimpleNamespace(query_params={"model": "shapes", "method": "gradcam", "example": "shapes-2",

@@ -110,7 +110,7 @@ def test_blockwise_holds_one_block_of_graph(families, monkeypatch, method):
 def test_blockwise_reports_each_layer_and_stops_there(families, monkeypatch, method):
     """A block-by-block pass calls progress once per layer it goes back through, so the app's time
     limit and closed pages stop it between layers, with no hook left behind."""
-    from clipcam.app.service import Deadline, Stopped
+    from clipcam.app.server import Deadline, Stopped
 
     ex = families["hf-clip"]
     monkeypatch.setattr(explainer_module, "DIRECT_BLOCKS", 0)

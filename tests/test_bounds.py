@@ -20,11 +20,25 @@ def test_library_caps_a_prompt_in_characters():
                               "per prompt (CLIP reads only 77 tokens). Shorten it.")
 
 
+def test_one_prompt_checker_says_what_the_explainer_says():
+    """clipcam.prompts.clean_prompts (the one checker the explainer will import) refuses with the
+    explainer's own sentences, byte for byte."""
+    from clipcam import prompts
+
+    for bad in (["a cat", "y" * (MAX_PROMPT_CHARS + 1)], ["", "  "], ["p"] * 65):
+        with pytest.raises(ValueError) as ours:
+            prompts.clean_prompts(bad)
+        with pytest.raises(ValueError) as theirs:
+            clean_prompts(bad)
+        assert str(ours.value) == str(theirs.value)
+    assert prompts.clean_prompts([" a cat ", "", "a dog"]) == clean_prompts([" a cat ", "", "a dog"]) == ("a cat", "a dog")
+
+
 # ----------------------------------------------------------------- prompts in the app
 def test_app_refuses_a_huge_prompt_text_by_its_length_first():
     """1 MB of prompt text is refused from its length alone, before it is split (the benchmark
     benchmarks/latency.py --bounds times it and measures its memory)."""
-    from clipcam.app.service import MAX_APP_PROMPTS, parse_prompts
+    from clipcam.prompts import MAX_APP_PROMPTS, parse_prompts
 
     most = MAX_APP_PROMPTS * (MAX_PROMPT_CHARS + 2)
     with pytest.raises(ValueError) as err:
@@ -40,18 +54,20 @@ def test_app_refuses_a_huge_prompt_text_by_its_length_first():
 
 
 def test_long_prompts_are_shortened_in_labels(explainer):
-    from clipcam.app.service import scores_dict
+    """The tiles' captions shorten a long prompt, and prompts that shorten alike stay told apart."""
+    from clipcam.app.kept import keep
+    from clipcam.app.pictures import gallery_items
 
     long = ["a photo of " + "a very " * 20 + f"long {word}." for word in ("cat", "dog")]
     res = explainer.explain(noise(40, 40), long, layer=1)
-    labels = list(scores_dict(res))
-    assert all(len(label) <= 64 for label in labels) and labels[0].startswith("1. a photo of a very")
-    assert labels[0] != labels[1]
+    labels = [label for _, label in gallery_items(keep(res, "tiny", []), "inferno", 0.5)]
+    assert all(len(label) <= 64 for label in labels) and labels[0].startswith("1 · ")
+    assert "a photo of a very" in labels[0] and labels[0] != labels[1]
 
 
 # ----------------------------------------------------------------- time limit and cancellation
 def test_deadline_stops_at_the_time_limit_and_when_the_client_goes():
-    from clipcam.app.service import Deadline, Stopped
+    from clipcam.app.server import Deadline, Stopped
 
     now = [0.0]
     deadline = Deadline(5, clock=lambda: now[0])
@@ -74,7 +90,7 @@ def test_deadline_stops_at_the_time_limit_and_when_the_client_goes():
 
 def test_score_cam_stops_at_its_next_progress_point(explainer):
     """The explainer's progress callback may raise: Score-CAM stops there and leaves no hook behind."""
-    from clipcam.app.service import Deadline, Stopped
+    from clipcam.app.server import Deadline, Stopped
 
     calls = []
     deadline = Deadline(60, alive=lambda: len(calls) < 2)
@@ -86,7 +102,7 @@ def test_score_cam_stops_at_its_next_progress_point(explainer):
 
 
 def test_compare_budget_counts_both_models():
-    from clipcam.app.service import check_forwards
+    from clipcam.app.inputs import check_forwards
 
     check_forwards(2 * 2500, 5000, 1, "mlp.fc1", models=2)
     with pytest.raises(ValueError) as err:
@@ -99,7 +115,8 @@ def test_compare_budget_counts_both_models():
 
 # ----------------------------------------------------------------- what the server keeps, and its files
 def test_sessions_are_bounded_and_their_folders_deleted(explainer, tmp_path):
-    from clipcam.app.service import Sessions, keep
+    from clipcam.app.kept import keep
+    from clipcam.app.sessions import Sessions
 
     res = explainer.explain(noise(60, 40), ["a cat", "a dog"], layer=1)
     kept = keep(res, {"model": "tiny"}, [])
@@ -123,7 +140,7 @@ def test_sessions_are_bounded_and_their_folders_deleted(explainer, tmp_path):
 
 
 def test_a_kept_result_holds_the_display_image_not_the_photo(explainer):
-    from clipcam.app.service import DISPLAY_SIDE, keep
+    from clipcam.app.kept import DISPLAY_SIDE, keep
 
     res = explainer.explain(noise(3000, 2000), ["a cat"], layer=1)
     kept = keep(res, {}, [])
@@ -132,7 +149,8 @@ def test_a_kept_result_holds_the_display_image_not_the_photo(explainer):
 
 def test_sweep_download_is_bounded(explainer):
     """A sweep's image_maps are float16 and scaled to fit DOWNLOAD_MAP_BYTES; the grid maps stay raw."""
-    from clipcam.app.service import DOWNLOAD_MAP_BYTES, download_size, keep, write_downloads
+    from clipcam.app.kept import keep
+    from clipcam.app.pictures import DOWNLOAD_MAP_BYTES, download_size, write_downloads
 
     prompts = [f"prompt {i}" for i in range(16)]
     sweep = explainer.sweep(noise(2000, 2000), prompts)
@@ -157,7 +175,7 @@ def test_gpu_work_is_wrapped_in_spaces_gpu_when_spaces_imports(monkeypatch):
     import sys
     import types
 
-    from clipcam.app import service
+    from clipcam.app import server as service
 
     assert service.spaces_gpu() is None  # not installed here: everything runs unchanged
     wrapped = []
@@ -197,7 +215,7 @@ def test_image_file_size_is_checked_from_its_header(tmp_path):
 def test_janitor_removes_old_cached_files_and_the_empty_folders_gradio_leaves(tmp_path):
     import os
 
-    from clipcam.app.service import Janitor
+    from clipcam.app.server import Janitor
 
     now = [1000.0]
     old, fresh, full, kept = tmp_path / "aa" / "bb", tmp_path / "cc", tmp_path / "dd", tmp_path / "ee"
@@ -226,7 +244,7 @@ def test_janitor_removes_old_cached_files_and_the_empty_folders_gradio_leaves(tm
 def test_janitor_keeps_what_the_served_app_keeps(tmp_path):
     """Watching the built demo: what any of its components keeps in the cache survives; the sets the
     janitor forgets deleted paths in are the demo's own (uploads, and each component's outputs)."""
-    from clipcam.app.ui import build_demo
+    from clipcam.app.layout import build_demo
 
     demo = build_demo(models=["shapes"])
     janitor = demo.clipcam_app.janitor
@@ -259,7 +277,7 @@ def test_released_memory_goes_back_to_the_os():
     pins the heap's top) until release_memory trims it."""
     import threading
 
-    from clipcam.app.service import release_memory
+    from clipcam.app.server import release_memory
 
     kept = []
 
@@ -282,7 +300,7 @@ def test_released_memory_goes_back_to_the_os():
 
 def test_every_run_handler_releases_memory_however_it_ends(tiny_dir, monkeypatch):
     from clipcam.app import service
-    from clipcam.app.ui import build_demo
+    from clipcam.app.layout import build_demo
 
     calls = []
     monkeypatch.setattr(service, "release_memory", lambda: calls.append(1) or True)

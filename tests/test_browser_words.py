@@ -16,12 +16,14 @@ CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
         "--disable-sync", "--no-first-run", "--disable-quic"]
 
-if not Path(CHROMIUM).exists():
-    if os.environ.get("CLIPCAM_REQUIRE_BROWSER") == "1":
+if os.environ.get("CLIPCAM_REQUIRE_BROWSER") == "1":  # required: a missing browser fails, never skips
+    if not Path(CHROMIUM).exists():
         raise RuntimeError("Chromium is required for the browser test: apt-get install -y chromium")
-    pytest.skip("Debian's chromium is not installed (make test installs it)", allow_module_level=True)
-
-sync_api = pytest.importorskip("playwright.sync_api")
+    from playwright import sync_api  # an ImportError here fails the run
+else:
+    if not Path(CHROMIUM).exists():
+        pytest.skip("Debian's chromium is not installed (make test installs it)", allow_module_level=True)
+    sync_api = pytest.importorskip("playwright.sync_api")
 
 WORDS = "document.querySelectorAll('{} .clipcam-word').length"
 

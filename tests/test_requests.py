@@ -80,7 +80,7 @@ def test_work_stops_when_the_client_goes(tiny_dir):
 
 
 def test_gradio_deletes_its_cached_files(tiny_dir):
-    from clipcam.app.ui import build_demo
+    from clipcam.app.layout import build_demo
 
     assert build_demo(models=[str(tiny_dir)], cache_seconds=60).delete_cache == (30, 60)
 
@@ -91,7 +91,7 @@ def test_on_zero_gpu_the_model_work_runs_inside_spaces_gpu(tiny_dir, monkeypatch
     import sys
     import types
 
-    from clipcam.app.service import gpu_duration
+    from clipcam.app.server import gpu_duration
 
     calls = []
 

@@ -11,11 +11,14 @@ import pytest
 from conftest import PROMPTS, noise_image
 
 from clipcam.explainer import METHODS
-from clipcam.app.service import (
-    DISPLAY_SIDE, METHOD_LABELS, allowed_models, check_forwards, check_view, concentration, controls,
-    family_sublayers, gallery_items, keep, method_choices, method_note, method_note_for, model_defaults,
-    parse_prompts, relative_layer, score_label, startup_model, write_downloads,
+from clipcam.app.choices import (
+    METHOD_LABELS, allowed_models, controls, family_sublayers, method_choices, method_note, method_note_for,
+    model_defaults, score_label, startup_model,
 )
+from clipcam.app.inputs import check_forwards, check_view, relative_layer
+from clipcam.app.kept import DISPLAY_SIDE, keep
+from clipcam.app.pictures import concentration, gallery_items, write_downloads
+from clipcam.prompts import parse_prompts
 from clipcam.render import explanation_images, format_score
 
 
@@ -168,7 +171,7 @@ def test_display_levels_equal_the_geometry_s_maps(explainer, shared):
 
 # ----------------------------------------------------------------- issue 12: what a person reads
 def test_scores_html_lists_every_prompt_in_the_tiles_order_with_its_number():
-    from clipcam.app.service import scores_html
+    from clipcam.app.page import scores_html
 
     text = scores_html(["a <b>cat</b>", "a dog", "a car"], [0.004, 0.0, 0.996], "softmax")
     rows = re.findall(r"data-index='(\d)'><span class='score-index'>\d</span><span class='score-prompt'>(.*?)</span>"
@@ -182,7 +185,7 @@ def test_scores_html_lists_every_prompt_in_the_tiles_order_with_its_number():
 
 
 def test_legend_html_follows_the_colour_map_and_the_scale():
-    from clipcam.app.service import legend_html
+    from clipcam.app.page import legend_html
     from clipcam.render import LUTS
 
     inferno, jet = legend_html("inferno"), legend_html("jet", shared=True)
@@ -195,7 +198,7 @@ def test_legend_html_follows_the_colour_map_and_the_scale():
 
 
 def test_result_notes_one_prompt_and_the_crop(explainer):
-    from clipcam.app.service import result_notes
+    from clipcam.notes import result_notes
 
     one = explainer.explain(noise_image(200, 100), ["a cat"], layer=1)
     notes = result_notes(one, None)
@@ -209,7 +212,7 @@ def test_unknown_words_are_found_through_the_shapes_tokenizer():
     """The shapes model's word tokenizer spells words outside its vocabulary letter by letter."""
     from transformers import AutoTokenizer
 
-    from clipcam.app.service import unknown_words_note
+    from clipcam.notes import unknown_words_note
     from clipcam.constants import SHAPES_MODEL_DIR
 
     tokenizer = AutoTokenizer.from_pretrained(str(SHAPES_MODEL_DIR))
@@ -219,7 +222,7 @@ def test_unknown_words_are_found_through_the_shapes_tokenizer():
 
 
 def test_unknown_words_rule_on_a_tokenizer_with_long_pieces():
-    from clipcam.app.service import unknown_words
+    from clipcam.notes import unknown_words
 
     table = {"xylophone": ["xylo", "phone</w>"], "zqx": ["z", "q", "x</w>"], "cat": ["cat</w>"]}
     pieces = lambda word: table.get(word, [word])  # noqa: E731
@@ -228,7 +231,7 @@ def test_unknown_words_rule_on_a_tokenizer_with_long_pieces():
 
 
 def test_examples_switch_to_a_model_that_fits_or_say_why_not():
-    from clipcam.app.service import example_model, example_order, get_example
+    from clipcam.app.examples import example_model, example_order, get_example
 
     photo, scene = get_example("cat"), get_example("shapes-1")
     assert photo.path.exists() and scene.path.exists()
@@ -246,7 +249,7 @@ def test_examples_switch_to_a_model_that_fits_or_say_why_not():
 
 
 def test_switching_to_grad_cam_on_shapes_goes_to_its_best_layer():
-    from clipcam.app.service import method_layer
+    from clipcam.app.choices import method_layer
 
     assert method_layer("shapes", "gradcam", 4) == 2  # benchmarks/quality.py: Grad-CAM is best at layer 2 of 4
     assert method_layer("shapes", "chefer", 4) == 1
@@ -256,7 +259,7 @@ def test_switching_to_grad_cam_on_shapes_goes_to_its_best_layer():
 def test_share_links_round_trip_and_drop_bad_values():
     from urllib.parse import parse_qsl
 
-    from clipcam.app.service import read_share, share_query
+    from clipcam.app.inputs import read_share, share_query
 
     settings = {"example": "shapes-2", "model": "shapes", "layer": 4, "sublayer": "self_attn.v_proj",
                 "target": "logit", "method": "gradcam", "colormap": "jet", "alpha": 0.7, "shared": True}
@@ -266,7 +269,7 @@ def test_share_links_round_trip_and_drop_bad_values():
 
 
 def test_check_request_checks_every_input_once():
-    from clipcam.app.service import check_request
+    from clipcam.app.inputs import check_request
 
     cat = str(Path(__file__).resolve().parents[1] / "assets" / "chelsea.png")
     good = dict(image=cat, prompts_text="a cat\na dog", sublayer="mlp.fc1", target="logit", method="gradcam",
@@ -317,9 +320,11 @@ def test_the_sweep_plot_is_rendered_and_its_figure_taken_apart():
     from gradio.components.plot import PlotData
     from PIL import Image
 
-    from clipcam.app.service import concentration_figure, rendered_plot
+    from clipcam.app.handlers import rendered_plot
+    from clipcam.app.pictures import concentration_plot
 
-    data = concentration_figure([1, 2, 3], ["a cat", "a dog"], np.array([[0.2, 0.9], [0.5, 0.4], [0.7, 0.1]]), [0.3, 0.7])
+    data = rendered_plot(concentration_plot([1, 2, 3], ["a cat", "a dog"], np.array([[0.2, 0.9], [0.5, 0.4], [0.7, 0.1]]),
+                                            [0.3, 0.7]))
     assert isinstance(data, PlotData) and data.type == "matplotlib"
     head, payload = data.plot.split(",", 1)
     assert head == "data:image/webp;base64"
@@ -329,3 +334,31 @@ def test_the_sweep_plot_is_rendered_and_its_figure_taken_apart():
     ax.plot([0, 1], [1, 0])
     rendered_plot(fig, "png")
     assert fig.axes == [] and "renderer" not in fig.canvas.__dict__ and not plt.get_fignums()
+
+
+def test_the_service_imports_no_gradio():
+    """The service and every module it stands on are plain Python: only layout, handlers and
+    components import gradio."""
+    import subprocess
+    import sys
+
+    code = ("import sys, clipcam.app.service, clipcam.app.settings, clipcam.notes, clipcam.prompts; "
+            "print(sorted(m for m in sys.modules if m.split('.')[0] == 'gradio'))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
+
+
+def test_the_command_line_prints_the_crop_and_unknown_word_notes(tmp_path, capsys):
+    """The command line shows what the app shows about a result: the part of the image the crop
+    cut off and the prompt words the model does not know (one notes builder, clipcam.notes)."""
+    from clipcam.__main__ import main
+
+    wide = tmp_path / "wide.png"
+    noise_image(120, 60, seed=1).save(wide)
+    assert main([str(wide), "-p", "a photo of a red circle.", "-p", "a photo of an astronaut.", "-m", "shapes",
+                 "--method", "gradcam", "--out", str(tmp_path / "out")]) == 0
+    err = capsys.readouterr().err
+    assert "note: The model saw only the centre 60×60 pixels of this 120×60 image" in err
+    assert "note: This model's vocabulary does not know 'astronaut' (prompt 2)" in err
+    saved = json.loads((tmp_path / "out" / "scores.json").read_text())
+    assert not any("saw only the centre" in n for n in saved["notes"])  # scores.json is as before

@@ -108,7 +108,7 @@ def test_heatmap_peak_lands_on_the_named_object_in_a_wide_and_a_tall_image(canva
     from PIL import Image
 
     from clipcam.eval.metrics import dilate
-    from clipcam.app.service import MODEL_DEFAULTS, model_defaults
+    from clipcam.app.choices import MODEL_DEFAULTS, model_defaults
 
     ex = load_explainer("shapes", device="cpu")
     layer, sublayer, target, method = model_defaults("shapes", ex.num_layers)

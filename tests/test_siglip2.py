@@ -321,7 +321,7 @@ def test_peak_cell_lands_on_its_pixels():
 def test_the_app_offers_what_the_family_runs(model_dir):
     """The app's method list and starting settings follow the family: LeGrad first (no class token
     for Chefer), and one sentence for the methods it cannot run."""
-    from clipcam.app.service import method_choices, model_defaults
+    from clipcam.app.choices import method_choices, model_defaults
 
     choices, why = method_choices(str(model_dir))
     assert "legrad" in [value for _, value in choices] and "chefer" not in [value for _, value in choices]
