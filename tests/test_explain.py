@@ -8,6 +8,7 @@ import pytest
 import torch
 from conftest import PROMPTS, noise_image
 
+import clipcam.passes.common as passes_common
 from clipcam.methods.cam import eigen_projection, normalize_maps
 from clipcam.constants import SUBLAYERS
 from clipcam.testing.reference import reference_grad_cam
@@ -215,12 +216,10 @@ def test_upsampled_reference_normalisation_is_what_we_compare(explainer5, wide_i
 def test_prompts_differentiated_in_groups_give_the_same_maps(explainer, monkeypatch, method):
     """A sweep whose gradients exceed the budget differentiates the prompts in groups (here one
     prompt per backward) and gives the same raw maps as one batched backward."""
-    import clipcam.explainer as module
-
     image, prompts = noise_image(40, 30, seed=4), PROMPTS + ["a red circle", "a photo of a spoon"]
-    assert len(module.prompt_chunks(torch.eye(5), 10, budget=25)) == 3  # groups of 2, 2 and 1
+    assert len(passes_common.prompt_chunks(torch.eye(5), 10, budget=25)) == 3  # groups of 2, 2 and 1
     whole = explainer.sweep(image, prompts, method=method, sublayer="mlp.fc1", target="log_softmax")
-    monkeypatch.setattr(module, "GRADIENT_BYTES", 1)
+    monkeypatch.setattr(passes_common, "GRADIENT_BYTES", 1)
     grouped = explainer.sweep(image, prompts, method=method, sublayer="mlp.fc1", target="log_softmax")
     np.testing.assert_allclose(grouped.layer_maps, whole.layer_maps, rtol=1e-5, atol=1e-6)  # summation order only
     np.testing.assert_array_equal(grouped.logits, whole.logits)

@@ -28,14 +28,16 @@ from typing import Callable, Iterable, Sequence
 
 import cv2
 import numpy as np
+import torch
+from PIL import Image
 
 from ..constants import MAX_PROMPTS, SUBLAYERS, TARGETS
-from ..explainer import ATTENTION_METHODS, MASKING_METHODS
+from ..methods import REGISTRY
 from .metrics import DILATE, auc, dilate, energy_pointing, perturbation_series, pointing, saliency_order
 from .shapes import COLOURS, SHAPES, Scene, ShapeObject, evaluation_set, hard_evaluation_set, object_prompt
 
-#: Methods that read attention: the sweep ignores their sublayer.
-ATTENTION = ATTENTION_METHODS
+#: Methods on which a sublayer has no effect (attention methods, rollout): the sweep ignores theirs.
+ATTENTION = tuple(name for name, m in REGISTRY.items() if not m.sublayer_applies)
 #: For the rest of the Grad-CAM family, the sublayers where Grad-CAM did well (the full grid is Grad-CAM's).
 FAMILY_SUBLAYERS = ("layer_norm1", "self_attn.v_proj", "mlp.fc1")
 #: Masking methods (Score-CAM) cost one forward per channel: two sublayers of hidden width (mlp.fc1 is 4× wider).
@@ -174,9 +176,6 @@ def batch_probs(explainer, images: Sequence[np.ndarray], prompts: Sequence[str])
     256; an explainer without an adapter falls back to ``explainer.scores`` per image. A test
     checks that both paths agree.
     """
-    import torch
-    from PIL import Image
-
     adapter = getattr(explainer, "adapter", None)
     if adapter is None:
         return np.stack([explainer.scores(im, list(prompts))[1] for im in images])
@@ -261,7 +260,7 @@ def method_plan(methods: Iterable[str], sublayers: Sequence[str]) -> list[tuple[
         elif method in ATTENTION:
             plan.append((method, "self_attn"))
         else:
-            plan += [(method, s) for s in (masking if method in MASKING_METHODS else family)]
+            plan += [(method, s) for s in (masking if REGISTRY[method].cost == "per channel" else family)]
     return plan
 
 
@@ -272,7 +271,8 @@ def evaluate(explainer, samples: Sequence[Sample], methods: Sequence[str] = ("gr
              seed: int = 0, progress: Callable[[int, int], None] | None = None) -> dict:
     """Every setting's metrics over the samples; deletion/insertion on the first ``n_curves`` samples
     for ``curve_methods`` (default: all methods). Baselines: a random pixel and a random object
-    (expected values), and attention rollout when ``rollout_model`` names a CLIP directory."""
+    (expected values), and attention rollout of the explained model when ``rollout_model`` is given
+    (a model directory, as the command line passes it; the model explained is the one rolled out)."""
     curve_methods = tuple(methods) if curve_methods is None else tuple(curve_methods)
     rng = np.random.default_rng(seed)
     tallies: dict[tuple, Tally] = {}
@@ -306,7 +306,8 @@ def evaluate(explainer, samples: Sequence[Sample], methods: Sequence[str] = ("gr
 
 def add_baselines(tallies: dict, explainer, sample: Sample, image: np.ndarray, geometry, curves: bool, steps: int,
                   rng: np.random.Generator, rollout_model: str | None) -> None:
-    """Random pixel and random object (their expected scores), and attention rollout's map."""
+    """Random pixel and random object (their expected scores), and attention rollout's map where the
+    model has attention."""
     masks = masks_on(sample, image.shape[:2])
     k_objects = len(masks)
     t = tallies.setdefault(("random_pixel", "-", "-", "-"), Tally())
@@ -321,35 +322,18 @@ def add_baselines(tallies: dict, explainer, sample: Sample, image: np.ndarray, g
         t.hits.append(1.0 / k_objects)
         t.other.append(1.0 - 1.0 / k_objects)
         t.energy.append(float(np.mean([masks[k][m].mean() for m in masks])))
-    if rollout_model is None:
+    if rollout_model is None or "rollout" not in explainer.methods:
         return
-    grid = rollout_grid(rollout_model, image)
+    grid = rollout_grid(explainer, sample, image)
     maps = geometry.grid_to_image(minmax(np.repeat(grid[None], k_objects, axis=0)))
     curve_scores = score_curves(explainer, sample, image, maps, steps, rng) if curves else None
     add_maps(tallies.setdefault(("rollout", "-", "-", "-"), Tally()), masks, maps, curve_scores)
 
 
-def rollout_grid(model_dir: str, image: np.ndarray) -> np.ndarray:
-    """Attention rollout (clipcam.eval.rollout) of a CLIP directory's eager-attention copy, on its token grid."""
-    from transformers import CLIPImageProcessor
-
-    from .rollout import rollout_map
-
-    model = _eager(model_dir)
-    pixels = CLIPImageProcessor.from_pretrained(model_dir)(images=image, return_tensors="pt")["pixel_values"]
-    return rollout_map(model, pixels)
-
-
-_EAGER: dict[str, object] = {}
-
-
-def _eager(model_dir: str):
-    """The eager-attention CLIPModel for rollout, loaded once per directory (the baseline's own copy)."""
-    from transformers import CLIPModel
-
-    if model_dir not in _EAGER:
-        _EAGER[model_dir] = CLIPModel.from_pretrained(model_dir, attn_implementation="eager").eval()
-    return _EAGER[model_dir]
+def rollout_grid(explainer, sample: Sample, image: np.ndarray) -> np.ndarray:
+    """Attention rollout (the registered method clipcam.methods.rollout, from the first layer) of the
+    explained model itself, on its token grid (rows, cols)."""
+    return explainer.explain(image, list(sample.prompts), layer=1, method="rollout").grid_maps[0]
 
 
 # ----------------------------------------------------------------------------- recognition
@@ -423,7 +407,7 @@ def markdown(result: dict) -> str:
 
 def layer_figure(result: dict, path: Path) -> None:
     """Grad-CAM's layer × sublayer grid of the pointing game, one panel per target."""
-    import matplotlib
+    import matplotlib  # only for figures: matplotlib is slow to import and the pipeline needs none
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -452,7 +436,7 @@ def layer_figure(result: dict, path: Path) -> None:
 
 def methods_figure(result: dict, path: Path) -> None:
     """Each method's best setting per target: pointing game, deletion / insertion AUC and mIoU."""
-    import matplotlib
+    import matplotlib  # only for figures: matplotlib is slow to import and the pipeline needs none
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
