@@ -68,7 +68,7 @@ def shapes_samples(n: int = 300, hard: bool = False) -> list[Sample]:
 def polygon_mask(polygons: Sequence[Sequence[float]], height: int, width: int) -> np.ndarray:
     """(H, W) bool from COCO polygons [[x1, y1, x2, y2, ...], ...]: the pixels whose centres lie inside
     any of them (pixel (row, col) spans [col, col + 1) × [row, row + 1), as in COCO's coordinates)."""
-    from matplotlib.path import Path as Polygon
+    from matplotlib.path import Path as Polygon  # matplotlib is slow to import; only COCO polygons need it
 
     mask = np.zeros((height, width), bool)
     for poly in polygons:
@@ -103,7 +103,7 @@ def annotation_mask(ann: dict, height: int, width: int, boxes: bool = False) -> 
     if isinstance(seg, list):
         return polygon_mask(seg, height, width)
     try:
-        from pycocotools import mask as mask_utils
+        from pycocotools import mask as mask_utils  # an optional extra, only for RLE masks
     except ImportError as err:
         raise ValueError("This annotation file holds RLE masks, which need pycocotools: "
                          "pip install 'clipcam[scale]' (or use --boxes).") from err
