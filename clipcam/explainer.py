@@ -173,15 +173,16 @@ class Explainer:
     ) -> Explanation:
         """Scores and one heatmap per prompt at ``layer`` (1-based; default: second-to-last).
 
-        method: one of METHODS (default Grad-CAM) that this model's family supports; for the
-        attention methods the sublayer is ignored and the method runs from ``layer`` to the last.
-        sublayer: one of this family's sublayers (default: its MLP's first projection, as the
-        notebook). target: what is explained per prompt (clipcam.constants.TARGETS).
-        progress(done, total) follows Score-CAM's masked forwards, or a pass that goes back one block at a
-        time (over more than clipcam.passes.common.DIRECT_BLOCKS layers): the app checks its time
-        limit there. words: a word-relevance method
-        (clipcam.words.WORD_METHODS) to also say which words of each prompt matter, from a text
-        pass of its own (off by default); words_layer: its start layer in the text encoder.
+        method: one of METHODS (default Grad-CAM) that this model's family supports; for a method
+        whose layer is where it starts (``layer_role == "starts"``: the attention methods, rollout)
+        the sublayer is ignored and the method runs from ``layer`` to the last. sublayer: one of
+        this family's sublayers (default: its MLP's first projection, as the notebook). target: what
+        is explained per prompt (clipcam.constants.TARGETS). progress(done, total) is called as
+        Score-CAM's masked forwards complete, and as a gradient pass that spans more than
+        clipcam.passes.common.DIRECT_BLOCKS layers goes back one block at a time; the app checks its
+        time limit there (a one-layer explain near the end calls it never). words: a word-relevance
+        method (clipcam.words.WORD_METHODS) to also say which words of each prompt matter, from a
+        text pass of its own (off by default); words_layer: its start layer in the text encoder.
         """
         layer = self.adapter.check_layer(self.default_layer if layer is None else layer)
         return self._explain(image, prompts, (layer,), sublayer, target, method, progress, words, words_layer)

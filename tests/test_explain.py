@@ -224,3 +224,21 @@ def test_prompts_differentiated_in_groups_give_the_same_maps(explainer, monkeypa
     np.testing.assert_allclose(grouped.layer_maps, whole.layer_maps, rtol=1e-5, atol=1e-6)  # summation order only
     np.testing.assert_array_equal(grouped.logits, whole.logits)
     assert np.abs(whole.layer_maps).max() > 0
+
+
+def test_every_method_has_a_pass_and_the_registry_lists_every_record():
+    """The dispatch table covers every kind of pass; the registry is the CAM table's rows, in its
+    order, then the other methods; the derived properties follow the pass kind."""
+    from clipcam.methods import METHODS, REGISTRY
+    from clipcam.methods.cam import CAM_TABLE
+    from clipcam.methods.kinds import PASS_KINDS
+    from clipcam.passes import PASSES
+
+    assert set(PASSES) == set(PASS_KINDS)
+    assert all(m.pass_kind in PASSES for m in REGISTRY.values())
+    assert METHODS[:len(CAM_TABLE)] == tuple(row[0] for row in CAM_TABLE)
+    assert METHODS[len(CAM_TABLE):] == ("scorecam", "chefer", "gradeclip", "gradeclip-authors", "legrad", "rollout")
+    assert [(m.sublayer_applies, m.layer_role, m.cost) for m in map(REGISTRY.get, ("gradcam", "scorecam", "legrad",
+                                                                              "gradeclip-authors", "rollout"))] == [
+        (True, "reads", "one pass"), (True, "reads", "per channel"), (False, "starts", "one pass"),
+        (False, "starts", "one pass"), (False, "starts", "one pass")]
