@@ -197,3 +197,34 @@ def test_grad_eclip_authors_variant_equals_their_code(oc_vit):
     own = oc_vit.explain(image, PROMPTS, method="gradeclip", layer=oc_vit.num_layers)
     np.testing.assert_allclose(res.logits, own.logits, rtol=1e-6)  # the scores shown are the model's own
     assert not np.allclose(res.grid_maps, own.grid_maps)  # the model's heads give other maps
+
+
+def test_rollout_on_open_clip_and_siglip(oc_vit, siglip):
+    """Rollout on the other families with attention: open_clip's ViT reads its class token's row;
+    SigLIP, read out by a pooling head and not a class token, the mean of the rollout's rows."""
+    image = noise_image(60, 45, seed=9)
+    _, layers = eager_open_clip(oc_vit.model.visual, oc_vit.adapter.transform(image)[None].requires_grad_(True))
+    res = oc_vit.explain(image, PROMPTS, layer=2, method="rollout")
+    side = oc_vit.model.visual.grid_size[0]
+    np.testing.assert_allclose(res.grid_maps[1], rollout_of([layer["probs"] for layer in layers[1:]], 0, side),
+                               rtol=1e-5, atol=1e-7)
+    res = siglip.explain(image, PROMPTS, layer=1, method="rollout")
+    side = siglip.model.config.vision_config.image_size // siglip.model.config.vision_config.patch_size
+    pixels = siglip.adapter.image_processor(images=image, return_tensors="pt")["pixel_values"]
+    eager = type(siglip.model).from_pretrained(siglip.adapter.source, attn_implementation="eager").eval()
+    with torch.no_grad():
+        attentions = eager.vision_model(pixel_values=pixels, output_attentions=True).attentions
+    np.testing.assert_allclose(res.grid_maps[0], rollout_of(attentions, None, side), rtol=1e-5, atol=1e-7)
+    assert res.grid_maps.any() and np.allclose(res.grid_maps[0], res.grid_maps[1])
+
+
+def rollout_of(attentions, row, side):
+    """The rollout of per-layer (1, H, T, T) probabilities, written out: ``row`` of the product over
+    its patch columns, or the mean of its rows (None, no class token: every column is a patch)."""
+    t = attentions[0].shape[-1]
+    product = torch.eye(t, dtype=torch.float64)
+    for probs in attentions:
+        a = 0.5 * probs[0].detach().mean(dim=0).double() + 0.5 * torch.eye(t, dtype=torch.float64)
+        product = (a / a.sum(dim=-1, keepdim=True)) @ product
+    picked = product[row, 1:] if row is not None else product.mean(dim=0)
+    return picked.reshape(side, side).float().numpy()

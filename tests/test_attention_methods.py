@@ -120,3 +120,36 @@ def test_sweep_gives_every_start_layer_from_one_pass(explainer7, method, target)
     assert sweep.dead_reasons == (None, None, None)
     assert not any(m._forward_hooks for m in explainer7.model.modules())
     assert torch.is_grad_enabled()
+
+
+def slow_rollout(model_dir, explainer, image, start: int) -> np.ndarray:
+    """Abnar & Zuidema's rollout as clipcam's eval computed it before rollout was a method: the
+    attention probabilities of a fresh eager copy, head mean, 0.5·A + 0.5·I, rows renormalised, the
+    layers multiplied from the start layer up, the class token's row over the patches."""
+    clip = EagerCLIP(model_dir, explainer, PROMPTS)
+    with torch.no_grad():
+        attentions = clip.model.vision_model(pixel_values=clip.pixels(image).detach(), output_attentions=True).attentions
+    tokens = attentions[0].shape[-1]
+    rollout = torch.eye(tokens, dtype=torch.float64)
+    for layer_attn in attentions[start - 1:]:
+        a = layer_attn[0].mean(dim=0).double()  # (T, T), heads averaged
+        a = 0.5 * a + 0.5 * torch.eye(tokens, dtype=torch.float64)  # residual connection
+        a = a / a.sum(dim=-1, keepdim=True)
+        rollout = a @ rollout
+    return rollout[0, 1:].reshape(clip.side, clip.side).float().numpy()
+
+
+@pytest.mark.parametrize("start", [1, 2, 3])
+def test_rollout_matches_the_eager_attention(tiny5_dir, explainer5, wide_image, start):
+    """Attention rollout is a registered method from the start layer to the last, read from q and k
+    of the model's own fast attention: the same map for every prompt, equal to the eager copy's."""
+    res = explainer5.explain(wide_image, PROMPTS, layer=start, method="rollout", target="log_softmax")
+    want = slow_rollout(tiny5_dir, explainer5, wide_image, start)
+    assert res.method == "rollout" and res.sublayer == "self_attn" and not res.dead
+    for k in range(len(PROMPTS)):
+        np.testing.assert_allclose(res.grid_maps[k], want, rtol=1e-5, atol=1e-7)
+    assert any("Attention rollout does not use the prompts" in n for n in res.notes)
+    sweep = explainer5.sweep(wide_image, PROMPTS, method="rollout")
+    np.testing.assert_allclose(sweep.layer_maps[start - 1], res.grid_maps, rtol=1e-6, atol=1e-8)
+    np.testing.assert_array_equal(sweep.logits, res.logits)
+    assert not any(m._forward_hooks for m in explainer5.model.modules())

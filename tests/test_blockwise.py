@@ -1,4 +1,4 @@
-"""Backpropagation one block at a time (clipcam.blockwise) gives the maps of one backward through
+"""Backpropagation one block at a time (clipcam.passes.blockwise) gives the maps of one backward through
 the whole graph, on every family whose adapter offers its blocks."""
 
 import gc
@@ -8,8 +8,9 @@ import numpy as np
 import pytest
 import torch
 
-import clipcam.explainer as explainer_module
+import clipcam.passes.common as passes_common
 from clipcam import load_explainer
+from clipcam.passes.common import goes_blockwise
 from clipcam.testing import save_random_clip
 from clipcam.testing.families import save_random_open_clip, save_random_siglip, save_random_siglip2
 
@@ -43,15 +44,15 @@ def test_blockwise_sweep_equals_one_backward(families, monkeypatch, family, meth
     assert method in ex.methods
     image, prompts = noise_image(48, 40, seed=5), PROMPTS + ["a photo of a spoon"]
     sublayer = ex.sublayers[1]  # an attention projection or the attention block: upstream of the rest
-    monkeypatch.setattr(explainer_module, "DIRECT_BLOCKS", 10_000)
-    assert not ex._blockwise(1)
+    monkeypatch.setattr(passes_common, "DIRECT_BLOCKS", 10_000)
+    assert not goes_blockwise(ex.adapter, 1)
     whole = ex.sweep(image, prompts, method=method, sublayer=sublayer, target="log_softmax")
-    monkeypatch.setattr(explainer_module, "DIRECT_BLOCKS", 0)
-    assert ex._blockwise(ex.num_layers)
+    monkeypatch.setattr(passes_common, "DIRECT_BLOCKS", 0)
+    assert goes_blockwise(ex.adapter, ex.num_layers)
     blockwise = ex.sweep(image, prompts, method=method, sublayer=sublayer, target="log_softmax")
     picked = ex.sweep(image, prompts, method=method, sublayer=sublayer, target="log_softmax", layers=[2, ex.num_layers])
-    monkeypatch.setattr(explainer_module, "GRADIENT_BYTES", 1)  # and one prompt per backward
-    monkeypatch.setattr(explainer_module, "BLOCK_GRADIENT_BYTES", 1)
+    monkeypatch.setattr(passes_common, "GRADIENT_BYTES", 1)  # and one prompt per backward
+    monkeypatch.setattr(passes_common, "BLOCK_GRADIENT_BYTES", 1)
     grouped = ex.sweep(image, prompts, method=method, sublayer=sublayer, target="log_softmax")
     assert np.abs(whole.layer_maps).max() > 0
     # nn.MultiheadAttention takes its fused fast path where no input requires grad: the same logits up to rounding
@@ -96,7 +97,7 @@ def test_blockwise_holds_one_block_of_graph(families, monkeypatch, method):
     image, prompts = noise_image(48, 40, seed=6), PROMPTS
     peaks = {}
     for name, direct in (("direct", 10_000), ("blockwise", 0)):
-        monkeypatch.setattr(explainer_module, "DIRECT_BLOCKS", direct)
+        monkeypatch.setattr(passes_common, "DIRECT_BLOCKS", direct)
         saved = SavedBytes()
         with torch.autograd.graph.saved_tensors_hooks(saved.pack, saved.unpack):
             ex.sweep(image, prompts, method=method, sublayer="mlp.fc1")
@@ -113,7 +114,7 @@ def test_blockwise_reports_each_layer_and_stops_there(families, monkeypatch, met
     from clipcam.app.server import Deadline, Stopped
 
     ex = families["hf-clip"]
-    monkeypatch.setattr(explainer_module, "DIRECT_BLOCKS", 0)
+    monkeypatch.setattr(passes_common, "DIRECT_BLOCKS", 0)
     image = noise_image(48, 40, seed=7)
     seen = []
     ex.sweep(image, PROMPTS, method=method, progress=lambda done, total: seen.append((done, total)))
@@ -136,7 +137,7 @@ def test_blockwise_leaves_no_tensor_behind(families, monkeypatch, family):
     """Sweeps one block at a time leave nothing alive: counting a block's saved tensors once
     leaked the graph of every op that saves its own output (a cycle through autograd's C++)."""
     ex = families[family]
-    monkeypatch.setattr(explainer_module, "DIRECT_BLOCKS", 0)
+    monkeypatch.setattr(passes_common, "DIRECT_BLOCKS", 0)
     image = noise_image(48, 40, seed=8)
     for method in ("gradcam", "legrad"):
         ex.sweep(image, PROMPTS, method=method)  # warm: text embeddings cached

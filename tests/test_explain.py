@@ -8,6 +8,7 @@ import pytest
 import torch
 from conftest import PROMPTS, noise_image
 
+import clipcam.passes.common as passes_common
 from clipcam.methods.cam import eigen_projection, normalize_maps
 from clipcam.constants import SUBLAYERS
 from clipcam.testing.reference import reference_grad_cam
@@ -215,13 +216,29 @@ def test_upsampled_reference_normalisation_is_what_we_compare(explainer5, wide_i
 def test_prompts_differentiated_in_groups_give_the_same_maps(explainer, monkeypatch, method):
     """A sweep whose gradients exceed the budget differentiates the prompts in groups (here one
     prompt per backward) and gives the same raw maps as one batched backward."""
-    import clipcam.explainer as module
-
     image, prompts = noise_image(40, 30, seed=4), PROMPTS + ["a red circle", "a photo of a spoon"]
-    assert len(module.prompt_chunks(torch.eye(5), 10, budget=25)) == 3  # groups of 2, 2 and 1
+    assert len(passes_common.prompt_chunks(torch.eye(5), 10, budget=25)) == 3  # groups of 2, 2 and 1
     whole = explainer.sweep(image, prompts, method=method, sublayer="mlp.fc1", target="log_softmax")
-    monkeypatch.setattr(module, "GRADIENT_BYTES", 1)
+    monkeypatch.setattr(passes_common, "GRADIENT_BYTES", 1)
     grouped = explainer.sweep(image, prompts, method=method, sublayer="mlp.fc1", target="log_softmax")
     np.testing.assert_allclose(grouped.layer_maps, whole.layer_maps, rtol=1e-5, atol=1e-6)  # summation order only
     np.testing.assert_array_equal(grouped.logits, whole.logits)
     assert np.abs(whole.layer_maps).max() > 0
+
+
+def test_every_method_has_a_pass_and_the_registry_lists_every_record():
+    """The dispatch table covers every kind of pass; the registry is the CAM table's rows, in its
+    order, then the other methods; the derived properties follow the pass kind."""
+    from clipcam.methods import METHODS, REGISTRY
+    from clipcam.methods.cam import CAM_TABLE
+    from clipcam.methods.kinds import PASS_KINDS
+    from clipcam.passes import PASSES
+
+    assert set(PASSES) == set(PASS_KINDS)
+    assert all(m.pass_kind in PASSES for m in REGISTRY.values())
+    assert METHODS[:len(CAM_TABLE)] == tuple(row[0] for row in CAM_TABLE)
+    assert METHODS[len(CAM_TABLE):] == ("scorecam", "chefer", "gradeclip", "gradeclip-authors", "legrad", "rollout")
+    assert [(m.sublayer_applies, m.layer_role, m.cost) for m in map(REGISTRY.get, ("gradcam", "scorecam", "legrad",
+                                                                              "gradeclip-authors", "rollout"))] == [
+        (True, "reads", "one pass"), (True, "reads", "per channel"), (False, "starts", "one pass"),
+        (False, "starts", "one pass"), (False, "starts", "one pass")]

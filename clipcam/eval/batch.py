@@ -20,9 +20,11 @@ from pathlib import Path
 from typing import Sequence
 
 import numpy as np
+from PIL import Image, UnidentifiedImageError
 
 from ..constants import DEFAULT_SUBLAYER, DEFAULT_TARGET
 from ..images import ACCEPTED
+from ..render import DEFAULT_ALPHA, DEFAULT_COLORMAP, explanation_images
 
 #: File endings read as images when INPUT is a folder.
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".gif", ".bmp", ".tif", ".tiff")
@@ -134,7 +136,7 @@ def dataset_items(path: Path, prompts: tuple[str, ...] = ()) -> list[Item]:
     """Rows of a ``datasets`` dataset saved to disk: an 'image' column (an Image feature or a path),
     'prompts' or 'prompt' (else ``prompts``), and an optional 'id' (default: the row number)."""
     try:
-        import datasets
+        import datasets  # an optional extra (clipcam[scale]): a clear error where it is missing
     except ImportError as err:
         raise ValueError("Reading a saved dataset needs the datasets package: pip install 'clipcam[scale]'.") from err
     try:
@@ -161,8 +163,6 @@ def dataset_items(path: Path, prompts: tuple[str, ...] = ()) -> list[Item]:
 def open_image(item: Item) -> object:
     """What the explainer reads: the path, or a PIL image from the bytes (ValueError when unreadable)."""
     if isinstance(item.image, bytes):
-        from PIL import Image, UnidentifiedImageError
-
         try:
             return Image.open(io.BytesIO(item.image))
         except (UnidentifiedImageError, OSError) as err:
@@ -206,7 +206,7 @@ def item_rows(explainer, item: Item, settings: Settings, overlays: Path | None =
 def require_pyarrow():
     """pyarrow, or a ValueError saying how to install it (it comes with clipcam[scale])."""
     try:
-        import pyarrow
+        import pyarrow  # an optional extra (clipcam[scale]): a clear error where it is missing
         import pyarrow.parquet  # noqa: F401
     except ImportError as err:
         raise ValueError("clipcam batch writes Parquet, which needs pyarrow: pip install 'clipcam[scale]'.") from err
@@ -228,7 +228,7 @@ def schema():
 
 def rows_table(rows: list[dict]):
     """A pyarrow Table of rows in the run's schema."""
-    import pyarrow as pa
+    import pyarrow as pa  # an optional extra (clipcam[scale]), checked by require_pyarrow before a run
 
     return pa.Table.from_pylist(rows, schema=schema())
 
@@ -261,8 +261,6 @@ def done_ids(out: str | Path, settings: Settings) -> set[str]:
 
 def save_overlays(explanation, item_id: str, folder: Path) -> None:
     """One overlay PNG per prompt, named after the item's id and the prompt's number."""
-    from ..render import DEFAULT_ALPHA, DEFAULT_COLORMAP, explanation_images
-
     tiles, _ = explanation_images(explanation, DEFAULT_COLORMAP, DEFAULT_ALPHA)
     stem = "".join(c if c.isalnum() or c in "-_." else "_" for c in item_id)
     folder.mkdir(parents=True, exist_ok=True)

@@ -14,6 +14,7 @@ import uuid
 from pathlib import Path
 from typing import Sequence
 
+from ..explainer import load_explainer
 from .batch import Item, Settings, done_ids, item_rows, rows_table
 
 #: Images per Parquet file in the process (the unit that a rerun resumes from) and per Ray batch.
@@ -28,7 +29,7 @@ def pending(items: Sequence[Item], out: Path, settings: Settings) -> list[Item]:
 
 def write_chunk(rows: list[dict], out: Path) -> Path:
     """Write rows as one new Parquet file, atomically (a file never appears half written)."""
-    import pyarrow.parquet as pq
+    import pyarrow.parquet as pq  # an optional extra (clipcam[scale]): needed only when writing results
 
     out.mkdir(parents=True, exist_ok=True)
     name = f"part-{time.strftime('%Y%m%dT%H%M%S')}-{uuid.uuid4().hex[:8]}.parquet"
@@ -43,12 +44,9 @@ def run_in_process(items: Sequence[Item], settings: Settings, out: Path, overlay
     """Explain the pending items here, writing a Parquet file every ``chunk`` images; returns the
     number of images explained in this run."""
     try:
-        from tqdm import tqdm
+        from tqdm import tqdm  # an optional extra (clipcam[scale]): a clear error where it is missing
     except ImportError as err:
         raise ValueError("clipcam batch needs tqdm for its progress bar: pip install 'clipcam[scale]'.") from err
-
-    from ..explainer import load_explainer
-
     todo = pending(items, out, settings)
     if not todo:
         return 0
@@ -72,8 +70,6 @@ class ExplainActor:
     of items (a pyarrow table with id, path or data, prompts, source) into rows."""
 
     def __init__(self, settings: dict, overlays: str | None = None) -> None:
-        from ..explainer import load_explainer
-
         self.settings = Settings(**settings)
         self.overlays = Path(overlays) if overlays else None
         self.explainer = load_explainer(self.settings.model, device=self.settings.device, half=self.settings.half)
@@ -96,7 +92,7 @@ def run_ray(items: Sequence[Item], settings: Settings, out: Path, address: str =
     actors in the pool (default: one per GPU when the cluster has GPUs, else one per CPU).
     """
     try:
-        import ray
+        import ray  # an optional extra (clipcam[scale]): a clear error where it is missing
     except ImportError as err:
         raise ValueError("--ray needs Ray: pip install 'clipcam[scale]'.") from err
     todo = pending(items, out, settings)

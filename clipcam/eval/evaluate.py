@@ -28,20 +28,21 @@ from typing import Callable, Iterable, Sequence
 
 import cv2
 import numpy as np
+import torch
+from PIL import Image
 
 from ..constants import MAX_PROMPTS, SUBLAYERS, TARGETS
-from ..explainer import ATTENTION_METHODS, MASKING_METHODS
+from ..methods import REGISTRY
 from .metrics import DILATE, auc, dilate, energy_pointing, perturbation_series, pointing, saliency_order
+from .report import BASELINES, best, markdown, write_report  # noqa: F401 (callers read them here: ev.best)
 from .shapes import COLOURS, SHAPES, Scene, ShapeObject, evaluation_set, hard_evaluation_set, object_prompt
 
-#: Methods that read attention: the sweep ignores their sublayer.
-ATTENTION = ATTENTION_METHODS
+#: Methods on which a sublayer has no effect (attention methods, rollout): the sweep ignores theirs.
+ATTENTION = tuple(name for name, m in REGISTRY.items() if not m.sublayer_applies)
 #: For the rest of the Grad-CAM family, the sublayers where Grad-CAM did well (the full grid is Grad-CAM's).
 FAMILY_SUBLAYERS = ("layer_norm1", "self_attn.v_proj", "mlp.fc1")
 #: Masking methods (Score-CAM) cost one forward per channel: two sublayers of hidden width (mlp.fc1 is 4× wider).
 MASKING_SUBLAYERS = ("layer_norm1", "self_attn.v_proj")
-#: Baselines that use no model: they set the floor every method must clear.
-BASELINES = ("random_pixel", "random_object", "rollout")
 
 
 @dataclass(frozen=True)
@@ -66,7 +67,7 @@ def shapes_samples(n: int = 300, hard: bool = False) -> list[Sample]:
 def polygon_mask(polygons: Sequence[Sequence[float]], height: int, width: int) -> np.ndarray:
     """(H, W) bool from COCO polygons [[x1, y1, x2, y2, ...], ...]: the pixels whose centres lie inside
     any of them (pixel (row, col) spans [col, col + 1) × [row, row + 1), as in COCO's coordinates)."""
-    from matplotlib.path import Path as Polygon
+    from matplotlib.path import Path as Polygon  # matplotlib is slow to import; only COCO polygons need it
 
     mask = np.zeros((height, width), bool)
     for poly in polygons:
@@ -101,7 +102,7 @@ def annotation_mask(ann: dict, height: int, width: int, boxes: bool = False) -> 
     if isinstance(seg, list):
         return polygon_mask(seg, height, width)
     try:
-        from pycocotools import mask as mask_utils
+        from pycocotools import mask as mask_utils  # an optional extra, only for RLE masks
     except ImportError as err:
         raise ValueError("This annotation file holds RLE masks, which need pycocotools: "
                          "pip install 'clipcam[scale]' (or use --boxes).") from err
@@ -174,9 +175,6 @@ def batch_probs(explainer, images: Sequence[np.ndarray], prompts: Sequence[str])
     256; an explainer without an adapter falls back to ``explainer.scores`` per image. A test
     checks that both paths agree.
     """
-    import torch
-    from PIL import Image
-
     adapter = getattr(explainer, "adapter", None)
     if adapter is None:
         return np.stack([explainer.scores(im, list(prompts))[1] for im in images])
@@ -261,7 +259,7 @@ def method_plan(methods: Iterable[str], sublayers: Sequence[str]) -> list[tuple[
         elif method in ATTENTION:
             plan.append((method, "self_attn"))
         else:
-            plan += [(method, s) for s in (masking if method in MASKING_METHODS else family)]
+            plan += [(method, s) for s in (masking if REGISTRY[method].cost == "per channel" else family)]
     return plan
 
 
@@ -272,7 +270,8 @@ def evaluate(explainer, samples: Sequence[Sample], methods: Sequence[str] = ("gr
              seed: int = 0, progress: Callable[[int, int], None] | None = None) -> dict:
     """Every setting's metrics over the samples; deletion/insertion on the first ``n_curves`` samples
     for ``curve_methods`` (default: all methods). Baselines: a random pixel and a random object
-    (expected values), and attention rollout when ``rollout_model`` names a CLIP directory."""
+    (expected values), and attention rollout of the explained model when ``rollout_model`` is given
+    (a model directory, as the command line passes it; the model explained is the one rolled out)."""
     curve_methods = tuple(methods) if curve_methods is None else tuple(curve_methods)
     rng = np.random.default_rng(seed)
     tallies: dict[tuple, Tally] = {}
@@ -306,7 +305,8 @@ def evaluate(explainer, samples: Sequence[Sample], methods: Sequence[str] = ("gr
 
 def add_baselines(tallies: dict, explainer, sample: Sample, image: np.ndarray, geometry, curves: bool, steps: int,
                   rng: np.random.Generator, rollout_model: str | None) -> None:
-    """Random pixel and random object (their expected scores), and attention rollout's map."""
+    """Random pixel and random object (their expected scores), and attention rollout's map where the
+    model has attention."""
     masks = masks_on(sample, image.shape[:2])
     k_objects = len(masks)
     t = tallies.setdefault(("random_pixel", "-", "-", "-"), Tally())
@@ -321,35 +321,18 @@ def add_baselines(tallies: dict, explainer, sample: Sample, image: np.ndarray, g
         t.hits.append(1.0 / k_objects)
         t.other.append(1.0 - 1.0 / k_objects)
         t.energy.append(float(np.mean([masks[k][m].mean() for m in masks])))
-    if rollout_model is None:
+    if rollout_model is None or "rollout" not in explainer.methods:
         return
-    grid = rollout_grid(rollout_model, image)
+    grid = rollout_grid(explainer, sample, image)
     maps = geometry.grid_to_image(minmax(np.repeat(grid[None], k_objects, axis=0)))
     curve_scores = score_curves(explainer, sample, image, maps, steps, rng) if curves else None
     add_maps(tallies.setdefault(("rollout", "-", "-", "-"), Tally()), masks, maps, curve_scores)
 
 
-def rollout_grid(model_dir: str, image: np.ndarray) -> np.ndarray:
-    """Attention rollout (clipcam.eval.rollout) of a CLIP directory's eager-attention copy, on its token grid."""
-    from transformers import CLIPImageProcessor
-
-    from .rollout import rollout_map
-
-    model = _eager(model_dir)
-    pixels = CLIPImageProcessor.from_pretrained(model_dir)(images=image, return_tensors="pt")["pixel_values"]
-    return rollout_map(model, pixels)
-
-
-_EAGER: dict[str, object] = {}
-
-
-def _eager(model_dir: str):
-    """The eager-attention CLIPModel for rollout, loaded once per directory (the baseline's own copy)."""
-    from transformers import CLIPModel
-
-    if model_dir not in _EAGER:
-        _EAGER[model_dir] = CLIPModel.from_pretrained(model_dir, attn_implementation="eager").eval()
-    return _EAGER[model_dir]
+def rollout_grid(explainer, sample: Sample, image: np.ndarray) -> np.ndarray:
+    """Attention rollout (the registered method clipcam.methods.rollout, from the first layer) of the
+    explained model itself, on its token grid (rows, cols)."""
+    return explainer.explain(image, list(sample.prompts), layer=1, method="rollout").grid_maps[0]
 
 
 # ----------------------------------------------------------------------------- recognition
@@ -373,122 +356,3 @@ def recognition(explainer, scenes: Sequence[Scene]) -> dict:
                 bind_total += 1
     return {"zero_shot": hits / len(scenes), "binding": bind_hits / max(1, bind_total), "scenes": len(scenes),
             "binding_pairs": bind_total}
-
-
-# ----------------------------------------------------------------------------- tables and figures
-def best(rows: list[dict], method: str = "gradcam", target: str | None = None) -> dict:
-    """The row with the highest pointing game (ties: energy) among a method's settings."""
-    pool = [r for r in rows if r["method"] == method and (target is None or r["target"] == target)]
-    if not pool:
-        raise ValueError(f"No results for method {method!r}" + (f" and target {target!r}." if target else "."))
-    return max(pool, key=lambda r: (round(r["pointing"], 6), r["energy"]))
-
-
-HEADER = ("pointing ↑ | peak on other object ↓ | energy PG ↑ | deletion AUC ↓ | insertion AUC ↑ | mIoU ↑ |",
-          "---|---|---|---|---|---|")
-
-
-def _metrics(r: dict) -> str:
-    return (f"{r['pointing']:.3f} | {r['other_object']:.3f} | {r['energy']:.3f} | {r['deletion_auc']:.3f} | "
-            f"{r['insertion_auc']:.3f} | {r.get('miou', float('nan')):.3f} |")
-
-
-def method_target_table(rows: list[dict]) -> str:
-    """Markdown: for each method × target, its best layer (and sublayer) by pointing game."""
-    lines = ["| method | target | best layer, sublayer | " + HEADER[0], "|---|---|---|" + HEADER[1]]
-    names = list(dict.fromkeys(r["method"] for r in rows if r["method"] not in BASELINES))
-    for name in sorted(names, key=lambda m: -best(rows, m)["pointing"]):
-        for target in TARGETS:
-            if any(r["method"] == name and r["target"] == target for r in rows):
-                r = best(rows, name, target)
-                where = f"{r['layer']}" + ("" if r["sublayer"] == "self_attn" else f", {r['sublayer']}")
-                lines.append(f"| {name} | {target} | {where} | " + _metrics(r))
-    return "\n".join(lines)
-
-
-def markdown(result: dict) -> str:
-    """The whole table: baselines first, then every setting by pointing game."""
-    rows = result["rows"]
-    lines = [f"Samples: {result['samples']} (deletion/insertion on the first {result['curve_samples']}, "
-             f"{result['steps']} steps); masks dilated by {result['dilate']} px for pointing; mIoU thresholds "
-             "each min-max scaled map at its mean.", "",
-             "| method | target | layer | sublayer | " + HEADER[0], "|---|---|---|---|" + HEADER[1]]
-    fmt = lambda r: f"| {r['method']} | {r['target']} | {r['layer']} | {r['sublayer']} | " + _metrics(r)  # noqa: E731
-    ranked = sorted((r for r in rows if r["method"] not in BASELINES), key=lambda r: -r["pointing"])
-    lines += [fmt(r) for r in rows if r["method"] in BASELINES] + [fmt(r) for r in ranked]
-    if len({r["method"] for r in ranked}) > 1:
-        lines = ["Each method × target at its best setting:", "", method_target_table(rows), "", "Every setting:", ""] + lines
-    return "\n".join(lines)
-
-
-def layer_figure(result: dict, path: Path) -> None:
-    """Grad-CAM's layer × sublayer grid of the pointing game, one panel per target."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    rows = [r for r in result["rows"] if r["method"] == "gradcam"]
-    targets = sorted({r["target"] for r in rows}, key=TARGETS.index)
-    layers = sorted({r["layer"] for r in rows})
-    fig, axes = plt.subplots(1, len(targets), figsize=(4.2 * len(targets), 3.6), squeeze=False)
-    for ax, target in zip(axes[0], targets):
-        grid = np.full((len(layers), len(SUBLAYERS)), np.nan)
-        for r in rows:
-            if r["target"] == target:
-                grid[layers.index(r["layer"]), SUBLAYERS.index(r["sublayer"])] = r["pointing"]
-        im = ax.imshow(grid, vmin=0, vmax=1, cmap="viridis", aspect="auto")
-        for (i, j), v in np.ndenumerate(grid):
-            ax.text(j, i, "dead" if np.isnan(v) else f"{v:.2f}", ha="center", va="center", fontsize=6,
-                    color="grey" if np.isnan(v) else ("white" if v < 0.6 else "black"))
-        ax.set_xticks(range(len(SUBLAYERS)), [s.split(".")[-1] for s in SUBLAYERS], rotation=60, fontsize=7)
-        ax.set_yticks(range(len(layers)), [f"layer {layer}" for layer in layers], fontsize=7)
-        ax.set_title(f"pointing game, target = {target}", fontsize=9)
-    fig.colorbar(im, ax=axes[0].tolist(), shrink=0.8)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=130, bbox_inches="tight")
-    plt.close(fig)
-
-
-def methods_figure(result: dict, path: Path) -> None:
-    """Each method's best setting per target: pointing game, deletion / insertion AUC and mIoU."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    rows = result["rows"]
-    names = list(dict.fromkeys(r["method"] for r in rows if r["method"] not in BASELINES))
-    targets = [t for t in TARGETS if any(r["target"] == t for r in rows)]
-    metrics = [("pointing", "pointing game ↑"), ("deletion_auc", "deletion AUC ↓"),
-               ("insertion_auc", "insertion AUC ↑"), ("miou", "mIoU ↑")]
-    fig, axes = plt.subplots(1, len(metrics), figsize=(5 * len(metrics), 4.2))
-    width = 0.8 / max(1, len(targets))
-    for ax, (metric, title) in zip(axes, metrics):
-        for t, target in enumerate(targets):
-            values = [best(rows, m, target).get(metric, np.nan)
-                      if any(r["method"] == m and r["target"] == target for r in rows) else np.nan for m in names]
-            ax.bar(np.arange(len(names)) + (t - (len(targets) - 1) / 2) * width, values, width, label=target)
-        ax.set_xticks(range(len(names)), names, rotation=60, fontsize=8)
-        ax.set_title(f"{title} (best setting by pointing game)", fontsize=9)
-        ax.set_ylim(0, 1)
-        ax.grid(axis="y", alpha=0.3)
-    axes[-1].legend(title="target", fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1))
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=130, bbox_inches="tight")
-    plt.close(fig)
-
-
-def write_report(result: dict, out: Path, figure: Path | None = None) -> str:
-    """Write ``out`` (.json), its .md table and a figure (``figure``, or ``out`` with .png); return the markdown."""
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=1) + "\n")
-    text = markdown(result)
-    out.with_suffix(".md").write_text(text + "\n")
-    methods = {r["method"] for r in result["rows"] if r["method"] not in BASELINES}
-    picture = figure or out.with_suffix(".png")
-    if methods == {"gradcam"} and len({r["sublayer"] for r in result["rows"] if r["method"] == "gradcam"}) > 1:
-        layer_figure(result, picture)
-    else:
-        methods_figure(result, picture)
-    return text

@@ -2,7 +2,9 @@
 
 ``METHODS``, the app's labels and sentences, which controls a method disables, which model
 families it supports, the command line's help and the benchmarks' plans all come from here.
-Adding a method is one new module with its record, listed in ``_MODULES``, plus one test.
+Adding a method is one new module with its record, listed in ``_MODULES``, plus one test; a
+pytorch-grad-cam variant is one row of clipcam.methods.cam.CAM_TABLE. How each kind of method reads
+the model is in clipcam.methods.kinds.
 """
 
 from __future__ import annotations
@@ -12,12 +14,8 @@ from importlib import import_module
 from typing import Callable
 
 from ..constants import check_choice
-
-#: How a method reads the model, which decides what the explainer hands it:
-#: "sublayer": one forward and a batched gradient at a sublayer's output (the Grad-CAM family);
-#: "masking": one masked forward per channel of a sublayer (Score-CAM);
-#: "attention": q, k, v and gradients at the attention of every layer from a start layer.
-READS: tuple[str, ...] = ("sublayer", "masking", "attention")
+from ..models.base import CAPABILITIES
+from .kinds import PASS_KINDS
 
 
 @dataclass(frozen=True)
@@ -28,28 +26,40 @@ class Method:
     label: str  # what the app's dropdown shows
     paper: str  # authors, venue, year
     about: str  # one sentence: what it reads and how
-    reads: str  # one of READS
-    compute: Callable  # the maths; its signature depends on ``reads`` (see clipcam.explainer)
+    pass_kind: str  # how it reads the model: a key of PASS_KINDS (and of clipcam.passes.PASSES)
+    compute: Callable  # the maths, in the form its pass kind asks for (clipcam.methods.kinds)
     needs: frozenset[str] = frozenset({"sublayer"})  # adapter capabilities (clipcam.models.base.CAPABILITIES)
-    uses_prompts: bool = True  # False: every prompt gets the same map (EigenCAM)
-    per_layer_score: bool = False  # attention methods: each layer scored on its own (LeGrad)
-    single_head: bool = False  # attention methods: the last layer recomputed as one head (Grad-ECLIP's own code)
+    uses_prompts: bool = True  # False: every prompt gets the same map (EigenCAM, rollout)
     uses_layer: bool = True  # False: the method always explains the last layer, whatever layer is chosen
+
+    def __post_init__(self) -> None:
+        check_choice(self.pass_kind, PASS_KINDS, "pass kind")
 
     @property
     def sublayer_applies(self) -> bool:
         """Whether the chosen sublayer matters (the Grad-CAM family and Score-CAM read one)."""
-        return self.reads in ("sublayer", "masking")
+        return PASS_KINDS[self.pass_kind].sublayer_applies
 
     @property
     def layer_role(self) -> str:
         """"reads": the method reads the chosen layer; "starts": it runs from there to the last."""
-        return "starts" if self.reads == "attention" else "reads"
+        return PASS_KINDS[self.pass_kind].layer_role
 
     @property
     def cost(self) -> str:
         """"one pass": one forward and batched gradients; "per channel": one forward per channel."""
-        return "per channel" if self.reads == "masking" else "one pass"
+        return PASS_KINDS[self.pass_kind].cost
+
+    @property
+    def takes_gradient(self) -> bool:
+        """Whether it takes a gradient (a sublayer that cannot reach the score leaves it blind)."""
+        return PASS_KINDS[self.pass_kind].gradient
+
+    @property
+    def reads(self) -> str:
+        """Transitional, for code not yet on the three properties above: the old "sublayer",
+        "masking" or "attention". Remove once nothing outside methods/ reads it."""
+        return "masking" if self.cost == "per channel" else "sublayer" if self.sublayer_applies else "attention"
 
     @property
     def short(self) -> str:
@@ -57,11 +67,12 @@ class Method:
         return self.label.split(" (")[0]
 
 
-_MODULES = ("gradcam", "hirescam", "gradcampp", "xgradcam", "layercam", "eigencam", "eigengradcam",
-            "gradcam_elementwise", "scorecam", "chefer", "gradeclip", "gradeclip_authors", "legrad")
+#: The pytorch-grad-cam variants (rows of clipcam.methods.cam.CAM_TABLE) come first, then these modules.
+_MODULES = ("scorecam", "chefer", "gradeclip", "gradeclip_authors", "legrad", "rollout")
 
 #: name → record, in the order the app and the CLI list them.
-REGISTRY: dict[str, Method] = {m.name: m for m in (import_module(f"{__name__}.{mod}").METHOD for mod in _MODULES)}
+REGISTRY: dict[str, Method] = {m.name: m for m in (*import_module(f"{__name__}.cam").CAM_RECORDS,
+                                                  *(import_module(f"{__name__}.{mod}").METHOD for mod in _MODULES))}
 METHODS: tuple[str, ...] = tuple(REGISTRY)
 #: The library's and the CLI's default: the reference notebook's Grad-CAM.
 DEFAULT_METHOD = "gradcam"
@@ -72,15 +83,8 @@ def get_method(name: str) -> Method:
     return REGISTRY[check_choice(name, METHODS, "method")]
 
 
-def methods_reading(reads: str) -> tuple[str, ...]:
-    """The names of the methods that read the model this way."""
-    return tuple(name for name, m in REGISTRY.items() if m.reads == reads)
-
-
 def unsupported_reason(method: str, capabilities: frozenset[str], family_label: str) -> str | None:
     """None when ``method`` runs on a model with these capabilities, else one sentence saying why not."""
-    from ..models.base import CAPABILITIES
-
     record = get_method(method)
     missing = sorted(record.needs - capabilities)
     if not missing:

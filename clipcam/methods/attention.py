@@ -10,7 +10,7 @@ A_h = softmax(q_h k_hᵀ · d^-½); the block computes O_h = A_h v_h and out = O
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable
+from typing import Any, Callable
 
 import numpy as np
 import torch
@@ -72,13 +72,18 @@ class LayerFold:
     into the state of the layers after it (None before the last layer); ``finish(state, grid,
     prefix)`` turns a state into the (K, rows, cols) map of a method started at that layer. Called
     with every layer at once it gives the maps for every start layer; the explainer's block-wise
-    pass (clipcam.blockwise) calls the three steps itself as each layer's gradient arrives, so no
+    pass (clipcam.passes.attention) calls the three steps itself as each layer's gradient arrives, so no
     layer's gradients are kept.
     """
 
     term: Callable[[AttentionLayer, int], torch.Tensor]
     accumulate: Callable[[torch.Tensor | None, torch.Tensor], torch.Tensor]
     finish: Callable[[torch.Tensor, tuple[int, int], int], np.ndarray]
+    #: None: every layer's gradient is that of the explained score. Else each layer is scored on its
+    #: own (LeGrad): layer_score(adapter, tokens (1, T, D) after the layer, text (K, P), target) →
+    #: (the K scores (K,), the tensor to differentiate them at, or None for the layer's attention
+    #: output); a gradient taken at such a tensor reaches the term as ``AttentionLayer.head_grad``.
+    layer_score: Callable[[Any, torch.Tensor, torch.Tensor, str], tuple[torch.Tensor, torch.Tensor | None]] | None = None
 
     def __call__(self, layers: list[AttentionLayer], grid: tuple[int, int], prefix: int = 1) -> list[np.ndarray]:
         state, maps = None, [None] * len(layers)

@@ -9,7 +9,8 @@ This is what pytorch-grad-cam's GradCAM computes with a reshape transform that d
 
 The other members of the family reuse pytorch-grad-cam's own weighting code (its
 ``get_cam_image``/``get_cam_weights``), fed with clipcam's single forward and batched gradients
-instead of the package's per-target forward and backward.
+instead of the package's per-target forward and backward. Each variant is one row of CAM_TABLE,
+which makes its method record.
 """
 
 from __future__ import annotations
@@ -21,47 +22,66 @@ import numpy as np
 import pytorch_grad_cam as pgc
 import torch
 
-from ..constants import NORM_EPS, check_choice
+from ..constants import NORM_EPS
+from . import Method
 
-#: CAM methods by name → pytorch-grad-cam class whose weighting code is reused, and its paper.
-CAM_METHODS: dict[str, tuple[type, str]] = {
-    "gradcam": (pgc.GradCAM, "Selvaraju et al., ICCV 2017"),
-    "hirescam": (pgc.HiResCAM, "Draelos & Carin, arXiv:2011.08891, 2020"),
-    "gradcam++": (pgc.GradCAMPlusPlus, "Chattopadhay et al., WACV 2018"),
-    "xgradcam": (pgc.XGradCAM, "Fu et al., BMVC 2020"),
-    "layercam": (pgc.LayerCAM, "Jiang et al., IEEE TIP 2021"),
-    "eigencam": (pgc.EigenCAM, "Muhammad & Yeasin, IJCNN 2020 (class-agnostic)"),
-    "eigengradcam": (pgc.EigenGradCAM, "EigenCAM on gradient × activation"),
-    "gradcam-elementwise": (pgc.GradCAMElementWise, "Grad-CAM with element-wise ReLU"),
-}
+#: The pytorch-grad-cam variants, one row each: (name, label, the pytorch-grad-cam class whose
+#: weighting code is reused, paper, about, uses_prompts). Adding a variant is one row (and its parity
+#: test); the rows keep the registry's order.
+CAM_TABLE: tuple[tuple[str, str, type, str, str, bool], ...] = (
+    ("gradcam", "Grad-CAM", pgc.GradCAM, "Selvaraju et al., ICCV 2017",
+     "the token-mean gradient weights the sublayer's channels", True),
+    ("hirescam", "HiResCAM", pgc.HiResCAM, "Draelos & Carin, arXiv:2011.08891, 2020",
+     "gradient × activation, summed over channels, per token", True),
+    ("gradcam++", "Grad-CAM++", pgc.GradCAMPlusPlus, "Chattopadhay et al., WACV 2018",
+     "channel weights from second- and third-order gradient terms", True),
+    ("xgradcam", "XGrad-CAM", pgc.XGradCAM, "Fu et al., BMVC 2020",
+     "channel weights normalised by the activations' sum", True),
+    ("layercam", "LayerCAM", pgc.LayerCAM, "Jiang et al., IEEE TIP 2021",
+     "the positive gradient weights each token's activation", True),
+    ("eigencam", "EigenCAM (prompt-independent)", pgc.EigenCAM, "Muhammad & Yeasin, IJCNN 2020",
+     "the first principal component of the activations, the same for every prompt", False),
+    ("eigengradcam", "EigenGrad-CAM", pgc.EigenGradCAM, "EigenCAM on gradient × activation",
+     "the first principal component of gradient × activation", True),
+    ("gradcam-elementwise", "Grad-CAM element-wise", pgc.GradCAMElementWise, "Grad-CAM with element-wise ReLU",
+     "ReLU of gradient × activation before the channel sum", True),
+)
 
 
-def cam_maps(method: str, activations: torch.Tensor, gradients: torch.Tensor, grid: tuple[int, int],
+def cam_maps(cls: type, activations: torch.Tensor, gradients: torch.Tensor, grid: tuple[int, int],
              prefix: int = 1) -> np.ndarray:
-    """Raw maps of a CAM ``method``, one per prompt: (K, rows, cols) float32, ≥ 0, not normalised.
+    """Raw maps of the CAM variant whose pytorch-grad-cam class is ``cls``, one per prompt:
+    (K, rows, cols) float32, ≥ 0, not normalised.
 
     activations: (P+N, D), the P prefix tokens (a class token, or none) first; gradients: (K, P+N, D).
     """
-    if check_choice(method, CAM_METHODS, "CAM method") == "gradcam":
+    if cls is pgc.GradCAM:
         return grad_cam(activations, gradients, grid, prefix)
     rows, cols = grid
     k = gradients.shape[0]
     to_maps = lambda t: t[..., prefix:, :].float().reshape(-1, rows, cols, t.shape[-1]).permute(0, 3, 1, 2)  # noqa: E731
     acts = to_maps(activations[None]).expand(k, -1, -1, -1).detach().cpu().numpy()  # (K, D, rows, cols)
     grads = to_maps(gradients).detach().cpu().numpy()  # (K, D, rows, cols)
-    if method in ("eigencam", "eigengradcam"):
+    if cls in (pgc.EigenCAM, pgc.EigenGradCAM):
         # The package's own recipe, with one SVD instead of K for EigenCAM (its activations are the
         # same for every prompt) and reduced SVDs (its full_matrices SVD costs seconds per prompt).
-        if method == "eigencam":
+        if cls is pgc.EigenCAM:
             cam = np.repeat(eigen_projection(acts[:1]), k, axis=0)
         else:
             cam = eigen_projection(grads * acts)
         return np.maximum(cam, 0).astype(np.float32)
     # The package's weighting code as plain functions: no instance, so none of its hooks or forward passes.
-    cls = CAM_METHODS[method][0]
     weights_only = SimpleNamespace(get_cam_weights=partial(cls.get_cam_weights, None))
     cam = cls.get_cam_image(weights_only, None, None, None, acts, grads, eigen_smooth=False)  # (K, rows, cols)
     return np.maximum(cam, 0).astype(np.float32)
+
+
+#: The table's rows as method records, in its order (clipcam.methods lists them first).
+CAM_RECORDS: tuple[Method, ...] = tuple(
+    Method(name=name, label=label, paper=paper, about=about, pass_kind="sublayer", compute=partial(cam_maps, cls),
+           uses_prompts=uses_prompts)
+    for name, label, cls, paper, about, uses_prompts in CAM_TABLE
+)
 
 
 def eigen_projection(maps: np.ndarray) -> np.ndarray:

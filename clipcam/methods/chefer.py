@@ -51,7 +51,7 @@ METHOD = Method(
     label="Chefer relevance (attention)",
     paper="Chefer, Gur & Wolf, ICCV 2021",
     about="gradient-weighted attention, multiplied through the layers; the class token's row is the map",
-    reads="attention",
+    pass_kind="attention",
     compute=chefer_maps,
     needs=frozenset({"attention", "class_token"}),
 )

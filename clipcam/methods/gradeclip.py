@@ -60,7 +60,7 @@ METHOD = Method(
     paper="Zhao et al., ICML 2024",
     about="the class token's attention-output gradient times the values, weighted by query–key similarity; "
           "start at the last layer for the paper's setting",
-    reads="attention",
+    pass_kind="attention",
     compute=gradeclip_maps,
     needs=frozenset({"attention", "class_token"}),
 )

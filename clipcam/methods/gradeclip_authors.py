@@ -16,6 +16,7 @@ import numpy as np
 import torch
 
 from . import Method
+from .kinds import ReplacedHead
 from ..constants import NORM_EPS
 
 
@@ -41,9 +42,8 @@ METHOD = Method(
     paper="Zhao et al., ICML 2024, as in the authors' code",
     about="the last layer recomputed as one attention head over the full width, as the authors' code does; the "
           "gradient at that head times the values, weighted by the out-projected query–key similarity",
-    reads="attention",
-    compute=authors_map,
+    pass_kind="single_head",
+    compute=ReplacedHead(head=single_head, maps=authors_map),
     needs=frozenset({"attention", "class_token"}),
-    single_head=True,
     uses_layer=False,
 )

@@ -23,6 +23,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from ..models.base import ModelAdapter
+from ..targets import target_scores
 from . import Method
 from .attention import AttentionLayer, LayerFold, add, attention_grads
 
@@ -53,8 +55,17 @@ def layer_term(a: AttentionLayer, prefix: int = 1) -> torch.Tensor:
             else layer_map(a.grad_out, a.out_weight, a.v, a.heads, prefix))
 
 
-#: LeGrad for every start layer: the layer maps summed from each layer to the last.
-legrad_from = LayerFold(term=layer_term, accumulate=add, finish=as_map)
+def layer_score(adapter: ModelAdapter, tokens: torch.Tensor, text: torch.Tensor, target: str
+                ) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """s_l for K prompts (K,): the layer's tokens (1, T, D) read as the image embedding and scored
+    against the prompts; and where it is differentiated: the pooling head's attention probabilities
+    where the model is read out by one (SigLIP), else None (at the layer's attention output)."""
+    features, probs = adapter.layer_features(tokens)
+    return target_scores(adapter.logits(features, text)[0], target), probs
+
+
+#: LeGrad for every start layer: the layer maps summed from each layer to the last, each layer scored on its own.
+legrad_from = LayerFold(term=layer_term, accumulate=add, finish=as_map, layer_score=layer_score)
 
 
 METHOD = Method(
@@ -62,8 +73,7 @@ METHOD = Method(
     label="LeGrad (attention)",
     paper="Bousselham et al., 2024",
     about="each layer read as if it were the last, its score's gradient on the attention, summed over the layers",
-    reads="attention",
+    pass_kind="attention",
     compute=legrad_from,
     needs=frozenset({"attention", "layer_readout"}),
-    per_layer_score=True,
 )

@@ -70,6 +70,6 @@ METHOD = Method(
     label="Score-CAM (slow: masked forwards)",
     paper="Wang et al., CVPR Workshops 2020",
     about="uses no gradient: every channel of the sublayer masks the image once and the model scores the masked images",
-    reads="masking",
+    pass_kind="masking",
     compute=score_cam_maps,
 )

@@ -16,7 +16,20 @@ import numpy as np
 import pytorch_grad_cam as pgc
 import torch
 
-from ..methods.cam import CAM_METHODS
+
+#: The pytorch-grad-cam class each clipcam method name stands for, named here and not read from
+#: clipcam's own table (clipcam.methods.cam.CAM_TABLE), so that a wrong row there cannot hide.
+REFERENCE_CLASSES: dict[str, type] = {
+    "gradcam": pgc.GradCAM,
+    "hirescam": pgc.HiResCAM,
+    "gradcam++": pgc.GradCAMPlusPlus,
+    "xgradcam": pgc.XGradCAM,
+    "layercam": pgc.LayerCAM,
+    "eigencam": pgc.EigenCAM,
+    "eigengradcam": pgc.EigenGradCAM,
+    "gradcam-elementwise": pgc.GradCAMElementWise,
+    "scorecam": pgc.ScoreCAM,
+}
 
 
 def token_grid(model) -> tuple[int, int]:
@@ -88,7 +101,7 @@ def reference_grad_cam(
     model.requires_grad_(True)  # as in the notebook: every weight takes part in the backward
     try:
         _run_per_prompt(model, tokenizer, image_processor, image, prompts, layer, sublayer, target,
-                        pgc.ScoreCAM if method == "scorecam" else CAM_METHODS[method][0], grid, maps)
+                        REFERENCE_CLASSES[method], grid, maps)
     finally:
         for param, flag in zip(model.parameters(), trainable):
             param.requires_grad_(flag)

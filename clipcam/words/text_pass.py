@@ -1,7 +1,7 @@
 """The text side's own forward and backward: word relevance for K prompts against one image.
 
 The image embedding is computed without gradients; the prompts go through the text encoder with
-hooks (clipcam.explainer.capture_outputs: the earliest hooked output becomes a detached leaf, so
+hooks (clipcam.hooks.capture_outputs: the earliest hooked output becomes a detached leaf, so
 no weight gets a gradient). Prompt k's relevance explains its own score S_k on its own tokens.
 The text encoder runs the K prompts side by side without mixing them, so the K gradients come
 from one backward: first g_k = ∂S_k/∂e_k at each prompt's text embedding e_k (a (K, K, P)
@@ -17,9 +17,12 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from ..explainer import capture_outputs, target_scores
+from ..hooks import capture_outputs
 from ..models.base import ModelAdapter
+from ..models.layers import check_layer
+from ..targets import target_scores
 from . import TextLayer, WordMethod, WordRelevance, get_word_method, prompt_words
+from .intgrad import path_points
 
 
 def check_text_layer(adapter: ModelAdapter, record: WordMethod, layer: object) -> int | None:
@@ -30,8 +33,6 @@ def check_text_layer(adapter: ModelAdapter, record: WordMethod, layer: object) -
         return None
     if layer is None:
         return record.default_layer(layers)
-    from ..models.layers import check_layer
-
     return check_layer(layer, layers, "text layer")
 
 
@@ -114,8 +115,6 @@ def path_gradients(adapter: ModelAdapter, image: torch.Tensor, prompts: tuple[st
     unscaled ones (so S_k is a function of prompt k's tokens alone, also for the log-softmax and
     the contrast, which read every prompt). The K × len(alphas) scaled prompts run in chunks of at
     most PATH_CHUNK sequences; one backward per chunk."""
-    from .intgrad import path_points
-
     alphas = path_points() if alphas is None else alphas
     module = adapter.text_token_embedding()
     k = len(prompts)

@@ -14,44 +14,21 @@ forward through the spanned blocks.
 It needs blocks that feed one another directly: each block's output (or the first item of its
 output tuple) is the next block's hidden state, passed as the first positional argument (or as
 ``hidden_states``), and the image embedding follows from the last block's output alone. The
-adapter says so by returning its blocks from ``ModelAdapter.blocks``.
+adapter says so by returning its blocks from ``ModelAdapter.blocks``. The sublayer and attention
+passes use these pieces when a pass spans more than common.DIRECT_BLOCKS blocks.
 """
 
 from __future__ import annotations
 
-import threading
 from contextlib import contextmanager
-from typing import Any, Iterable, Iterator, Sequence
+from typing import Iterable, Iterator, Sequence
 
 import torch
 
-#: One block's call in the recorded forward: its positional and keyword arguments.
-Call = tuple[tuple[Any, ...], dict[str, Any]]
+from ..hooks import Call, capture_outputs, record_calls
+from ..targets import target_scores
+from .common import PassInput, logits_of
 
-
-@contextmanager
-def record_calls(blocks: Sequence[torch.nn.Module]) -> Iterator[list[Call | None]]:
-    """Within the block, each module's arguments (in this thread only) are recorded in the yielded
-    list, in the order of ``blocks``; tensors are detached. Hooks are removed on exit."""
-    calls: list[Call | None] = [None] * len(blocks)
-    owner = threading.get_ident()
-
-    def make_hook(index: int):
-        def hook(module, args, kwargs):
-            if threading.get_ident() == owner:
-                calls[index] = (tuple(a.detach() if isinstance(a, torch.Tensor) else a for a in args), dict(kwargs))
-            return None
-
-        return hook
-
-    handles = []
-    try:
-        for index, block in enumerate(blocks):
-            handles.append(block.register_forward_pre_hook(make_hook(index), with_kwargs=True))
-        yield calls
-    finally:
-        for handle in handles:
-            handle.remove()
 
 
 def nbytes(tensors: Iterable[torch.Tensor]) -> int:
@@ -90,3 +67,17 @@ def saved_bytes(params: Sequence[torch.Tensor] = ()) -> Iterator[list[int]]:
 
     with torch.autograd.graph.saved_tensors_hooks(pack, lambda tensor: tensor):
         yield total
+
+
+def tail_pass(inp: PassInput, first: int
+              ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, list[Call]]:
+    """One forward whose graph starts at the last block's output. Returns the logits (K,), the
+    target scores (K,) (differentiable), that output (a leaf), and the call of every block from
+    ``first`` to the last."""
+    blocks = inp.adapter.blocks()[first - 1:]
+    with record_calls(blocks) as calls, capture_outputs([blocks[-1]]) as caught, torch.enable_grad():
+        logits = logits_of(inp)  # (K,)
+        scores = target_scores(logits, inp.target)
+    if caught[0] is None or any(call is None for call in calls):
+        raise RuntimeError("The model's blocks did not run in the forward pass.")
+    return logits, scores, caught[0], calls  # type: ignore[return-value]
