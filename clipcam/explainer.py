@@ -22,15 +22,17 @@ import numpy as np
 import torch
 from PIL import Image
 
-from .constants import DEFAULT_TARGET, MAX_PROMPT_CHARS, MAX_PROMPTS
+from .constants import DEFAULT_TARGET
 from .geometry import CropGeometry
 from .hooks import capture_outputs, on_grid
 from .images import load_image
 from .methods import DEFAULT_METHOD, METHODS, REGISTRY, Method, get_method, supported_methods, unsupported_reason
 from .models import load_model
 from .models.base import ModelAdapter
+from .notes import method_notes
 from .passes import PASSES, PassInput, Progress
 from .passes.common import batch_logits, prompt_chunks
+from .prompts import clean_prompts
 from .results import Explanation
 from .targets import check_target, target_scores
 from .words import WordRelevance, get_word_method
@@ -45,22 +47,6 @@ __all__ = ["ATTENTION_METHODS", "DEFAULT_METHOD", "Explainer", "Explanation", "M
            "Progress", "capture_outputs", "check_target", "clean_prompts", "load_explainer", "on_grid",
            "prompt_chunks", "target_scores"]
 
-
-def clean_prompts(prompts: Sequence[str] | str) -> tuple[str, ...]:
-    """Strip prompts and drop blank ones; raise ValueError when none is left, too many are given or
-    one is longer than MAX_PROMPT_CHARS (checked before stripping, so a huge text costs nothing)."""
-    if isinstance(prompts, str):
-        prompts = [prompts]
-    for i, p in enumerate(prompts):
-        if isinstance(p, str) and len(p) > MAX_PROMPT_CHARS:
-            raise ValueError(f"Prompt {i + 1} is {len(p)} characters long; clipcam accepts at most {MAX_PROMPT_CHARS} "
-                             "per prompt (CLIP reads only 77 tokens). Shorten it.")
-    cleaned = tuple(p.strip() for p in prompts if isinstance(p, str) and p.strip())
-    if not cleaned:
-        raise ValueError("No prompts given: type at least one text prompt, such as 'a photo of a cat.'.")
-    if len(cleaned) > MAX_PROMPTS:
-        raise ValueError(f"{len(cleaned)} prompts given; clipcam explains at most {MAX_PROMPTS} at once.")
-    return cleaned
 
 
 def _stack_grids(maps: list[np.ndarray]) -> tuple[np.ndarray, int]:
@@ -230,7 +216,7 @@ class Explainer:
         relevance = self._words(pixels, prompts, target, words, words_layer)
         stacked, kept = _stack_grids(maps)
         reasons = tuple(self._dead(record, layer, sublayer) for layer in chosen)
-        notes.extend(self._notes(record, prompts, target))
+        notes.extend(method_notes(record, prompts, target))
         if len(chosen) == 1 and reasons[0] is None and not stacked.any():
             notes.append("The heatmaps are all zero here: no patch pushes any prompt's score up at this layer.")
         return Explanation(
@@ -253,20 +239,6 @@ class Explainer:
         if words is None:
             return None
         return word_relevance(self.adapter, pixels, prompts, target, words, words_layer)
-
-    def _notes(self, record: Method, prompts: tuple[str, ...], target: str) -> list[str]:
-        """Notes that follow from the method and the prompts alone."""
-        notes = []
-        if not record.uses_prompts and len(prompts) > 1:
-            notes.append(f"{record.short} does not use the prompts ({record.about}), so every prompt gets the "
-                         "same map; pick another method to compare prompts.")
-        if not record.uses_layer:
-            notes.append(f"{record.short} always explains the last layer, as its authors' code does, whatever "
-                         "layer is chosen; the scores shown are the model's own.")
-        if len(prompts) == 1 and target != "logit":
-            notes.append(f"With a single prompt the {target} target is constant, so its heatmap is empty; "
-                         "add prompts to compare, or use the logit target.")
-        return notes
 
     def scores(self, image: object, prompts: Sequence[str] | str) -> tuple[np.ndarray, np.ndarray]:
         """The model's (logits, probabilities) for the prompts, without gradients."""

@@ -25,8 +25,8 @@ def method_notes(record: Method, prompts: Sequence[str], target: str) -> list[st
     and a target that is constant for a single prompt (the explainer's notes, ``Explanation.notes``)."""
     notes = []
     if not record.uses_prompts and len(prompts) > 1:
-        notes.append(f"{record.short} does not use the prompts (it is the activations' first principal "
-                     "component), so every prompt gets the same map; pick another method to compare prompts.")
+        notes.append(f"{record.short} does not use the prompts ({record.same_map_because}), "
+                     "so every prompt gets the same map; pick another method to compare prompts.")
     if not record.uses_layer:
         notes.append(f"{record.short} always explains the last layer, as its authors' code does, whatever "
                      "layer is chosen; the scores shown are the model's own.")

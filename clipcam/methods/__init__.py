@@ -31,6 +31,7 @@ class Method:
     needs: frozenset[str] = frozenset({"sublayer"})  # adapter capabilities (clipcam.models.base.CAPABILITIES)
     uses_prompts: bool = True  # False: every prompt gets the same map (EigenCAM, rollout)
     uses_layer: bool = True  # False: the method always explains the last layer, whatever layer is chosen
+    same_map_because: str = ""  # with uses_prompts False: why every prompt gets the same map (a clause)
 
     def __post_init__(self) -> None:
         check_choice(self.pass_kind, PASS_KINDS, "pass kind")
@@ -54,12 +55,6 @@ class Method:
     def takes_gradient(self) -> bool:
         """Whether it takes a gradient (a sublayer that cannot reach the score leaves it blind)."""
         return PASS_KINDS[self.pass_kind].gradient
-
-    @property
-    def reads(self) -> str:
-        """Transitional, for code not yet on the three properties above: the old "sublayer",
-        "masking" or "attention". Remove once nothing outside methods/ reads it."""
-        return "masking" if self.cost == "per channel" else "sublayer" if self.sublayer_applies else "attention"
 
     @property
     def short(self) -> str:

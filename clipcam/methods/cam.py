@@ -79,7 +79,8 @@ def cam_maps(cls: type, activations: torch.Tensor, gradients: torch.Tensor, grid
 #: The table's rows as method records, in its order (clipcam.methods lists them first).
 CAM_RECORDS: tuple[Method, ...] = tuple(
     Method(name=name, label=label, paper=paper, about=about, pass_kind="sublayer", compute=partial(cam_maps, cls),
-           uses_prompts=uses_prompts)
+           uses_prompts=uses_prompts,
+           same_map_because="" if uses_prompts else "it is the activations' first principal component")
     for name, label, cls, paper, about, uses_prompts in CAM_TABLE
 )
 

@@ -71,4 +71,5 @@ METHOD = Method(
     compute=ForwardMethod(read=read_qk, maps=rollout_maps),
     needs=frozenset({"attention"}),
     uses_prompts=False,
+    same_map_because="it follows the attention alone",
 )
