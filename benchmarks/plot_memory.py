@@ -20,19 +20,24 @@ import sys
 import time
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # as a script too: this checkout's clipcam and benchmarks
+
+import matplotlib
 import numpy as np
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "benchmarks"))
+from benchmarks._common import RESULTS, rss_mb
 
-from sweep_memory import rss_mb  # noqa: E402  (this process's VmRSS in MB)
+matplotlib.use("Agg")  # before gradio and clipcam.app import pyplot
+
+from gradio.components import Plot  # noqa: E402
+
+from clipcam.app import service as sv  # noqa: E402
+from clipcam.app.ui import build_demo  # noqa: E402
+from clipcam.memory import release_memory  # noqa: E402
 
 
 def figure(layers: int, prompts: int, rng: np.random.Generator):
     """The concentration plot's figure, drawn as a sweep draws it."""
-    from clipcam.app import service as sv
-
     return sv.concentration_plot(list(range(1, layers + 1)), [f"a photo number {k}." for k in range(prompts)],
                                  rng.random((layers, prompts)), [1 / prompts] * prompts)
 
@@ -42,18 +47,8 @@ def main() -> None:
     parser.add_argument("--plots", type=int, default=40)
     parser.add_argument("--layers", type=int, default=12)
     parser.add_argument("--prompts", type=int, default=16)
-    parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "plot_memory.json")
+    parser.add_argument("--out", type=Path, default=RESULTS / "plot_memory.json")
     args = parser.parse_args()
-
-    import matplotlib
-
-    matplotlib.use("Agg")
-    from gradio.components import Plot
-
-    from clipcam.app import service as sv
-    from clipcam.app.ui import build_demo
-    from clipcam.memory import release_memory
-
     build_demo(models=["shapes"], device="cpu")  # a process of the served app's size
     gc.collect()
     plot, rng = Plot(), np.random.default_rng(0)
