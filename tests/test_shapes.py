@@ -6,11 +6,14 @@ import json
 
 import numpy as np
 import pytest
+from PIL import Image
 
 from benchmarks.quality import best, evaluate
 from clipcam import load_explainer
+from clipcam.app.service import MODEL_DEFAULTS, model_defaults
 from clipcam.constants import SHAPES_MODEL_DIR
-from clipcam.eval.metrics import auc, energy_pointing, peak, perturbation_series, pointing
+from clipcam.eval.evaluate import recognition
+from clipcam.eval.metrics import auc, dilate, energy_pointing, peak, perturbation_series, pointing
 from clipcam.eval.shapes import COLOURS, SHAPES, ShapeObject, caption, evaluation_set, random_scene, render, swap_colours
 
 pytestmark = pytest.mark.skipif(not (SHAPES_MODEL_DIR / "model.safetensors").exists(),
@@ -57,8 +60,6 @@ def test_metrics_on_hand_made_maps():
 def test_shipped_model_loads_like_a_hub_model_and_binds_colours():
     """Zero-shot accuracy and colour–shape binding measured here, on 40 held-out scenes (seed 99, as
     tools/train_shapes.py evaluates; training draws from seed 0), not read from training.json."""
-    from clipcam.eval.evaluate import recognition
-
     ex = load_explainer("shapes", device="cpu")
     assert ex.num_layers == 4 and ex.grid == (8, 8)
     rng = np.random.default_rng(99)
@@ -105,11 +106,6 @@ def test_heatmap_peak_lands_on_the_named_object_in_a_wide_and_a_tall_image(canva
     scene, so the maps must equal the scene's own, placed at the offset, NaN elsewhere; and where
     the model points at the object a prompt names, the peak lands on that object's pixels of the
     big image (the app's default for shapes, Chefer from layer 1, points right on all 3)."""
-    from PIL import Image
-
-    from clipcam.eval.metrics import dilate
-    from clipcam.app.service import MODEL_DEFAULTS, model_defaults
-
     ex = load_explainer("shapes", device="cpu")
     layer, sublayer, target, method = model_defaults("shapes", ex.num_layers)
     assert (layer, method) == (1, "chefer")
