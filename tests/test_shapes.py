@@ -84,6 +84,7 @@ def small_benchmark():
     return evaluate(**SMALL)
 
 
+@pytest.mark.slow  # the quality benchmark on 24 scenes (about 10 s each run)
 def test_best_grad_cam_beats_baselines_and_generic_saliency(small_benchmark):
     rows = small_benchmark["rows"]
     top = best(rows)
@@ -95,6 +96,7 @@ def test_best_grad_cam_beats_baselines_and_generic_saliency(small_benchmark):
     assert top["pointing"] > by_method["rollout"]["pointing"]
 
 
+@pytest.mark.slow  # the quality benchmark on 24 scenes (about 10 s each run)
 def test_benchmark_is_deterministic(small_benchmark):
     again = evaluate(**SMALL)
     assert json.dumps(again["rows"]) == json.dumps(small_benchmark["rows"])  # NaN-safe, exact
