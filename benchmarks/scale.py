@@ -64,9 +64,9 @@ def main() -> None:
         ray.init(num_cpus=args.workers, include_dashboard=False, log_to_driver=False, configure_logging=False)
         try:
             start_only = once(lambda: run_ray(items[:args.workers], settings, work / "ray-start",
-                                               workers=args.workers, batch_size=1, progress=False))
+                                              workers=args.workers, batch_size=1, progress=False))
             on_ray = once(lambda: run_ray(items, settings, work / "ray", workers=args.workers, batch_size=1,
-                                           progress=False))
+                                          progress=False))
         finally:
             ray.shutdown()
         # in the process again, after Ray: a change in the machine's load shows as a gap between the two
