@@ -135,6 +135,7 @@ def test_heatmap_peak_lands_on_the_named_object_in_a_wide_and_a_tall_image(canva
     assert hits == 3  # the app's default for shapes (Chefer from layer 1) points right 100 % of 100 scenes
 
 
+@pytest.mark.slow  # the quality benchmark on 24 scenes, three methods
 def test_attention_methods_point_at_the_named_object():
     """The methods the benchmark ranks first do so on a small sample too: each at its best start layer
     points at the named object far more often than a random object (0.41 on the full set) would."""
