@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed
 export GRADIO_ANALYTICS_ENABLED ?= False
 export HF_HUB_DISABLE_TELEMETRY ?= 1
 
-.PHONY: setup run cli test lint browser-deps bench screenshot clean
+.PHONY: setup run cli test test-fast lint browser-deps bench screenshot clean
 
 setup: $(STAMP)
 
@@ -32,8 +32,14 @@ browser-deps:
 lint: setup
 	$(VENV)/bin/ruff check .
 
+# Every test (the real browser included), after the linter: at most 4 minutes on 2 cores.
 test: setup browser-deps lint
 	HF_HUB_OFFLINE=1 CLIPCAM_REQUIRE_BROWSER=1 $(PY) -m pytest -q
+
+# The maths of every module without the tests marked slow (browser, subprocess, Ray, training, served
+# app): under a minute on 2 cores, for the edit-test loop. `make test` stays the gate.
+test-fast: setup
+	HF_HUB_OFFLINE=1 $(PY) -m pytest -q -m "not slow"
 
 bench: setup
 	$(PY) benchmarks/speed.py

@@ -5,7 +5,8 @@
 
 The real ViT-B/32 architecture with random weights (the hub cannot be reached here; timing does not
 depend on the weights' values), K = 8 prompts, the app's starting settings (Chefer relevance from
-layer 11). Three things are timed for each image, p50 over ``--calls`` calls after two warm-ups:
+layer 11). Three things are timed for each image, p50 over ``--calls`` calls after two warm-ups
+(every call's seconds are kept in the JSON, under "times_s"):
 
 - core: ``Explainer.explain(path, ...)`` in this process (decoding, processor, forward, maps);
 - floor: a bare Gradio app, started here in its own process, whose one event takes the same image
@@ -26,25 +27,20 @@ import argparse
 import json
 import os
 import shutil
-import socket
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
 import tracemalloc
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # as a script too: this checkout's clipcam and benchmarks
 
-PROMPTS = [
-    "a photo of a cat.", "a photo of a dog.", "a photo of a dog and a cat.", "a cup of coffee.",
-    "a spoon.", "a wooden table.", "a photo of an astronaut.", "a photo of a rocket.",
-]
-RESULTS = ROOT / "benchmarks" / "results"
+from PIL import Image
+
+from benchmarks._common import PROMPTS, RESULTS, ROOT, make_images, random_model, serve, timed
+from clipcam import load_explainer
+from clipcam.render import display_size
 
 FLOOR_APP = '''
 import sys
@@ -62,30 +58,6 @@ demo.queue().launch(server_name="127.0.0.1", server_port=port, ssr_mode=False, q
 '''
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def serve(args: list[str], env: dict | None = None) -> tuple[subprocess.Popen, str]:
-    """Start a server process on a free loopback port and wait until it answers."""
-    import urllib.request
-
-    port = free_port()
-    proc = subprocess.Popen([sys.executable, *[a.replace("PORT", str(port)) for a in args]], cwd=ROOT,
-                            env={**os.environ, **(env or {})}, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    url = f"http://127.0.0.1:{port}/"
-    for _ in range(600):
-        try:
-            urllib.request.urlopen(url + "gradio_api/info", timeout=1)
-            return proc, url
-        except OSError:
-            time.sleep(0.2)
-    proc.kill()
-    raise RuntimeError(f"the server {args} did not start")
-
-
 def cpu_seconds(pid: int) -> float:
     """User + system CPU time a process has used so far (all its threads)."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
@@ -101,31 +73,15 @@ def cpu_per_call(pid: int | None, fn, calls: int) -> float:
     return (read() - start) / calls
 
 
-def p50(fn, calls: int, warmup: int = 2) -> float:
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(calls):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
-
-
-def make_images(folder: Path) -> dict[str, Path]:
-    from PIL import Image
-
-    src = Image.open(ROOT / "assets" / "coffee.png").convert("RGB")
-    out = {}
-    for name, size in (("640x480", (640, 480)), ("4032x3024", (4032, 3024))):
-        path = folder / f"{name}.jpg"
-        src.resize(size, Image.BICUBIC).save(path, quality=90)
-        out[name] = path
-    return out
+def p50(fn, calls: int, warmup: int = 2) -> dict:
+    """The median of ``calls`` timed calls after ``warmup`` untimed ones, and every call's seconds."""
+    times = timed(fn, calls, warmup)
+    return {"p50": statistics.median(times), "times": [round(t, 4) for t in times]}
 
 
 def bounds(url: str, model: str) -> dict:
     """The 1 MB prompt: refused by the prompt check in how long, with how much memory, and over HTTP."""
+    # gradio_client (also through gradio) reads the temporary folder once, at import: after main() set it
     from gradio_client import Client, handle_file
 
     from clipcam.prompts import parse_prompts
@@ -152,22 +108,23 @@ def bounds(url: str, model: str) -> dict:
         except Exception as err:  # noqa: BLE001 - the sentence is the point
             return time.perf_counter() - start, str(err)
 
-    empty = statistics.median(refused("")[0] for _ in range(5))  # the same round trip, refused at once
+    empty = [refused("")[0] for _ in range(5)]  # the same round trip, refused at once
     huge = [refused(text) for _ in range(5)]
     return {"check_seconds": round(seconds, 5), "check_peak_mb": round(peak / 2**20, 3), "sentence": sentence,
             "http_seconds": round(statistics.median(t for t, _ in huge), 3),
-            "http_seconds_empty_prompt": round(empty, 3), "http_sentence": huge[0][1][:300]}
+            "http_seconds_empty_prompt": round(statistics.median(empty), 3), "http_sentence": huge[0][1][:300],
+            "http_times_s": [round(t, 4) for t, _ in huge], "http_times_empty_prompt_s": [round(t, 4) for t in empty]}
 
 
 def measure(path: Path, ex, client, app_pid: int, model: str, settings: dict, view: dict, work: Path,
             calls: int) -> dict:
-    """core, floor (WebP and JPEG gallery) and /explain p50 for one image, and the display change."""
+    """core, floor (WebP and JPEG gallery) and /explain p50 for one image, and the display change;
+    every call's seconds under "times_s"."""
+    # gradio_client (also through gradio) reads the temporary folder once, at import: after main() set it
     from gradio_client import Client, handle_file
-    from PIL import Image
 
     from clipcam.app.kept import DISPLAY_SIDE, keep
     from clipcam.app.pictures import gallery_items
-    from clipcam.render import display_size
 
     size = display_size(Image.open(path).size, DISPLAY_SIDE)
     floors = {}
@@ -192,14 +149,17 @@ def measure(path: Path, ex, client, app_pid: int, model: str, settings: dict, vi
     kept = keep(ex.explain(str(path), PROMPTS, **settings), {}, [])
     restyle_server = p50(lambda: gallery_items(kept, "jet", 0.6, True), calls)
     return {
-        "core_s": round(core, 3), "floor_webp_s": round(floors["webp"], 3), "floor_jpeg_s": round(floors["jpeg"], 3),
-        "explain_http_s": round(http, 3),
-        "ratio_vs_floor_webp_plus_core": round(http / (floors["webp"] + core), 3),
-        "ratio_vs_floor_jpeg_plus_core": round(http / (floors["jpeg"] + core), 3),
-        "restyle_http_s": round(restyle_http, 3), "restyle_server_s": round(restyle_server, 4),
+        "core_s": round(core["p50"], 3), "floor_webp_s": round(floors["webp"]["p50"], 3),
+        "floor_jpeg_s": round(floors["jpeg"]["p50"], 3), "explain_http_s": round(http["p50"], 3),
+        "ratio_vs_floor_webp_plus_core": round(http["p50"] / (floors["webp"]["p50"] + core["p50"]), 3),
+        "ratio_vs_floor_jpeg_plus_core": round(http["p50"] / (floors["jpeg"]["p50"] + core["p50"]), 3),
+        "restyle_http_s": round(restyle_http["p50"], 3), "restyle_server_s": round(restyle_server["p50"], 4),
         "cpu_per_call_s": {"core": round(core_cpu, 3), "explain_server": round(http_cpu, 3),
                            "floor_webp_server": round(floors["webp_cpu"], 3),
                            "floor_jpeg_server": round(floors["jpeg_cpu"], 3)},
+        "times_s": {"core": core["times"], "floor_webp": floors["webp"]["times"], "floor_jpeg": floors["jpeg"]["times"],
+                    "explain_http": http["times"], "restyle_http": restyle_http["times"],
+                    "restyle_server": restyle_server["times"]},
     }
 
 
@@ -211,15 +171,10 @@ def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="clipcam-latency-"))
     (work / "client").mkdir()
     tempfile.tempdir = str(work / "client")  # gradio_client's uploads and downloads: deleted with the work folder
+    from gradio_client import Client  # only now: it reads the temporary folder once, at import
 
-    from gradio_client import Client
-
-    from clipcam import load_explainer
-    from clipcam.testing import architecture_config, save_random_clip, word_tokenizer
-
-    tok = word_tokenizer()
-    model = str(save_random_clip(work / "base", config=architecture_config("base", tok), tokenizer=tok, seed=0))
-    images = make_images(work)
+    model = random_model("base", work / "base")
+    images = {p.stem: p for p in make_images(work, [((640, 480), "jpg"), ((4032, 3024), "jpg")])}
     settings = dict(layer=11, sublayer="mlp.fc1", target="logit", method="chefer")
     view = dict(colormap="inferno", alpha=0.5, shared=False)
     ex = load_explainer(model, device="cpu")

@@ -10,14 +10,13 @@ prompts, layer and sublayer and repeats its request until the time is up. Every 
 probabilities, and after every fourth request the raw grid maps (from the heatmaps.npz that
 /downloads builds from the result kept for that client's session), are compared with the same
 request run alone, in process, through the library. Reports throughput, p50/p95 latency of
-/explain, failures and the largest difference.
+/explain, failures and the largest difference; every request's latency is kept in the JSON.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import os
 import shutil
 import statistics
 import sys
@@ -26,17 +25,16 @@ import threading
 import time
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # as a script too: this checkout's clipcam and benchmarks
+
 import numpy as np
+from PIL import Image
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "tests"))
-os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
+from benchmarks._common import RESULTS, ROOT, random_model
+from clipcam import load_explainer
+from clipcam.constants import SUBLAYERS
 
-from PIL import Image  # noqa: E402
-
-from clipcam.constants import SUBLAYERS  # noqa: E402
+sys.path.insert(0, str(ROOT / "tests"))  # the tests' running_app helper serves the app in this process
 
 PROMPT_SETS = [
     ["a photo of a cat.", "a photo of a dog."],
@@ -66,10 +64,9 @@ def make_requests(n: int, n_layers: int, folder: Path) -> list[dict]:
 
 
 def run(clients: int, seconds: float, model_dir: Path, queue_size: int = 32) -> dict:
+    # gradio_client (also through the app) reads the temporary folder once, at import: after main() set it
     from apphelpers import running_app
     from gradio_client import Client, handle_file
-
-    from clipcam import load_explainer
 
     explainer = load_explainer(str(model_dir), device="cpu")
     folder = Path(tempfile.mkdtemp(prefix="clipcam-load-"))
@@ -127,6 +124,7 @@ def run(clients: int, seconds: float, model_dir: Path, queue_size: int = 32) -> 
         "p50_s": statistics.median(latencies) if latencies else None,
         "p95_s": float(np.percentile(latencies, 95)) if latencies else None,
         "per_client_requests": [len(a) for a in results],
+        "latencies_s": [round(x, 4) for x in latencies],  # every request, in each client's order
     }
 
 
@@ -135,16 +133,11 @@ def main() -> None:
     parser.add_argument("--clients", type=int, default=8)
     parser.add_argument("--seconds", type=float, default=120)
     parser.add_argument("--arch", choices=["base", "tiny"], default="base")
-    parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "load.json")
+    parser.add_argument("--out", type=Path, default=RESULTS / "load.json")
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="clipcam-load-run-"))
     tempfile.tempdir = str(work)  # the model, the requests' images and gradio_client's files: deleted at the end
-    from clipcam.testing import architecture_config, save_random_clip, word_tokenizer
-
-    model_dir = Path(tempfile.mkdtemp(prefix=f"clipcam-{args.arch}-"))
-    tok = word_tokenizer()
-    config = architecture_config("base", tok) if args.arch == "base" else None
-    save_random_clip(model_dir, config=config, tokenizer=tok, seed=0)
+    model_dir = Path(random_model(args.arch, Path(tempfile.mkdtemp(prefix=f"clipcam-{args.arch}-"))))
     try:
         result = {"arch": args.arch, "command": "python " + " ".join(sys.argv),
                   **run(args.clients, args.seconds, model_dir)}

@@ -18,51 +18,26 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import shutil
 import sys
 import tempfile
 import time
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # as a script too: this checkout's clipcam and benchmarks
+
 import numpy as np
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "benchmarks"))
-os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-
-from latency import serve  # noqa: E402
+from benchmarks._common import RESULTS, make_images, random_model, rss_mb, serve
+from clipcam.constants import SUBLAYERS
 
 WORDS = "cat dog astronaut flag rocket helmet spoon coffee table circle square triangle".split()
 SIZES = [(16, 16), (64, 48), (33, 400), (320, 240), (640, 480), (1024, 768), (1920, 1080), (3000, 2000),
          (4032, 3024)]
 
 
-def rss_mb(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return float("nan")
-
-
 def disk_mb(folder: Path) -> float:
     return sum(p.lstat().st_size for p in folder.rglob("*")) / 2**20
-
-
-def make_images(folder: Path, light: bool) -> list[Path]:
-    from PIL import Image
-
-    src = Image.open(ROOT / "assets" / "astronaut.png").convert("RGB")
-    paths = []
-    for i, size in enumerate(SIZES):
-        if light and size[0] * size[1] > 640 * 480:
-            continue
-        path = folder / f"image-{size[0]}x{size[1]}.{'jpg' if i % 2 else 'png'}"
-        src.resize(size).save(path, **({"quality": 90} if i % 2 else {}))
-        paths.append(path)
-    return paths
 
 
 def main() -> None:
@@ -74,24 +49,21 @@ def main() -> None:
     parser.add_argument("--cache-seconds", type=int, default=60, help="the app's CLIPCAM_CACHE_SECONDS")
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args()
-    out = args.out or ROOT / "benchmarks" / "results" / f"memory-{args.arch}{'-light' if args.light else ''}.json"
+    out = args.out or RESULTS / f"memory-{args.arch}{'-light' if args.light else ''}.json"
 
     work = Path(tempfile.mkdtemp(prefix="clipcam-memory-"))
     (work / "client").mkdir()
     tempfile.tempdir = str(work / "client")  # gradio_client's uploads and downloads: deleted with the work folder
 
-    from gradio_client import Client, handle_file
-
-    from clipcam.constants import SUBLAYERS
-    from clipcam.testing import architecture_config, save_random_clip, word_tokenizer
+    from gradio_client import Client, handle_file  # only now: it reads the temporary folder once, at import
 
     served = work / "server-tmp"  # everything the server writes
     served.mkdir()
-    tok = word_tokenizer()
-    config = architecture_config("base", tok) if args.arch == "base" else None
-    model = str(save_random_clip(work / "model", config=config, tokenizer=tok, seed=0))
+    model = random_model(args.arch, work / "model")
     n_layers = 12 if args.arch == "base" else 2
-    images = make_images(work, args.light)
+    specs = [(size, "jpg" if i % 2 else "png") for i, size in enumerate(SIZES)]  # JPEG and PNG in turn
+    images = make_images(work, [(size, ext) for size, ext in specs if not args.light or size[0] * size[1] <= 640 * 480],
+                         asset="astronaut.png")
     proc, url = serve(["app.py", "--port", "PORT", "--device", "cpu", "--cache-seconds", str(args.cache_seconds)],
                       env={"CLIPCAM_MODELS": f"{model},shapes", "TMPDIR": str(served),
                            "GRADIO_TEMP_DIR": str(served / "gradio")})

@@ -7,7 +7,7 @@ is made as a sweep makes it and turned into gr.Plot's data, then dropped; the re
 (VmRSS) is read after glibc's malloc_trim, as the app trims after every run, and again after a
 full garbage collection. "figure": the matplotlib figure goes to ``gr.Plot().postprocess``, as the
 app did before (it closes the figure but cannot free it: a figure is a web of reference cycles).
-"rendered": ``handlers.rendered_plot``, what the app does now. Results go to
+"rendered": ``service.rendered_plot``, what the app does now. Results go to
 benchmarks/results/plot_memory.json.
 """
 
@@ -20,20 +20,26 @@ import sys
 import time
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # as a script too: this checkout's clipcam and benchmarks
+
+import matplotlib
 import numpy as np
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "benchmarks"))
+from benchmarks._common import RESULTS, rss_mb
 
-from sweep_memory import rss_mb  # noqa: E402  (this process's VmRSS in MB)
+matplotlib.use("Agg")  # before gradio and clipcam.app import pyplot
+
+from gradio.components import Plot  # noqa: E402
+
+from clipcam.app.handlers import rendered_plot  # noqa: E402
+from clipcam.app.layout import build_demo  # noqa: E402
+from clipcam.app.pictures import concentration_plot  # noqa: E402
+from clipcam.memory import release_memory  # noqa: E402
 
 
 def figure(layers: int, prompts: int, rng: np.random.Generator):
     """The concentration plot's figure, drawn as a sweep draws it."""
-    from clipcam.app import pictures as sv
-
-    return sv.concentration_plot(list(range(1, layers + 1)), [f"a photo number {k}." for k in range(prompts)],
+    return concentration_plot(list(range(1, layers + 1)), [f"a photo number {k}." for k in range(prompts)],
                                  rng.random((layers, prompts)), [1 / prompts] * prompts)
 
 
@@ -42,22 +48,12 @@ def main() -> None:
     parser.add_argument("--plots", type=int, default=40)
     parser.add_argument("--layers", type=int, default=12)
     parser.add_argument("--prompts", type=int, default=16)
-    parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "plot_memory.json")
+    parser.add_argument("--out", type=Path, default=RESULTS / "plot_memory.json")
     args = parser.parse_args()
-
-    import matplotlib
-
-    matplotlib.use("Agg")
-    from gradio.components import Plot
-
-    from clipcam.app import handlers as sv
-    from clipcam.app.layout import build_demo
-    from clipcam.memory import release_memory
-
     build_demo(models=["shapes"], device="cpu")  # a process of the served app's size
     gc.collect()
     plot, rng = Plot(), np.random.default_rng(0)
-    ways = {"figure": lambda fig: plot.postprocess(fig), "rendered": sv.rendered_plot}
+    ways = {"figure": lambda fig: plot.postprocess(fig), "rendered": rendered_plot}
     rows = []
     for name, make in ways.items():
         for _ in range(3):  # warm-up: fonts, caches

@@ -24,34 +24,24 @@ import os
 import shutil
 import sys
 import tempfile
-import time
 from pathlib import Path
 
-import numpy as np
-from PIL import Image
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # as a script too: this checkout's clipcam and benchmarks
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+import ray
+import torch
 
-from clipcam.eval.batch import Settings, read_inputs, read_results  # noqa: E402
-from clipcam.eval.engine import run_in_process, run_ray  # noqa: E402
-from clipcam.testing import architecture_config, save_random_clip, word_tokenizer  # noqa: E402
+from benchmarks._common import RESULTS, noise_images, random_model, timed
+from clipcam.eval.batch import Settings, read_inputs, read_results
+from clipcam.eval.engine import run_in_process, run_ray
 
-RESULTS = ROOT / "benchmarks" / "results"
 PROMPTS = ["a photo of a cat.", "a photo of a dog."]
 IMAGENET_VAL = 50_000
 
 
-def make_images(folder: Path, n: int) -> None:
-    folder.mkdir(parents=True, exist_ok=True)
-    for i in range(n):
-        Image.fromarray((np.random.RandomState(i).rand(224, 224, 3) * 255).astype(np.uint8)).save(folder / f"{i:05d}.png")
-
-
-def timed(fn) -> float:
-    start = time.perf_counter()
-    fn()
-    return time.perf_counter() - start
+def once(fn) -> float:
+    """Seconds of one call (each engine's run is timed once: a whole data set is its own repeat)."""
+    return timed(fn)[0]
 
 
 def main() -> None:
@@ -62,29 +52,25 @@ def main() -> None:
     parser.add_argument("--method", default="gradcam")
     parser.add_argument("--out", type=Path, default=None, help="JSON (default: results/scale-<arch>-cpu.json)")
     args = parser.parse_args()
-    import ray
-    import torch
-
     work = Path(tempfile.mkdtemp(prefix="clipcam-scale-"))
     try:
-        tokenizer = word_tokenizer()
-        model = save_random_clip(work / "model", architecture_config(args.arch, tokenizer), tokenizer, seed=0)
-        make_images(work / "images", args.images)
+        model = random_model(args.arch, work / "model")
+        noise_images(work / "images", args.images)
         items = read_inputs(work / "images", PROMPTS)
         settings = Settings(model=str(model), method=args.method, device="cpu")
         threads = torch.get_num_threads()
         load_before = os.getloadavg()[0]
-        here = timed(lambda: run_in_process(items, settings, work / "here", progress=False))
+        here = once(lambda: run_in_process(items, settings, work / "here", progress=False))
         ray.init(num_cpus=args.workers, include_dashboard=False, log_to_driver=False, configure_logging=False)
         try:
-            start_only = timed(lambda: run_ray(items[:args.workers], settings, work / "ray-start",
-                                               workers=args.workers, batch_size=1, progress=False))
-            on_ray = timed(lambda: run_ray(items, settings, work / "ray", workers=args.workers, batch_size=1,
-                                           progress=False))
+            start_only = once(lambda: run_ray(items[:args.workers], settings, work / "ray-start",
+                                              workers=args.workers, batch_size=1, progress=False))
+            on_ray = once(lambda: run_ray(items, settings, work / "ray", workers=args.workers, batch_size=1,
+                                          progress=False))
         finally:
             ray.shutdown()
         # in the process again, after Ray: a change in the machine's load shows as a gap between the two
-        here_again = timed(lambda: run_in_process(items, settings, work / "again", progress=False))
+        here_again = once(lambda: run_in_process(items, settings, work / "again", progress=False))
         load_after = os.getloadavg()[0]
         rows_here, rows_ray = read_results(work / "here").num_rows, read_results(work / "ray").num_rows
         assert rows_here == rows_ray == 2 * args.images, (rows_here, rows_ray)

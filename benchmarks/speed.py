@@ -31,31 +31,20 @@ import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # as a script too: this checkout's clipcam and benchmarks
 
-PROMPTS = [
-    "a photo of a cat.", "a photo of a dog.", "a photo of a dog and a cat.", "a cup of coffee.",
-    "a spoon.", "a wooden table.", "a photo of an astronaut.", "a photo of a rocket.",
-]
-RESULTS = ROOT / "benchmarks" / "results"
+import torch
+from transformers import AutoImageProcessor, AutoTokenizer, CLIPModel
+
+from benchmarks._common import PROMPTS, RESULTS, photo, random_model, timed
+from clipcam import load_explainer
+from clipcam.explainer import MASKING_METHODS, METHODS
+from clipcam.testing.reference import reference_grad_cam
 
 
 def model_dir(arch: str, cache: Path) -> Path:
     """Save (once) a random-weight model of the real architecture and return its directory."""
-    from clipcam.testing import architecture_config, save_random_clip, word_tokenizer
-
-    path = cache / arch
-    if not (path / "model.safetensors").exists():
-        tok = word_tokenizer()
-        save_random_clip(path, config=architecture_config(arch, tok), tokenizer=tok, seed=0)
-    return path
-
-
-def image():
-    from PIL import Image
-
-    return Image.open(ROOT / "assets" / "coffee.png").convert("RGB").resize((640, 480))
+    return Path(random_model(arch, cache / arch))
 
 
 #: Score-CAM runs one forward per channel: timed on v_proj (the model width: 768 / 1024 forwards),
@@ -63,27 +52,10 @@ def image():
 METHOD_SUBLAYER = {"scorecam": "self_attn.v_proj"}
 
 
-def timed(fn, repeats: int) -> list[float]:
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return times
-
-
 def measure(arch: str, method: str, k: int, repeats: int, cache: Path) -> dict:
     """Run one (arch, method, K) measurement in this process; return times and peak memory."""
-    import torch
-    from transformers import AutoImageProcessor, AutoTokenizer, CLIPModel
-
-    from clipcam import load_explainer
-    from clipcam.testing.reference import reference_grad_cam
-
-    from clipcam.explainer import MASKING_METHODS
-
     path = model_dir(arch, cache)
-    img, prompts = image(), PROMPTS[:k]
+    img, prompts = photo(), PROMPTS[:k]
     warm = None
     if method in ("reference", "reference_all_layers", "floor"):
         model = CLIPModel.from_pretrained(path).eval()  # the notebook's model: weights require grad
@@ -184,8 +156,6 @@ def table(results: list[dict]) -> str:
 
 def methods_table(results: list[dict]) -> str:
     """Markdown: median time per call for each method at K = 8, base and large side by side."""
-    from clipcam.explainer import METHODS
-
     by = {(r["arch"], r["method"]): r for r in results}
     lines = ["| method | base, K = 8 | large, K = 8 |", "|---|---|---|"]
     for name in METHODS:
@@ -212,15 +182,9 @@ def main() -> None:
                         help="with --methods: time only these (comma-separated) and update their rows in --out")
     args = parser.parse_args()
     args.out = args.out or RESULTS / ("speed-methods-cpu.json" if args.methods else "speed-cpu.json")
-    import torch
-
     results = []
     for arch in args.arch or ["base", "large"]:
         model_dir(arch, args.cache)
-        from clipcam.explainer import METHODS
-
-        from clipcam.explainer import MASKING_METHODS
-
         chosen = [m.strip() for m in args.only.split(",")] if args.only else list(METHODS)
         rows = ([(f"method:{m}", 8, 1 if m in MASKING_METHODS else (2 if args.quick else 5)) for m in chosen]
                 if args.methods else plan(arch, args.quick))

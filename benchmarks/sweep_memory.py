@@ -27,15 +27,16 @@ import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # as a script too: this checkout's clipcam and benchmarks
 
+from PIL import Image
 
-def rss_mb() -> float:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return float("nan")
+import clipcam.passes.common
+from benchmarks._common import RESULTS, make_images, random_model, rss_mb, status_mb
+from clipcam import load_explainer
+from clipcam.app.kept import keep
+from clipcam.app.pictures import sweep_picture, write_downloads
+from clipcam.memory import release_memory
 
 
 def reset_peak() -> bool:
@@ -47,28 +48,12 @@ def reset_peak() -> bool:
         return False
 
 
-def peak_mb() -> float:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024
-    return float("nan")
-
-
 def one(arch: str, sublayer: str, method: str, model: str, direct: bool) -> dict:
-    from PIL import Image
-
-    import clipcam.explainer
-    from clipcam import load_explainer
-    from clipcam.app.kept import keep
-    from clipcam.app.pictures import sweep_picture, write_downloads
-    from clipcam.app.server import release_memory
-
     ex = load_explainer(model, device="cpu")
     if direct:
-        clipcam.explainer.DIRECT_BLOCKS = ex.num_layers
+        clipcam.passes.common.DIRECT_BLOCKS = ex.num_layers
     prompts = [f"a photo of a thing number {i}." for i in range(16)]
-    photo = Path(tempfile.mkdtemp()) / "photo.jpg"
-    Image.open(ROOT / "assets" / "astronaut.png").convert("RGB").resize((4032, 3024)).save(photo, quality=90)
+    [photo] = make_images(Path(tempfile.mkdtemp()), [((4032, 3024), "jpg")], asset="astronaut.png")
     ex.sweep(Image.new("RGB", (64, 64)), prompts[:2], sublayer=sublayer, method=method)  # warm-up
     release_memory()  # as the app does after every run: the level between requests
     base = rss_mb()
@@ -84,7 +69,7 @@ def one(arch: str, sublayer: str, method: str, model: str, direct: bool) -> dict
     del res
     sweep_picture(kept, "inferno", 0.5)
     files = write_downloads(kept, "inferno", 0.5, False, Path(tempfile.mkdtemp()))
-    peak = peak_mb() if reset else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    peak = status_mb("VmHWM") if reset else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     return {"arch": arch, "sublayer": sublayer, "method": method, "backward": "whole graph" if direct else "blockwise",
             "sweep_s": round(seconds, 2), "rss_warm_mb": round(base, 1),
             "peak_extra_mb": round(peak - max(base, peak_before), 1), "peak_reset": reset,
@@ -96,16 +81,12 @@ def main() -> None:
     parser.add_argument("--arch", default="large", choices=["base", "large"])
     parser.add_argument("--one", nargs=3, metavar=("SUBLAYER", "METHOD", "MODEL"), help=argparse.SUPPRESS)
     parser.add_argument("--direct", action="store_true", help=argparse.SUPPRESS)
-    parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "sweep_memory.json")
+    parser.add_argument("--out", type=Path, default=RESULTS / "sweep_memory.json")
     args = parser.parse_args()
     if args.one:
         print(json.dumps(one(args.arch, *args.one, direct=args.direct)))
         return
-    from clipcam.testing import architecture_config, save_random_clip, word_tokenizer
-
-    tok = word_tokenizer()
-    model = save_random_clip(Path(tempfile.mkdtemp()) / args.arch, config=architecture_config(args.arch, tok),
-                             tokenizer=tok)
+    model = random_model(args.arch, Path(tempfile.mkdtemp()) / args.arch)
     rows = []
     for sublayer, method in (("mlp.fc1", "gradcam"), ("block", "gradcam"), ("block", "chefer"), ("block", "legrad")):
         for direct in (False, True):

@@ -2,7 +2,8 @@
 
     python benchmarks/words.py quality                 # 300 scenes, writes benchmarks/results/words_quality.json
     python benchmarks/words.py quality --scenes 40     # a quick look
-    python benchmarks/words.py speed --arch base       # explain() with words off and with each word method
+    python benchmarks/words.py speed --arch base       # explain() with words off and with each word method,
+                                                       # writes benchmarks/results/words_speed-cpu.json
 
 Quality. For each object of the fixed, seeded evaluation scenes (clipcam.eval.shapes), two
 one-wrong-word prompts: the colour changed to one that no object of that shape has in the scene
@@ -23,25 +24,24 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import platform
 import statistics
 import sys
 import time
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # as a script too: this checkout's clipcam and benchmarks
+
 import numpy as np
 import torch
 from PIL import Image
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "benchmarks"))
-
-from clipcam import load_explainer  # noqa: E402
-from clipcam.eval.shapes import COLOURS, SHAPES, Scene, evaluation_set  # noqa: E402
-from clipcam.words import WORD_METHODS, WORD_REGISTRY  # noqa: E402
-from clipcam.words.text_pass import word_relevance  # noqa: E402
-
-RESULTS = ROOT / "benchmarks" / "results"
+from benchmarks._common import PROMPTS, RESULTS, photo, random_model, timed
+from clipcam import load_explainer
+from clipcam.eval.shapes import COLOURS, SHAPES, Scene, evaluation_set
+from clipcam.words import WORD_METHODS, WORD_REGISTRY
+from clipcam.words.text_pass import word_relevance
 
 
 def logits_for(ex, image: torch.Tensor, texts: list[str]) -> np.ndarray:
@@ -177,23 +177,24 @@ def quality_table(res: dict) -> str:
     return "\n".join(lines)
 
 
-def speed(args) -> list[dict]:
-    from speed import PROMPTS, image, model_dir, timed
-
-    ex = load_explainer(str(model_dir(args.arch, Path(args.cache))), device="cpu")
-    img, prompts = image(), PROMPTS[:args.k]
+def speed(args) -> dict:
+    """explain() with words off and with each word method, for Grad-CAM and Chefer: every repeat kept."""
+    ex = load_explainer(random_model(args.arch, Path(args.cache) / args.arch), device="cpu")
+    img, prompts = photo(), PROMPTS[:args.k]
     n = ex.num_layers
     rows = []
     for method in ("gradcam", "chefer"):
         for words in (None, *WORD_METHODS):
             fn = lambda method=method, words=words: ex.explain(img, prompts, layer=n - 1, method=method,  # noqa: E731
                                                                words=words)
-            fn()  # warm-up and text cache
-            times = timed(fn, args.repeats)
+            times = timed(fn, args.repeats, warmup=1)  # warm-up: first-call allocations and the text cache
             rows.append({"arch": args.arch, "k": args.k, "method": method, "words": words or "off",
-                         "median_s": statistics.median(times), "min_s": min(times)})
+                         "median_s": statistics.median(times), "min_s": min(times), "times_s": times})
             print(json.dumps(rows[-1]), flush=True)
-    return rows
+    meta = {"machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores",
+            "torch": torch.__version__, "threads": torch.get_num_threads(),
+            "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "command": " ".join(["python"] + sys.argv)}
+    return {"meta": meta, "results": rows}
 
 
 def main() -> None:
@@ -208,6 +209,7 @@ def main() -> None:
     s.add_argument("--k", type=int, default=8)
     s.add_argument("--repeats", type=int, default=5)
     s.add_argument("--cache", default="/tmp/clipcam-speed-models")
+    s.add_argument("--out", type=Path, default=RESULTS / "words_speed-cpu.json")
     args = parser.parse_args()
     torch.set_num_threads(max(1, torch.get_num_threads()))
     if args.what == "quality":
@@ -217,7 +219,9 @@ def main() -> None:
         print(quality_table(res))
         print(f"\n{res['scenes']} scenes, {res['seconds']} s")
     else:
-        speed(args)
+        res = speed(args)
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps(res, indent=1) + "\n")
 
 
 if __name__ == "__main__":

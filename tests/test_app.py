@@ -16,6 +16,8 @@ from clipcam.render import format_score
 gradio_client = pytest.importorskip("gradio_client")
 from gradio_client import Client, handle_file  # noqa: E402
 
+pytestmark = pytest.mark.slow  # the app served over HTTP: not in `make test-fast`
+
 ROOT = Path(__file__).resolve().parents[1]
 CAT = str(ROOT / "assets" / "chelsea.png")
 VIEW = dict(colormap="inferno", alpha=0.5, shared=False)

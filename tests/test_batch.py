@@ -3,24 +3,18 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
+from clihelpers import run_cli, run_cli_subprocess
 from PIL import Image
 
 from clipcam.eval.batch import Settings, item_rows, read_inputs, read_results
-from clipcam.eval.engine import run_in_process
+from clipcam.eval.engine import run_in_process, run_ray
 
-ROOT = Path(__file__).resolve().parents[1]
 PROMPTS = ["a photo of a cat.", "a photo of a dog."]
-
-
-def run_cli(*args):
-    return subprocess.run([sys.executable, "-m", "clipcam", *map(str, args)], cwd=ROOT,
-                          capture_output=True, text=True, timeout=300)
 
 
 @pytest.fixture(scope="module")
@@ -113,14 +107,20 @@ def test_manifests_and_saved_datasets(images, tiny_dir, explainer, tmp_path):
     assert item_rows(explainer, items[1], settings(tiny_dir))[0]["error"].startswith("Item 1 is not an image")
 
 
-def test_command_line_writes_parquet_and_argument_errors_are_one_sentence(images, tiny_dir, tmp_path):
+@pytest.mark.slow
+def test_command_line_writes_parquet(images, tiny_dir, tmp_path):
+    """The batch subcommand's subprocess smoke test."""
     out = tmp_path / "out"
-    proc = run_cli("batch", images, "-p", "a cat", "-p", "a dog", "-m", tiny_dir, "--device", "cpu", "--out", out,
-                   "--overlays", tmp_path / "png", "--no-progress")
+    proc = run_cli_subprocess("batch", images, "-p", "a cat", "-p", "a dog", "-m", tiny_dir, "--device", "cpu",
+                              "--out", out, "--overlays", tmp_path / "png", "--no-progress")
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.startswith("explained 6 images (0 already in")
     assert read_results(out).num_rows == 12
     assert len(list((tmp_path / "png").glob("*.png"))) == 10  # two per readable image
+
+
+def test_command_line_argument_errors_are_one_sentence(images, tiny_dir, tmp_path):
+    out = tmp_path / "out"
     proc = run_cli("batch", images, "-p", "a cat", "-m", tiny_dir, "--out", out, "--method", "nope")
     assert proc.returncode == 2
     assert proc.stderr.count("\n") == 1 and proc.stderr.startswith("python -m clipcam batch: Argument --method: invalid choice")
@@ -131,15 +131,12 @@ def test_command_line_writes_parquet_and_argument_errors_are_one_sentence(images
     assert proc.returncode == 2 and "does not exist; give a folder of images" in proc.stderr
 
 
+@pytest.mark.slow
 def test_ray_run_equals_the_in_process_run(images, tiny_dir, explainer, tmp_path):
     """Ray's rows equal the in-process rows bit for bit when both run torch on one thread (Ray's
     workers do: a sum over more threads may round its last bit differently). The Ray run resumes a
     folder the process half filled, so both engines share one output and one resume rule."""
     ray = pytest.importorskip("ray")
-    import torch
-
-    from clipcam.eval.engine import run_ray
-
     items = read_inputs(images, PROMPTS)
     threads = torch.get_num_threads()
     torch.set_num_threads(1)

@@ -19,6 +19,8 @@ import pytest
 from apphelpers import running_app
 from PIL import Image
 
+pytestmark = pytest.mark.slow  # a real browser on a served app: not in `make test-fast`
+
 ROOT = Path(__file__).resolve().parents[1]
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",

@@ -11,6 +11,8 @@ from pathlib import Path
 import pytest
 from apphelpers import running_app
 
+pytestmark = pytest.mark.slow  # a real browser on a served app: not in `make test-fast`
+
 ROOT = Path(__file__).resolve().parents[1]
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",

@@ -1,29 +1,25 @@
-"""The command line writes the promised files and turns bad input into one sentence."""
+"""The command line writes the promised files and turns bad input into one sentence.
+
+In this process (``clihelpers.run_cli``), apart from the one subprocess smoke test of the default
+subcommand, explain: ``python -m clipcam`` runs as a program and writes every promised file."""
 
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
+from clihelpers import ROOT, run_cli, run_cli_subprocess
 from PIL import Image
 
 from clipcam.__main__ import main
 
-ROOT = Path(__file__).resolve().parents[1]
 
-
-def run_cli(*args):
-    return subprocess.run([sys.executable, "-m", "clipcam", *map(str, args)], cwd=ROOT,
-                          capture_output=True, text=True, timeout=300)
-
-
+@pytest.mark.slow
 def test_writes_overlays_grid_scores_and_arrays(tiny_dir, tmp_path):
+    """The explain subcommand's subprocess smoke test."""
     out = tmp_path / "out"
-    proc = run_cli(ROOT / "assets/chelsea.png", "--prompt", "a photo of a cat.", "--prompt", "a photo of a dog.",
+    proc = run_cli_subprocess(ROOT / "assets/chelsea.png", "--prompt", "a photo of a cat.", "--prompt", "a photo of a dog.",
                    "--model", tiny_dir, "--layer", "1", "--sublayer", "self_attn.v_proj", "--out", out)
     assert proc.returncode == 0, proc.stderr
     names = sorted(p.name for p in out.iterdir())

@@ -6,10 +6,13 @@ import threading
 from pathlib import Path
 
 import numpy as np
+import pytest
 from apphelpers import running_app
 from conftest import PROMPTS, noise_image
 
 from clipcam.constants import SUBLAYERS
+
+pytestmark = pytest.mark.slow  # eight HTTP clients on a served app: not in `make test-fast`
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -4,12 +4,11 @@ the batched probabilities of the curves, and the command line."""
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
+from clihelpers import run_cli, run_cli_subprocess
 from PIL import Image
 
 from clipcam.constants import SHAPES_MODEL_DIR
@@ -19,11 +18,6 @@ from clipcam.eval.shapes import COLOURS, HARD_RADII, hard_evaluation_set, visibl
 ROOT = Path(__file__).resolve().parents[1]
 needs_shapes = pytest.mark.skipif(not (SHAPES_MODEL_DIR / "model.safetensors").exists(),
                                   reason="the shapes model is not shipped in this checkout")
-
-
-def run_cli(*args):
-    return subprocess.run([sys.executable, "-m", "clipcam", *map(str, args)], cwd=ROOT,
-                          capture_output=True, text=True, timeout=600)
 
 
 def test_segmentation_counts_threshold_at_the_scaled_maps_mean():
@@ -152,10 +146,12 @@ def test_coco_annotations_give_the_shapes_worlds_own_scores(tmp_path):
     assert ev.best(rows, "chefer")["pointing"] >= 0.7
 
 
+@pytest.mark.slow
 @needs_shapes
 def test_command_line_writes_tables_and_a_figure(tmp_path):
+    """The eval subcommand's subprocess smoke test."""
     out = tmp_path / "eval"
-    proc = run_cli("eval", "--shapes", "hard", "--samples", "6", "--curves", "2", "--steps", "4", "--methods",
+    proc = run_cli_subprocess("eval", "--shapes", "hard", "--samples", "6", "--curves", "2", "--steps", "4", "--methods",
                    "gradcam,chefer", "--sublayers", "self_attn.v_proj", "--device", "cpu", "--out", out, "--no-progress")
     assert proc.returncode == 0, proc.stderr
     result = json.loads((out / "eval.json").read_text())

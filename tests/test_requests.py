@@ -14,6 +14,8 @@ from clipcam import load_explainer
 gradio_client = pytest.importorskip("gradio_client")
 from gradio_client import Client, handle_file  # noqa: E402
 
+pytestmark = pytest.mark.slow  # the app served over HTTP: not in `make test-fast`
+
 CAT = str(Path(__file__).resolve().parents[1] / "assets" / "chelsea.png")
 VIEW = dict(colormap="inferno", alpha=0.5, shared=False)
 

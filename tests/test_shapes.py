@@ -6,11 +6,14 @@ import json
 
 import numpy as np
 import pytest
+from PIL import Image
 
 from benchmarks.quality import best, evaluate
 from clipcam import load_explainer
+from clipcam.app.choices import MODEL_DEFAULTS, model_defaults
 from clipcam.constants import SHAPES_MODEL_DIR
-from clipcam.eval.metrics import auc, energy_pointing, peak, perturbation_series, pointing
+from clipcam.eval.evaluate import recognition
+from clipcam.eval.metrics import auc, dilate, energy_pointing, peak, perturbation_series, pointing
 from clipcam.eval.shapes import COLOURS, SHAPES, ShapeObject, caption, evaluation_set, random_scene, render, swap_colours
 
 pytestmark = pytest.mark.skipif(not (SHAPES_MODEL_DIR / "model.safetensors").exists(),
@@ -57,8 +60,6 @@ def test_metrics_on_hand_made_maps():
 def test_shipped_model_loads_like_a_hub_model_and_binds_colours():
     """Zero-shot accuracy and colour–shape binding measured here, on 40 held-out scenes (seed 99, as
     tools/train_shapes.py evaluates; training draws from seed 0), not read from training.json."""
-    from clipcam.eval.evaluate import recognition
-
     ex = load_explainer("shapes", device="cpu")
     assert ex.num_layers == 4 and ex.grid == (8, 8)
     rng = np.random.default_rng(99)
@@ -83,6 +84,7 @@ def small_benchmark():
     return evaluate(**SMALL)
 
 
+@pytest.mark.slow  # the quality benchmark on 24 scenes (about 10 s each run)
 def test_best_grad_cam_beats_baselines_and_generic_saliency(small_benchmark):
     rows = small_benchmark["rows"]
     top = best(rows)
@@ -94,6 +96,7 @@ def test_best_grad_cam_beats_baselines_and_generic_saliency(small_benchmark):
     assert top["pointing"] > by_method["rollout"]["pointing"]
 
 
+@pytest.mark.slow  # the quality benchmark on 24 scenes (about 10 s each run)
 def test_benchmark_is_deterministic(small_benchmark):
     again = evaluate(**SMALL)
     assert json.dumps(again["rows"]) == json.dumps(small_benchmark["rows"])  # NaN-safe, exact
@@ -105,11 +108,6 @@ def test_heatmap_peak_lands_on_the_named_object_in_a_wide_and_a_tall_image(canva
     scene, so the maps must equal the scene's own, placed at the offset, NaN elsewhere; and where
     the model points at the object a prompt names, the peak lands on that object's pixels of the
     big image (the app's default for shapes, Chefer from layer 1, points right on all 3)."""
-    from PIL import Image
-
-    from clipcam.eval.metrics import dilate
-    from clipcam.app.choices import MODEL_DEFAULTS, model_defaults
-
     ex = load_explainer("shapes", device="cpu")
     layer, sublayer, target, method = model_defaults("shapes", ex.num_layers)
     assert (layer, method) == (1, "chefer")
@@ -137,6 +135,7 @@ def test_heatmap_peak_lands_on_the_named_object_in_a_wide_and_a_tall_image(canva
     assert hits == 3  # the app's default for shapes (Chefer from layer 1) points right 100 % of 100 scenes
 
 
+@pytest.mark.slow  # the quality benchmark on 24 scenes, three methods
 def test_attention_methods_point_at_the_named_object():
     """The methods the benchmark ranks first do so on a small sample too: each at its best start layer
     points at the named object far more often than a random object (0.41 on the full set) would."""

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from clihelpers import run_cli
 
 from clipcam.eval.shapes import COLOURS, SHAPES, VOCABULARY, ShapeObject, evaluation_set, object_prompt, render
 
@@ -91,15 +92,11 @@ def test_shapes_resnet_loads_as_an_open_clip_local_dir_and_sees_the_scenes():
 def test_evaluating_every_method_of_the_resnet_runs_the_ones_it_supports(tmp_path):
     """``eval --methods all`` on a ResNet means every method its family supports: the Grad-CAM family
     and Score-CAM on its stages, none of the attention methods (which would refuse it)."""
-    import subprocess
-    import sys
-
     from clipcam import load_explainer
 
     out = tmp_path / "eval"
-    proc = subprocess.run([sys.executable, "-m", "clipcam", "eval", "--shapes", "easy", "--model", f"local-dir:{RN_DIR}",
-                           "--methods", "all", "--sublayers", "all", "--samples", "2", "--curves", "0", "--layers", "4",
-                           "--no-baselines", "--no-progress", "--out", str(out)], capture_output=True, text=True)
+    proc = run_cli("eval", "--shapes", "easy", "--model", f"local-dir:{RN_DIR}", "--methods", "all", "--sublayers",
+                   "all", "--samples", "2", "--curves", "0", "--layers", "4", "--no-baselines", "--no-progress", "--out", out)
     assert proc.returncode == 0, proc.stderr
     rows = json.loads((out / "eval.json").read_text())["rows"]
     supported = load_explainer(f"local-dir:{RN_DIR}", device="cpu").methods
@@ -112,14 +109,9 @@ def test_evaluating_the_siglip_keeps_the_baselines_that_apply(tmp_path):
     """``eval`` on a SigLIP directory with the baselines on: the random pixel and random object, and
     no attention rollout, which follows CLIP's class token (it used to load the SigLIP as a CLIP
     and fail)."""
-    import subprocess
-    import sys
-
     out = tmp_path / "eval"
-    proc = subprocess.run([sys.executable, "-m", "clipcam", "eval", "--shapes", "easy", "--model", str(SIGLIP_DIR),
-                           "--methods", "legrad,gradcam", "--sublayers", "self_attn.v_proj", "--samples", "3",
-                           "--curves", "0", "--layers", "1", "--no-progress", "--out", str(out)],
-                          capture_output=True, text=True)
+    proc = run_cli("eval", "--shapes", "easy", "--model", SIGLIP_DIR, "--methods", "legrad,gradcam", "--sublayers",
+                   "self_attn.v_proj", "--samples", "3", "--curves", "0", "--layers", "1", "--no-progress", "--out", out)
     assert proc.returncode == 0, proc.stderr
     rows = json.loads((out / "eval.json").read_text())["rows"]
     assert {r["method"] for r in rows} == {"legrad", "gradcam", "random_pixel", "random_object"}

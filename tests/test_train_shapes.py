@@ -9,8 +9,11 @@ import importlib.util
 from pathlib import Path
 
 import numpy as np
+import open_clip
 import pytest
 import torch
+
+from clipcam.eval.shapes import COLOURS
 
 TOOL = Path(__file__).resolve().parents[1] / "tools" / "train_shapes.py"
 
@@ -42,8 +45,6 @@ def test_a_pair_is_positive_exactly_when_the_caption_names_only_objects_in_the_i
 
 def present_names(image: np.ndarray) -> set[str]:
     """Which 'colour shape' objects an image shows, read from its pixels (no scene record)."""
-    from clipcam.eval.shapes import COLOURS
-
     names = set()
     for colour, rgb in COLOURS.items():
         mask = (np.abs(image.astype(int) - rgb).sum(axis=-1) == 0)
@@ -82,8 +83,6 @@ def test_siglip_loss_is_the_papers_sigmoid_loss(tool):
 
 
 def test_resnet_loss_is_clips_contrastive_loss(tool):
-    import open_clip
-
     torch.manual_seed(0)
     run = tool.ResNetRun()
     run.model.eval()  # BatchNorm on running statistics, so both passes see the same features
