@@ -14,18 +14,17 @@ from conftest import PROMPTS, noise_image
 from slowref import apply_target
 
 from clipcam import load_explainer
-from clipcam.testing.families import save_random_open_clip, save_random_siglip
+from clipcam.testing import tiny_model
 
 
 @pytest.fixture(scope="module")
 def oc_vit(tmp_path_factory):
-    path = save_random_open_clip(tmp_path_factory.mktemp("ocvit-attn"), "vit", seed=11)
-    return load_explainer(f"local-dir:{path}", device="cpu")
+    return load_explainer(tiny_model("openclip-vit", tmp_path_factory.mktemp("ocvit-attn"), seed=11), device="cpu")
 
 
 @pytest.fixture(scope="module")
 def siglip(tmp_path_factory):
-    return load_explainer(str(save_random_siglip(tmp_path_factory.mktemp("siglip-attn"), seed=12)), device="cpu")
+    return load_explainer(tiny_model("siglip", tmp_path_factory.mktemp("siglip-attn"), seed=12), device="cpu")
 
 
 def eager_open_clip(visual, pixels):

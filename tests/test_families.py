@@ -13,36 +13,32 @@ from conftest import PROMPTS, noise_image
 
 from clipcam import load_explainer
 from clipcam.methods.cam import normalize_maps
-from clipcam.testing.families import save_random_open_clip, save_random_siglip
+from clipcam.testing import tiny_model
 
 
 @pytest.fixture(scope="module")
 def siglip(tmp_path_factory):
-    return load_explainer(str(save_random_siglip(tmp_path_factory.mktemp("siglip"), seed=3)), device="cpu")
+    return load_explainer(tiny_model("siglip", tmp_path_factory.mktemp("siglip"), seed=3), device="cpu")
 
 
 @pytest.fixture(scope="module")
 def oc_vit(tmp_path_factory):
-    path = save_random_open_clip(tmp_path_factory.mktemp("ocvit"), "vit", seed=4)
-    return load_explainer(f"local-dir:{path}", device="cpu")
+    return load_explainer(tiny_model("openclip-vit", tmp_path_factory.mktemp("ocvit"), seed=4), device="cpu")
 
 
 @pytest.fixture(scope="module")
 def oc_resnet(tmp_path_factory):
-    path = save_random_open_clip(tmp_path_factory.mktemp("ocrn"), "resnet", seed=5)
-    return load_explainer(f"local-dir:{path}", device="cpu")
+    return load_explainer(tiny_model("openclip-rn", tmp_path_factory.mktemp("ocrn"), seed=5), device="cpu")
 
 
 @pytest.fixture(scope="module")
 def oc_timm_vit(tmp_path_factory):
-    path = save_random_open_clip(tmp_path_factory.mktemp("octimm"), "timm-vit", seed=6)
-    return load_explainer(f"local-dir:{path}", device="cpu")
+    return load_explainer(tiny_model("openclip-timm-vit", tmp_path_factory.mktemp("octimm"), seed=6), device="cpu")
 
 
 @pytest.fixture(scope="module")
 def oc_convnext(tmp_path_factory):
-    path = save_random_open_clip(tmp_path_factory.mktemp("occnx"), "convnext", seed=7)
-    return load_explainer(f"local-dir:{path}", device="cpu")
+    return load_explainer(tiny_model("openclip-convnext", tmp_path_factory.mktemp("occnx"), seed=7), device="cpu")
 
 
 FAMILIES = ["siglip", "oc_vit", "oc_resnet", "oc_timm_vit", "oc_convnext"]

@@ -19,14 +19,14 @@ from transformers.models.siglip2.image_processing_siglip2 import convert_image_t
 from clipcam import load_explainer
 from clipcam.geometry import CropGeometry, naflex_size
 from clipcam.methods.cam import normalize_maps
-from clipcam.testing.families import save_random_siglip2
+from clipcam.testing import model_folder, tiny_model
 
 SIZES = [(70, 30), (30, 70), (41, 41), (200, 13), (13, 90)]  # (W, H): wide, tall, square, extreme
 
 
 @pytest.fixture(scope="module")
 def model_dir(tmp_path_factory):
-    return save_random_siglip2(tmp_path_factory.mktemp("siglip2"), seed=21)
+    return model_folder(tiny_model("siglip2", tmp_path_factory.mktemp("siglip2"), seed=21))
 
 
 @pytest.fixture(scope="module")

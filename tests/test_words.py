@@ -14,24 +14,24 @@ import torch.nn.functional as F
 from conftest import noise_image
 
 from clipcam import load_explainer
-from clipcam.testing.families import save_random_open_clip, save_random_siglip
+from clipcam.testing import model_folder, tiny_model
 
 WORD_PROMPTS = ["a photo of a cat.", "a red zebra with a blue square.", "an astronaut"]
 
 
 @pytest.fixture(scope="module")
 def siglip_dir(tmp_path_factory):
-    return save_random_siglip(tmp_path_factory.mktemp("wsiglip"), seed=3)
+    return model_folder(tiny_model("siglip", tmp_path_factory.mktemp("wsiglip"), seed=3))
 
 
 @pytest.fixture(scope="module")
 def oc_dir(tmp_path_factory):
-    return save_random_open_clip(tmp_path_factory.mktemp("wocvit"), "vit", seed=4)
+    return model_folder(tiny_model("openclip-vit", tmp_path_factory.mktemp("wocvit"), seed=4))
 
 
 @pytest.fixture(scope="module")
 def rn_dir(tmp_path_factory):
-    return save_random_open_clip(tmp_path_factory.mktemp("wocrn"), "resnet", seed=5)
+    return model_folder(tiny_model("openclip-rn", tmp_path_factory.mktemp("wocrn"), seed=5))
 
 
 @pytest.fixture(scope="module")
