@@ -38,14 +38,14 @@ def tiny_dir(tmp_path_factory):
 @pytest.fixture(scope="session")
 def tiny5_dir(tmp_path_factory):
     """5×5 token grid (image 40, patch 8), three layers: a grid that is not 7×7 and not square-of-2."""
-    return model_folder(tiny_model("clip", tmp_path_factory.mktemp("tiny5"), seed=1, image_size=40, patch_size=8,
+    return model_folder(tiny_model("clip", tmp_path_factory.mktemp("tiny5"), seed=2, image_size=40, patch_size=8,
                                    layers=3))
 
 
 @pytest.fixture(scope="session")
 def tiny7_dir(tmp_path_factory):
     """7×7 token grid like ViT-B/32 (image 56, patch 8), three layers."""
-    return model_folder(tiny_model("clip", tmp_path_factory.mktemp("tiny7"), seed=2, image_size=56, patch_size=8,
+    return model_folder(tiny_model("clip", tmp_path_factory.mktemp("tiny7"), seed=0, image_size=56, patch_size=8,
                                    layers=3))
 
 

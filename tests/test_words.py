@@ -15,6 +15,7 @@ from conftest import noise_image
 
 from clipcam import load_explainer
 from clipcam.testing import model_folder, tiny_model
+from clipcam.testing.reference import own_model
 
 WORD_PROMPTS = ["a photo of a cat.", "a red zebra with a blue square.", "an astronaut"]
 
@@ -38,31 +39,19 @@ def rn_dir(tmp_path_factory):
 def custom_dir(tmp_path_factory):
     """open_clip's CustomTextCLIP with a bidirectional TextTransformer pooled at the last position
     (the text-tower layout of open_clip's SigLIP models)."""
-    import json
-
-    import open_clip
-    from safetensors.torch import save_file
-
-    path = tmp_path_factory.mktemp("woccustom")
-    cfg = {"embed_dim": 16, "custom_text": True,
-           "vision_cfg": {"image_size": 40, "patch_size": 8, "width": 32, "layers": 2, "head_width": 8},
-           "text_cfg": {"context_length": 16, "vocab_size": 49408, "width": 32, "heads": 4, "layers": 2,
-                        "no_causal_mask": True, "pool_type": "last"}}
-    torch.manual_seed(6)
-    model = open_clip.model.CustomTextCLIP(**{k: v for k, v in cfg.items() if k != "custom_text"}).eval()
-    pre = {"size": [40, 40], "mode": "RGB", "mean": list(open_clip.OPENAI_DATASET_MEAN),
-           "std": list(open_clip.OPENAI_DATASET_STD), "interpolation": "bicubic", "resize_mode": "shortest",
-           "fill_color": 0}
-    (path / "open_clip_config.json").write_text(json.dumps({"model_cfg": cfg, "preprocess_cfg": pre}))
-    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(path / "open_clip_model.safetensors"))
-    return path
+    return model_folder(tiny_model("openclip-custom-text", tmp_path_factory.mktemp("woccustom"), seed=6))
 
 
 @pytest.fixture(scope="module")
-def families(explainer, tiny_dir, siglip_dir, oc_dir, rn_dir, custom_dir):
+def clip_dir(tmp_path_factory):
+    return model_folder(tiny_model("clip-words", tmp_path_factory.mktemp("wclip"), seed=0))
+
+
+@pytest.fixture(scope="module")
+def families(clip_dir, siglip_dir, oc_dir, rn_dir, custom_dir):
     return {
         "open_clip-custom": (load_explainer(f"local-dir:{custom_dir}", device="cpu"), custom_dir),
-        "hf-clip": (explainer, tiny_dir),
+        "hf-clip": (load_explainer(str(clip_dir), device="cpu"), clip_dir),
         "siglip": (load_explainer(str(siglip_dir), device="cpu"), siglip_dir),
         "open_clip": (load_explainer(f"local-dir:{oc_dir}", device="cpu"), oc_dir),
         "open_clip-resnet": (load_explainer(f"local-dir:{rn_dir}", device="cpu"), rn_dir),
@@ -133,14 +122,15 @@ class OpenClipRef:
     open_clip's weights: attention probabilities and pre-projection outputs are tensors here."""
 
     def __init__(self, ex, model_dir):
-        self.model = ex.model
+        self.own = own_model(ex.adapter.source)  # open_clip's own loading, from the saved folder
+        self.model = self.own.model
         self.ex = ex
-        self.tower = getattr(ex.model, "text", ex.model)  # CustomTextCLIP's TextTransformer, or CLIP itself
+        self.tower = getattr(self.model, "text", self.model)  # CustomTextCLIP's TextTransformer, or CLIP itself
         self.heads = self.tower.transformer.resblocks[0].attn.num_heads
 
     def run(self, image, prompts, alpha=1.0):
         m, tower = self.model, self.tower
-        ids = self.ex.adapter.tokenizer(list(prompts))
+        ids = self.own.tokenizer(list(prompts))
         pool = getattr(tower, "pool_type", getattr(m, "text_pool_type", None))
         # argmax: the end-of-text token has the highest id; last: the last (padding) position
         pooled = ids.argmax(dim=-1).tolist() if pool == "argmax" else [ids.shape[1] - 1] * len(prompts)
@@ -168,7 +158,7 @@ class OpenClipRef:
         proj = tower.text_projection
         x = proj(x) if isinstance(proj, torch.nn.Linear) else x @ proj
         with torch.no_grad():
-            image_f = m.encode_image(self.ex.adapter.transform(image)[None])
+            image_f = m.encode_image(self.own.preprocess(image))
         logits = m.logit_scale.exp() * F.normalize(image_f, dim=-1) @ F.normalize(x, dim=-1).T
         return logits[0], ids, pooled, emb, probs_all, found
 

@@ -8,9 +8,10 @@ that clipcam loads it through the same path a hub model takes.
 
 The library's default init leaves every bias at 0 and every LayerNorm the identity, which hides
 any bug that drops a bias or a norm (issue 22). So every tiny model gets seeded non-zero biases
-and norm parameters (``perturb``): every ``*bias`` (the attention's ``in_proj_bias``, the pooling
-heads' too) N(0, 0.5²), every normalisation's weight 1 + N(0, 0.5²). Random weights: for checking
-maths, geometry and plumbing, not what a model sees.
+and norm parameters (``perturb``): every normalisation's weight 1 + N(0, 0.5²) and bias
+N(0, 0.5²), and every other bias (the attention's ``in_proj_bias``, the pooling heads' too) as
+large, relative to its layer's output. Random weights: for checking maths, geometry and
+plumbing, not what a model sees.
 
     source = tiny_model("siglip", tmp_path / "siglip", seed=3)  # what load_explainer takes
     ex = load_explainer(source, device="cpu")
@@ -21,7 +22,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Sequence
 
 import open_clip
 import torch
@@ -29,7 +30,7 @@ from safetensors.torch import save_file
 from transformers import (CLIPConfig, CLIPImageProcessor, CLIPModel, CLIPTokenizer, Siglip2Config,
                           Siglip2ImageProcessor, Siglip2Model, SiglipConfig, SiglipImageProcessor, SiglipModel)
 
-from .tokenizers import BOS, EOS, clip_tokenizer, gemma_word_tokenizer, siglip_tokenizer
+from .tokenizers import BOS, DEFAULT_WORDS, EOS, clip_tokenizer, gemma_word_tokenizer, siglip_tokenizer, word_tokenizer
 
 #: The spread of the seeded biases and of the norms' weights around 1.
 PERTURB_SCALE = 0.5
@@ -38,17 +39,24 @@ _NORMS = (torch.nn.LayerNorm, torch.nn.GroupNorm, torch.nn.modules.batchnorm._Ba
 
 
 def perturb(model: torch.nn.Module, seed: int, scale: float = PERTURB_SCALE) -> torch.nn.Module:
-    """Every bias of ``model`` N(0, scale²) and every normalisation's weight 1 + N(0, scale²),
-    seeded; SigLIP's ``logit_bias`` (the score's offset, set on purpose) is left as it is."""
+    """Seeded non-zero biases and non-identity norms: every normalisation's weight 1 + N(0, scale²)
+    and bias N(0, scale²); every other bias (a Linear's, a convolution's, an attention's
+    ``in_proj_bias``) N(0, (scale·r)²), where r is the mean norm of its weight's rows, the spread of
+    the layer's output for inputs of unit spread, so that a bias matters as much as a norm's
+    without drowning the input (transformers' 0.02-std weights give outputs of about 0.1).
+    SigLIP's ``logit_bias`` (the score's offset, set on purpose) is left as it is."""
     gen = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         for module in model.modules():
-            for name, param in module.named_parameters(recurse=False):
+            params = dict(module.named_parameters(recurse=False))
+            for name, param in params.items():
                 noise = torch.randn(param.shape, generator=gen) * scale
-                if name.endswith("bias") and name != "logit_bias":
-                    param.copy_(noise)
-                elif name == "weight" and isinstance(module, _NORMS):
-                    param.copy_(1 + noise)
+                weight = params.get(name.replace("bias", "weight"))
+                if isinstance(module, _NORMS):
+                    param.copy_(1 + noise if name == "weight" else noise)
+                elif name.endswith("bias") and name != "logit_bias":
+                    rows = weight.flatten(1).norm(dim=1).mean() if weight is not None and weight.ndim >= 2 else 1.0
+                    param.copy_(noise * rows)
     return model
 
 
@@ -82,10 +90,11 @@ def architecture_config(arch: str, tokenizer: CLIPTokenizer) -> CLIPConfig:
 
 
 def save_clip(path: Path, seed: int, config: CLIPConfig | None = None, tokenizer: CLIPTokenizer | None = None,
-              **config_kwargs) -> Path:
-    """transformers' CLIPModel with OpenAI's BPE tokenizer and a resize-then-centre-crop processor
-    (openai/clip-*'s files); ``config_kwargs`` go to ``tiny_config`` (image_size, patch_size, layers…)."""
-    tokenizer = tokenizer or clip_tokenizer()
+              words: Sequence[str] = (), **config_kwargs) -> Path:
+    """transformers' CLIPModel with OpenAI's BPE tokenizer (or, given ``words``, the word-level
+    CLIPTokenizer the shapes models ship) and a resize-then-centre-crop processor (openai/clip-*'s
+    files); ``config_kwargs`` go to ``tiny_config`` (image_size, patch_size, layers…)."""
+    tokenizer = tokenizer or (word_tokenizer(words) if words else clip_tokenizer())
     config = config or tiny_config(tokenizer, **config_kwargs)
     torch.manual_seed(seed)
     model = perturb(CLIPModel(config).eval(), seed)
@@ -145,8 +154,14 @@ def save_siglip2(path: Path, seed: int, patch_size: int = 4, max_num_patches: in
 
 def open_clip_config(kind: str, image_size: int) -> dict:
     """A tiny open_clip model config: "vit" (open_clip's VisionTransformer), "resnet" (ModifiedResNet),
-    or a timm trunk: "timm-vit" (ViT with an attention-pooling head) or "convnext"."""
+    a timm trunk: "timm-vit" (ViT with an attention-pooling head) or "convnext", or "custom-text"
+    (a CustomTextCLIP whose TextTransformer is bidirectional and pooled at the last position, the
+    text-tower layout of open_clip's SigLIP models)."""
     text = {"context_length": 16, "vocab_size": 49408, "width": 32, "heads": 4, "layers": 2}
+    if kind == "custom-text":
+        vision = {"image_size": image_size, "patch_size": 8, "width": 32, "layers": 2, "head_width": 8}
+        return {"embed_dim": 16, "custom_text": True, "vision_cfg": vision,
+                "text_cfg": {**text, "no_causal_mask": True, "pool_type": "last"}}
     if kind == "vit":
         vision = {"image_size": image_size, "patch_size": 8, "width": 32, "layers": 3, "head_width": 8}
     elif kind == "resnet":
@@ -158,17 +173,19 @@ def open_clip_config(kind: str, image_size: int) -> dict:
         vision = {"image_size": image_size, "timm_model_name": "convnext_atto", "timm_model_pretrained": False,
                   "timm_pool": "avg", "timm_proj": "linear"}
     else:
-        raise ValueError(f"Unknown open_clip test model {kind!r}: use 'vit', 'resnet', 'timm-vit' or 'convnext'.")
+        raise ValueError(f"Unknown open_clip test model {kind!r}: use 'vit', 'resnet', 'timm-vit', 'convnext' or "
+                         "'custom-text'.")
     return {"embed_dim": 192 if kind == "timm-vit" else 16, "vision_cfg": vision, "text_cfg": text}
 
 
 def save_open_clip(path: Path, seed: int, kind: str = "vit", image_size: int | None = None,
                    resize_mode: str = "shortest") -> Path:
     """An open_clip model in open_clip's local-dir layout (its own CLIP BPE tokenizer, from the config)."""
-    image_size = image_size or {"vit": 40, "resnet": 64}.get(kind, 224)  # timm trunks keep their own input size
+    image_size = image_size or {"vit": 40, "resnet": 64, "custom-text": 40}.get(kind, 224)  # timm: their own size
     model_cfg = open_clip_config(kind, image_size)
     torch.manual_seed(seed)
-    model = perturb(open_clip.model.CLIP(**model_cfg).eval(), seed)
+    build = open_clip.model.CustomTextCLIP if model_cfg.get("custom_text") else open_clip.model.CLIP
+    model = perturb(build(**{k: v for k, v in model_cfg.items() if k != "custom_text"}).eval(), seed)
     preprocess = {"size": [image_size, image_size], "mode": "RGB", "mean": list(open_clip.OPENAI_DATASET_MEAN),
                   "std": list(open_clip.OPENAI_DATASET_STD), "interpolation": "bicubic",
                   "resize_mode": resize_mode, "fill_color": 0}
@@ -191,12 +208,14 @@ class Builder:
 #: The tiny model of every family, by a short key.
 FAMILIES: dict[str, Builder] = {
     "clip": Builder(save_clip),
+    "clip-words": Builder(save_clip, options={"words": DEFAULT_WORDS}),  # the shapes models' tokenizer
     "siglip": Builder(save_siglip),
     "siglip2": Builder(save_siglip2),
     "openclip-vit": Builder(save_open_clip, "local-dir:", {"kind": "vit"}),
     "openclip-rn": Builder(save_open_clip, "local-dir:", {"kind": "resnet"}),
     "openclip-timm-vit": Builder(save_open_clip, "local-dir:", {"kind": "timm-vit"}),
     "openclip-convnext": Builder(save_open_clip, "local-dir:", {"kind": "convnext"}),
+    "openclip-custom-text": Builder(save_open_clip, "local-dir:", {"kind": "custom-text"}),
 }
 
 
