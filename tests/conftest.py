@@ -1,4 +1,5 @@
-"""Shared fixtures: tiny seeded CLIP models saved to disk and loaded through clipcam's own loader."""
+"""Shared fixtures: tiny seeded CLIP models (clipcam.testing.FAMILIES) saved to disk and loaded through
+clipcam's own loader."""
 
 from __future__ import annotations
 
@@ -31,8 +32,9 @@ PROMPTS = ["a photo of a cat.", "a photo of a dog.", "a red circle with a blue s
 
 @pytest.fixture(scope="session")
 def tiny_dir(tmp_path_factory):
-    """4×4 token grid (image 32, patch 8), two layers."""
-    return model_folder(tiny_model("clip", tmp_path_factory.mktemp("tiny"), seed=0))
+    """4×4 token grid (image 32, patch 8), two layers, with the shapes models' word-level CLIPTokenizer
+    (unknown words spelled in pieces); tiny5 and tiny7 have OpenAI's real BPE."""
+    return model_folder(tiny_model("clip-words", tmp_path_factory.mktemp("tiny"), seed=0))
 
 
 @pytest.fixture(scope="session")

@@ -43,15 +43,10 @@ def custom_dir(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def clip_dir(tmp_path_factory):
-    return model_folder(tiny_model("clip-words", tmp_path_factory.mktemp("wclip"), seed=0))
-
-
-@pytest.fixture(scope="module")
-def families(clip_dir, siglip_dir, oc_dir, rn_dir, custom_dir):
+def families(explainer, tiny_dir, siglip_dir, oc_dir, rn_dir, custom_dir):
     return {
         "open_clip-custom": (load_explainer(f"local-dir:{custom_dir}", device="cpu"), custom_dir),
-        "hf-clip": (load_explainer(str(clip_dir), device="cpu"), clip_dir),
+        "hf-clip": (explainer, tiny_dir),
         "siglip": (load_explainer(str(siglip_dir), device="cpu"), siglip_dir),
         "open_clip": (load_explainer(f"local-dir:{oc_dir}", device="cpu"), oc_dir),
         "open_clip-resnet": (load_explainer(f"local-dir:{rn_dir}", device="cpu"), rn_dir),
