@@ -12,11 +12,11 @@
 This module never imports gradio; the web UI lives in ``clipcam.app``.
 """
 
-from .constants import DEFAULT_SUBLAYER, MODEL_ALIASES, SUBLAYERS
+from .constants import DEFAULT_SUBLAYER, SUBLAYERS
 from .explainer import Explainer, Explanation, load_explainer
 from .geometry import CropGeometry
 from .images import load_image
-from .models import load_model
+from .models import MODEL_ALIASES, load_model
 from .models.base import ModelAdapter
 from .methods import METHODS, REGISTRY, Method
 from .words import WORD_METHODS, PromptWords, WordRelevance

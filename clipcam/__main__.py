@@ -21,8 +21,9 @@ from typing import Sequence
 import numpy as np
 
 from .methods import DEFAULT_METHOD, get_method
-from .constants import DEFAULT_TARGET, MODEL_ALIASES, TARGETS
+from .constants import DEFAULT_TARGET, TARGETS
 from .explainer import METHODS, load_explainer
+from .models import MODEL_ALIASES
 from .notes import seen_notes
 from .record import scores_record
 from .render import (

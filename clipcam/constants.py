@@ -1,4 +1,4 @@
-"""Named constants shared by the whole package: model aliases, sublayer names, limits.
+"""Named constants shared by the whole package: sublayer names, targets, limits.
 
 Magic numbers live here once, so that the explainer, the command line and the app agree.
 """
@@ -6,7 +6,7 @@ Magic numbers live here once, so that the explainer, the command line and the ap
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Iterable, NamedTuple, TypeVar
+from typing import Iterable, TypeVar
 
 T = TypeVar("T")
 
@@ -25,35 +25,10 @@ def check_choice(value: T, choices: Iterable[object], what: str) -> T:
 SHAPES_MODEL_DIR = Path(__file__).resolve().parents[1] / "assets" / "shapes-clip"
 
 
-class ModelInfo(NamedTuple):
-    """What is known about a named model without loading it."""
 
-    source: str  # Hugging Face hub id (or a path inside the project)
-    layers: int  # vision-encoder layers
-    description: str
-    width: int = 0  # vision hidden size (0: read it from the config)
-    mlp_width: int = 0  # vision MLP hidden size (mlp.fc1's output)
-    family: str = "hf-clip"  # which adapter loads it (clipcam.models.families())
-
-
-#: Short names a person can type. Layer counts let the UI set its slider without any download.
-MODEL_INFO: dict[str, ModelInfo] = {
-    "base": ModelInfo("openai/clip-vit-base-patch32", 12, "CLIP ViT-B/32, 7×7 patches", 768, 3072),
-    "large": ModelInfo("openai/clip-vit-large-patch14", 24, "CLIP ViT-L/14, 16×16 patches", 1024, 4096),
-    "shapes": ModelInfo(str(SHAPES_MODEL_DIR), 4, "shapes world, offline, trained by clipcam"),
-    "siglip": ModelInfo("google/siglip-base-patch16-224", 12, "SigLIP B/16, 14×14 patches, sigmoid scores", 768, 3072,
-                        "siglip"),
-    "rn50": ModelInfo("hf-hub:timm/resnet50_clip.openai", 4, "OpenAI CLIP RN50 (open_clip), 4 stages", 2048, 2048,
-                      "open_clip-resnet"),
-    "laion-b32": ModelInfo("hf-hub:laion/CLIP-ViT-B-32-laion2B-s34B-b79K", 12, "LAION-2B ViT-B/32 (open_clip)",
-                           768, 3072, "open_clip-vit"),
-}
-
-#: Short names mapped to their sources.
-MODEL_ALIASES: dict[str, str] = {name: info.source for name, info in MODEL_INFO.items()}
-
-#: The sublayers of one Hugging Face CLIP or SigLIP vision-encoder block that can be explained, in forward order.
-#: "block" is the output of the whole block (the residual stream after the MLP).
+#: The sublayers of one Hugging Face CLIP or SigLIP vision-encoder block (HFClipAdapter.sublayers;
+#: every family's own are on its adapter): also the evaluation's and the benchmarks' default list.
+#: In forward order; "block" is the output of the whole block (the residual stream after the MLP).
 SUBLAYERS: tuple[str, ...] = (
     "layer_norm1",
     "self_attn.q_proj",
@@ -66,6 +41,7 @@ SUBLAYERS: tuple[str, ...] = (
     "block",
 )
 
+#: HF CLIP's default sublayer (HFClipAdapter.default_sublayer; each family declares its own).
 DEFAULT_SUBLAYER = "mlp.fc1"
 
 #: What is explained for prompt k: CLIP's raw logit (the reference notebook's choice), the

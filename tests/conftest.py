@@ -1,4 +1,5 @@
-"""Shared fixtures: tiny seeded CLIP models saved to disk and loaded through clipcam's own loader."""
+"""Shared fixtures: tiny seeded CLIP models (clipcam.testing.FAMILIES) saved to disk and loaded through
+clipcam's own loader."""
 
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ import pytest
 from PIL import Image
 
 from clipcam import load_explainer
-from clipcam.testing import save_random_clip
+from clipcam.testing import model_folder, tiny_model
 
 # Everything the tests' clients and in-process servers write to the temporary folder (gradio_client's
 # uploads and downloads, gradio's cache, pytest's own folders) goes to one folder, deleted at the end
@@ -31,20 +32,23 @@ PROMPTS = ["a photo of a cat.", "a photo of a dog.", "a red circle with a blue s
 
 @pytest.fixture(scope="session")
 def tiny_dir(tmp_path_factory):
-    """4×4 token grid (image 32, patch 8), two layers."""
-    return save_random_clip(tmp_path_factory.mktemp("tiny"), seed=0)
+    """4×4 token grid (image 32, patch 8), two layers, with the shapes models' word-level CLIPTokenizer
+    (unknown words spelled in pieces); tiny5 and tiny7 have OpenAI's real BPE."""
+    return model_folder(tiny_model("clip-words", tmp_path_factory.mktemp("tiny"), seed=0))
 
 
 @pytest.fixture(scope="session")
 def tiny5_dir(tmp_path_factory):
     """5×5 token grid (image 40, patch 8), three layers: a grid that is not 7×7 and not square-of-2."""
-    return save_random_clip(tmp_path_factory.mktemp("tiny5"), seed=1, image_size=40, patch_size=8, layers=3)
+    return model_folder(tiny_model("clip", tmp_path_factory.mktemp("tiny5"), seed=2, image_size=40, patch_size=8,
+                                   layers=3))
 
 
 @pytest.fixture(scope="session")
 def tiny7_dir(tmp_path_factory):
     """7×7 token grid like ViT-B/32 (image 56, patch 8), three layers."""
-    return save_random_clip(tmp_path_factory.mktemp("tiny7"), seed=2, image_size=56, patch_size=8, layers=3)
+    return model_folder(tiny_model("clip", tmp_path_factory.mktemp("tiny7"), seed=0, image_size=56, patch_size=8,
+                                   layers=3))
 
 
 @pytest.fixture(scope="session")

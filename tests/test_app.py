@@ -301,9 +301,9 @@ def test_handlers_run_without_serving(tiny_dir):
 def test_siglip_scores_are_shown_as_sigmoids_everywhere(tmp_path):
     """A tiny SigLIP through the same loader as the hub's: the scores block, the legend, the tiles'
     captions and scores.json all say sigmoid, and the scores need not add up to 100 %."""
-    from clipcam.testing.families import save_random_siglip
+    from clipcam.testing import tiny_model
 
-    siglip = str(save_random_siglip(tmp_path / "siglip", seed=3))
+    siglip = tiny_model("siglip", tmp_path / "siglip", seed=3)
     with running_app([siglip]) as url:
         client = Client(url, verbose=False)
         gallery, shown, scores, notice, _, legend = call_explain(client, siglip, method="legrad", sublayer="mlp.fc1")

@@ -14,18 +14,18 @@ from conftest import PROMPTS, noise_image
 from slowref import apply_target
 
 from clipcam import load_explainer
-from clipcam.testing.families import save_random_open_clip, save_random_siglip
+from clipcam.testing import tiny_model
+from clipcam.testing.reference import own_model
 
 
 @pytest.fixture(scope="module")
 def oc_vit(tmp_path_factory):
-    path = save_random_open_clip(tmp_path_factory.mktemp("ocvit-attn"), "vit", seed=11)
-    return load_explainer(f"local-dir:{path}", device="cpu")
+    return load_explainer(tiny_model("openclip-vit", tmp_path_factory.mktemp("ocvit-attn"), seed=11), device="cpu")
 
 
 @pytest.fixture(scope="module")
 def siglip(tmp_path_factory):
-    return load_explainer(str(save_random_siglip(tmp_path_factory.mktemp("siglip-attn"), seed=12)), device="cpu")
+    return load_explainer(tiny_model("siglip", tmp_path_factory.mktemp("siglip-attn"), seed=12), device="cpu")
 
 
 def eager_open_clip(visual, pixels):
@@ -52,14 +52,16 @@ def eager_open_clip(visual, pixels):
 
 
 def text_of(ex, prompts):
+    own = own_model(ex.adapter.source)
     with torch.no_grad():
-        emb = ex.model.encode_text(ex.adapter.tokenizer(list(prompts)))
+        emb = own.model.encode_text(own.tokenizer(list(prompts)))
     return emb / emb.norm(dim=-1, keepdim=True)
 
 
 def slow_open_clip(ex, image, prompts, start, target, method):
-    visual = ex.model.visual
-    pixels = ex.adapter.transform(image)[None]
+    own = own_model(ex.adapter.source)  # open_clip's own loading, from the saved folder
+    visual = own.model.visual
+    pixels = own.preprocess(image)
     text = text_of(ex, prompts)
     side = visual.grid_size[0]
     maps = []
@@ -67,7 +69,7 @@ def slow_open_clip(ex, image, prompts, start, target, method):
         with torch.enable_grad():
             pooled, layers = eager_open_clip(visual, pixels.clone().requires_grad_(True))
             np.testing.assert_allclose(pooled.detach().numpy(), visual(pixels).detach().numpy(), rtol=1e-5, atol=1e-6)
-            logits = ex.model.logit_scale.exp() * (text @ (pooled[0] / pooled[0].norm()))
+            logits = own.model.logit_scale.exp() * (text @ (pooled[0] / pooled[0].norm()))
             score = apply_target(logits, target)[kk]
             if method != "legrad":
                 score.backward(retain_graph=True)
@@ -93,7 +95,7 @@ def slow_open_clip(ex, image, prompts, start, target, method):
             total = torch.zeros(t - 1)
             for layer in layers[start - 1:]:
                 emb = visual.ln_post(layer["out"].mean(dim=1)) @ visual.proj
-                s = apply_target(ex.model.logit_scale.exp() * (text @ (emb[0] / emb[0].norm())), target)[kk]
+                s = apply_target(own.model.logit_scale.exp() * (text @ (emb[0] / emb[0].norm())), target)[kk]
                 (grad,) = torch.autograd.grad(s, layer["probs"], retain_graph=True)
                 heads = grad.shape[1]
                 total += sum(grad[0, h].clamp(min=0).mean(dim=0)[1:] for h in range(heads)) / heads
@@ -117,12 +119,13 @@ def test_siglip_legrad_reads_the_pooling_heads_attention(siglip, start, target):
     norm, as their code), the gradient of the layer's score on the head's attention weights."""
     image = noise_image(50, 70, seed=6)
     res = siglip.explain(image, PROMPTS, layer=start, method="legrad", target=target)
-    model = siglip.model
-    tokens = siglip.adapter.tokenizer(list(PROMPTS), padding="max_length", max_length=16, return_tensors="pt")
+    own = own_model(siglip.adapter.source)  # transformers' own loading, from the saved folder
+    model = own.model
+    tokens = own.tokenizer(list(PROMPTS), padding="max_length", max_length=16, return_tensors="pt")
     with torch.no_grad():
         text = model.get_text_features(input_ids=tokens["input_ids"]).pooler_output
         text = text / text.norm(dim=-1, keepdim=True)
-    pixels = siglip.adapter.image_processor(images=image, return_tensors="pt")["pixel_values"]
+    pixels = own.preprocess(image)
     head = model.vision_model.head
     side = model.config.vision_config.image_size // model.config.vision_config.patch_size
     want = []
@@ -157,8 +160,9 @@ def test_siglip_legrad_reads_the_pooling_heads_attention(siglip, start, target):
 def authors_grad_eclip(ex, image, prompts):
     """A port of the authors' clip_encode_dense + grad_eclip (Cyang-Zhao/Grad-Eclip, generate_emap.py)
     onto open_clip's batch-first ViT: the last block recomputed with their attention_layer(q, k, v, 1)."""
-    visual = ex.model.visual
-    pixels = ex.adapter.transform(image)[None]
+    own = own_model(ex.adapter.source)  # open_clip's own loading, from the saved folder
+    visual = own.model.visual
+    pixels = own.preprocess(image)
     text = text_of(ex, prompts)
     side = visual.grid_size[0]
     maps = []
@@ -192,7 +196,7 @@ def test_grad_eclip_authors_variant_equals_their_code(oc_vit):
     included (their score is the cosine, clipcam's the logit = logit_scale × cosine)."""
     image = noise_image(64, 40, seed=9)
     res = oc_vit.explain(image, PROMPTS, method="gradeclip-authors", layer=1)
-    want = authors_grad_eclip(oc_vit, image, PROMPTS) * float(oc_vit.model.logit_scale.exp())
+    want = authors_grad_eclip(oc_vit, image, PROMPTS) * float(own_model(oc_vit.adapter.source).model.logit_scale.exp())
     np.testing.assert_allclose(res.grid_maps, want, rtol=1e-4, atol=1e-7)
     own = oc_vit.explain(image, PROMPTS, method="gradeclip", layer=oc_vit.num_layers)
     np.testing.assert_allclose(res.logits, own.logits, rtol=1e-6)  # the scores shown are the model's own

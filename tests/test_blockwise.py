@@ -11,8 +11,7 @@ import torch
 import clipcam.passes.common as passes_common
 from clipcam import load_explainer
 from clipcam.passes.common import goes_blockwise
-from clipcam.testing import save_random_clip
-from clipcam.testing.families import save_random_open_clip, save_random_siglip, save_random_siglip2
+from clipcam.testing import tiny_model
 
 from conftest import PROMPTS, noise_image
 
@@ -21,13 +20,11 @@ from conftest import PROMPTS, noise_image
 def families(tmp_path_factory):
     root = tmp_path_factory.mktemp("blockwise")
     return {
-        "hf-clip": load_explainer(str(save_random_clip(root / "clip", seed=2, layers=4)), device="cpu"),
-        "siglip": load_explainer(str(save_random_siglip(root / "siglip", seed=3, layers=4)), device="cpu"),
-        "siglip2": load_explainer(str(save_random_siglip2(root / "siglip2", seed=8, layers=4)), device="cpu"),
-        "open_clip-vit": load_explainer(f"local-dir:{save_random_open_clip(root / 'ocvit', 'vit', seed=4)}",
-                                        device="cpu"),
-        "open_clip-timm-vit": load_explainer(
-            f"local-dir:{save_random_open_clip(root / 'octimm', 'timm-vit', seed=6)}", device="cpu"),
+        "hf-clip": load_explainer(tiny_model("clip", root / "clip", seed=2, layers=4), device="cpu"),
+        "siglip": load_explainer(tiny_model("siglip", root / "siglip", seed=3, layers=4), device="cpu"),
+        "siglip2": load_explainer(tiny_model("siglip2", root / "siglip2", seed=8, layers=4), device="cpu"),
+        "open_clip-vit": load_explainer(tiny_model("openclip-vit", root / "ocvit", seed=4), device="cpu"),
+        "open_clip-timm-vit": load_explainer(tiny_model("openclip-timm-vit", root / "octimm", seed=6), device="cpu"),
     }
 
 

@@ -4,6 +4,8 @@ same path hub models take, checked against the family's own forward and pytorch-
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import cv2
 import numpy as np
 import pytest
@@ -13,52 +15,43 @@ from conftest import PROMPTS, noise_image
 
 from clipcam import load_explainer
 from clipcam.methods.cam import normalize_maps
-from clipcam.testing.families import save_random_open_clip, save_random_siglip
+from clipcam.testing import tiny_model
+from clipcam.testing.reference import own_model
 
 
 @pytest.fixture(scope="module")
 def siglip(tmp_path_factory):
-    return load_explainer(str(save_random_siglip(tmp_path_factory.mktemp("siglip"), seed=3)), device="cpu")
+    return load_explainer(tiny_model("siglip", tmp_path_factory.mktemp("siglip"), seed=0), device="cpu")
 
 
 @pytest.fixture(scope="module")
 def oc_vit(tmp_path_factory):
-    path = save_random_open_clip(tmp_path_factory.mktemp("ocvit"), "vit", seed=4)
-    return load_explainer(f"local-dir:{path}", device="cpu")
+    return load_explainer(tiny_model("openclip-vit", tmp_path_factory.mktemp("ocvit"), seed=4), device="cpu")
 
 
 @pytest.fixture(scope="module")
 def oc_resnet(tmp_path_factory):
-    path = save_random_open_clip(tmp_path_factory.mktemp("ocrn"), "resnet", seed=5)
-    return load_explainer(f"local-dir:{path}", device="cpu")
+    return load_explainer(tiny_model("openclip-rn", tmp_path_factory.mktemp("ocrn"), seed=2), device="cpu")
 
 
 @pytest.fixture(scope="module")
 def oc_timm_vit(tmp_path_factory):
-    path = save_random_open_clip(tmp_path_factory.mktemp("octimm"), "timm-vit", seed=6)
-    return load_explainer(f"local-dir:{path}", device="cpu")
+    return load_explainer(tiny_model("openclip-timm-vit", tmp_path_factory.mktemp("octimm"), seed=6), device="cpu")
 
 
 @pytest.fixture(scope="module")
 def oc_convnext(tmp_path_factory):
-    path = save_random_open_clip(tmp_path_factory.mktemp("occnx"), "convnext", seed=7)
-    return load_explainer(f"local-dir:{path}", device="cpu")
+    return load_explainer(tiny_model("openclip-convnext", tmp_path_factory.mktemp("occnx"), seed=7), device="cpu")
 
 
 FAMILIES = ["siglip", "oc_vit", "oc_resnet", "oc_timm_vit", "oc_convnext"]
 
 
 def own_logits(ex, image, prompts):
-    """The family's own forward, written without clipcam's adapter."""
-    model = ex.model
+    """The family's own forward, on the model its own library loads from the saved files."""
+    own = own_model(ex.adapter.source)
     with torch.no_grad():
-        if ex.family == "siglip":
-            pixels = ex.adapter.image_processor(images=image, return_tensors="pt")["pixel_values"]
-            tokens = ex.adapter.tokenizer(list(prompts), padding="max_length", max_length=16, return_tensors="pt")
-            return model(pixel_values=pixels, input_ids=tokens["input_ids"]).logits_per_image[0].numpy()
-        pixels = ex.adapter.transform(image)[None]
-        image_f, text_f, scale = model(pixels, ex.adapter.tokenizer(list(prompts)))
-        return (scale * image_f @ text_f.T)[0].numpy()
+        return Wrapper(ex, prompts)(own.preprocess(image))[0].numpy()
 
 
 @pytest.mark.parametrize("family", FAMILIES)
@@ -79,12 +72,13 @@ class Wrapper(torch.nn.Module):
 
     def __init__(self, ex, prompts):
         super().__init__()
-        self.ex, self.model = ex, ex.model
+        own = own_model(ex.adapter.source)  # loaded by the family's own library, not clipcam's loader
+        self.ex, self.model = ex, own.model
         if ex.family == "siglip":
-            self.tokens = ex.adapter.tokenizer(list(prompts), padding="max_length", max_length=16,
-                                               return_tensors="pt")["input_ids"]
+            self.tokens = own.tokenizer(list(prompts), padding="max_length", max_length=16,
+                                        return_tensors="pt")["input_ids"]
         else:
-            self.tokens = ex.adapter.tokenizer(list(prompts))
+            self.tokens = own.tokenizer(list(prompts))
 
     def forward(self, pixels):
         if self.ex.family == "siglip":
@@ -95,19 +89,20 @@ class Wrapper(torch.nn.Module):
 
 # (family, layer, the module addressed directly in the model, reshape transform, clipcam's sublayer)
 def cases(ex):
+    model = own_model(ex.adapter.source).model
     if ex.family == "siglip":
-        blocks = ex.model.vision_model.encoder.layers
-        side = ex.model.config.vision_config.image_size // ex.model.config.vision_config.patch_size
+        blocks = model.vision_model.encoder.layers
+        side = model.config.vision_config.image_size // model.config.vision_config.patch_size
         no_prefix = lambda x: x.reshape(x.shape[0], side, side, x.shape[2]).permute(0, 3, 1, 2)
         return [(1, blocks[0].mlp.fc1, no_prefix, "mlp.fc1"), (2, blocks[1].self_attn.v_proj, no_prefix, "self_attn.v_proj"),
                 (2, blocks[1], lambda x: no_prefix(x[0] if isinstance(x, tuple) else x), "block")]
     if ex.family == "open_clip-vit":
-        blocks = ex.model.visual.transformer.resblocks
-        side = ex.model.visual.grid_size[0]
+        blocks = model.visual.transformer.resblocks
+        side = model.visual.grid_size[0]
         drop_cls = lambda x: x[:, 1:].reshape(x.shape[0], side, side, x.shape[2]).permute(0, 3, 1, 2)
         return [(1, blocks[0].mlp.c_fc, drop_cls, "mlp.c_fc"), (2, blocks[1].ln_2, drop_cls, "ln_2"),
                 (3, blocks[2].ln_1, drop_cls, "ln_1")]
-    visual = ex.model.visual
+    visual = model.visual
     if ex.family == "open_clip-timm-vit":
         blocks, prefix = visual.trunk.blocks, visual.trunk.num_prefix_tokens
         side = visual.trunk.patch_embed.grid_size[0]
@@ -126,7 +121,7 @@ def test_grad_cam_equals_pytorch_grad_cam_raw(family, target, request):
     ex = request.getfixturevalue(family)
     image = noise_image(64, 48, seed=2)
     wrapper = Wrapper(ex, PROMPTS)
-    pixels = ex.adapter.preprocess(image)
+    pixels = own_model(ex.adapter.source).preprocess(image)
     for layer, module, reshape, sublayer in cases(ex):
         res = ex.explain(image, PROMPTS, layer=layer, sublayer=sublayer, target=target)
         ref = []
@@ -239,10 +234,11 @@ def test_score_cam_equals_pytorch_grad_cam(family, layer, request):
     ex = request.getfixturevalue(family)
     image = noise_image(64, 64, seed=8)
     wrapper = Wrapper(ex, PROMPTS)
-    pixels = ex.adapter.preprocess(image)
+    pixels = own_model(ex.adapter.source).preprocess(image)
     sublayer = "output" if family == "oc_resnet" else "ln_2"
-    module = ex.adapter.module(layer, sublayer)
-    side = ex.adapter.grid_at(layer)[0]
+    visual = wrapper.model.visual
+    module = visual.layer3 if family == "oc_resnet" else visual.transformer.resblocks[layer - 1].ln_2
+    side = visual.grid_size[0] if family == "oc_vit" else None
     reshape = None if family == "oc_resnet" else (
         lambda x: x[:, 1:].reshape(x.shape[0], side, side, x.shape[2]).permute(0, 3, 1, 2))
     res = ex.explain(image, PROMPTS, layer=layer, sublayer=sublayer, method="scorecam")
@@ -284,3 +280,20 @@ def test_command_line_refuses_a_method_the_family_cannot_run(oc_resnet, tmp_path
     assert err.strip() == ("clipcam: Chefer relevance needs self-attention layers whose queries, keys and values "
                            "clipcam can read and a class token that the image embedding is read from, which open_clip "
                            "ResNet models do not have; pick Grad-CAM or another method that this model supports.")
+
+
+@pytest.mark.parametrize("package", ["sentencepiece", "protobuf"])
+def test_a_missing_tokenizer_package_is_named_with_how_to_install_it(package, tmp_path, monkeypatch):
+    """SigLIP's SiglipTokenizer needs sentencepiece and protobuf: without one, the load error names the
+    package and how to install it, and sends the person nowhere else (issue 26)."""
+    from transformers.utils import import_utils
+
+    from clipcam.models import load_model
+
+    source = tiny_model("siglip", tmp_path / "siglip", seed=3)
+    _, message = import_utils.BACKENDS_MAPPING[package]
+    monkeypatch.setitem(import_utils.BACKENDS_MAPPING, package, (lambda: False, message))  # as if not installed
+    with pytest.raises(ValueError) as err:
+        load_model(source, device="cpu")
+    assert str(err.value) == (f"Loading {str(Path(source).resolve())!r} needs the Python package {package}, which is "
+                              f"not installed: install it with pip install {package}.")

@@ -10,7 +10,8 @@ from PIL import Image
 
 from benchmarks.quality import best, evaluate
 from clipcam import load_explainer
-from clipcam.app.choices import MODEL_DEFAULTS, model_defaults
+from clipcam.app.choices import model_defaults
+from clipcam.models import start_settings
 from clipcam.constants import SHAPES_MODEL_DIR
 from clipcam.eval.evaluate import recognition
 from clipcam.eval.metrics import auc, dilate, energy_pointing, peak, perturbation_series, pointing
@@ -111,7 +112,7 @@ def test_heatmap_peak_lands_on_the_named_object_in_a_wide_and_a_tall_image(canva
     ex = load_explainer("shapes", device="cpu")
     layer, sublayer, target, method = model_defaults("shapes", ex.num_layers)
     assert (layer, method) == (1, "chefer")
-    assert "shapes" in MODEL_DEFAULTS, "the app's shapes defaults come from the quality benchmark"
+    assert start_settings("shapes") is not None, "the app's shapes defaults come from the quality benchmark"
     scene = render((ShapeObject("circle", "red", (16, 18), 11), ShapeObject("square", "blue", (46, 44), 11),
                     ShapeObject("triangle", "yellow", (46, 14), 9)), np.random.default_rng(0))
     big = Image.new("RGB", canvas, tuple(int(v) for v in np.median(scene.image.reshape(-1, 3), axis=0)))

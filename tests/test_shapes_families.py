@@ -8,14 +8,18 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import pytorch_grad_cam as pgc
 import torch
 import torch.nn.functional as F
+from PIL import Image
 from clihelpers import run_cli
 
+from clipcam import load_explainer
 from clipcam.eval.shapes import COLOURS, SHAPES, VOCABULARY, ShapeObject, evaluation_set, object_prompt, render
+from clipcam.testing.reference import own_model
 
 ASSETS = Path(__file__).resolve().parents[1] / "assets"
-SIGLIP_DIR, RN_DIR = ASSETS / "shapes-siglip", ASSETS / "shapes-rn"
+CLIP_DIR, SIGLIP_DIR, RN_DIR = ASSETS / "shapes-clip", ASSETS / "shapes-siglip", ASSETS / "shapes-rn"
 OBJECTS = [ShapeObject(s, c, (0, 0), 0) for c in COLOURS for s in SHAPES]
 PROMPTS = [object_prompt(o) for o in OBJECTS]
 SCENES = evaluation_set(40, seed=7)  # not the training stream (seed 0) nor training.json's held-out set (99)
@@ -132,3 +136,62 @@ def test_siglip_gradient_maps_point_at_the_named_object():
     for method in ("gradcam-elementwise", "hirescam"):
         top = best(result["rows"], method)
         assert top["pointing"] >= 0.85 and top["other_object"] <= 0.1, (method, top)
+
+
+class OwnLogits(torch.nn.Module):
+    """A trained shapes model as its own library runs it, image → logits (1, K), for pytorch-grad-cam."""
+
+    def __init__(self, source: str, prompts):
+        super().__init__()
+        own = own_model(source)
+        self.model, self.open_clip = own.model, source.startswith("local-dir:")
+        if self.open_clip:
+            self.ids = own.tokenizer(list(prompts))
+        elif self.model.config.model_type == "siglip":  # padded to the text length, no mask, as it was trained
+            length = min(64, self.model.config.text_config.max_position_embeddings)
+            self.ids = own.tokenizer(list(prompts), padding="max_length", max_length=length, return_tensors="pt")
+        else:
+            self.ids = own.tokenizer(list(prompts), padding=True, return_tensors="pt")
+
+    def forward(self, pixels):
+        if self.open_clip:
+            image_f, text_f, scale = self.model(pixels, self.ids)
+            return scale * image_f @ text_f.T
+        return self.model(pixel_values=pixels, **self.ids).logits_per_image
+
+
+def own_layer(source: str, layer: int, sublayer: str):
+    """The explained module addressed in the model its library loaded, and pytorch-grad-cam's reshape
+    of its tokens to (B, D, rows, cols) (a ResNet stage is already a grid)."""
+    model = own_model(source).model
+    if source.startswith("local-dir:"):
+        return getattr(model.visual, f"layer{layer}"), None
+    cfg = model.config.vision_config
+    side, prefix = cfg.image_size // cfg.patch_size, 0 if model.config.model_type == "siglip" else 1
+    module = model.vision_model.encoder.layers[layer - 1].get_submodule(sublayer)
+    return module, lambda x: x[:, prefix:].reshape(x.shape[0], side, side, x.shape[2]).permute(0, 3, 1, 2)
+
+
+@pytest.mark.parametrize("source,layer,sublayer", [
+    (str(CLIP_DIR), 2, "self_attn.v_proj"), (str(SIGLIP_DIR), 1, "self_attn.v_proj"), (f"local-dir:{RN_DIR}", 4, "output"),
+])
+def test_grad_cam_on_each_trained_shapes_model_equals_pytorch_grad_cam(source, layer, sublayer):
+    """On the trained model of each family (real weights, biases and norms), Grad-CAM through
+    clipcam equals pytorch-grad-cam's own pipeline on the model its library loads from the same
+    files: raw, unnormalised maps, each prompt with its own backward."""
+    prompts = ["a photo of a red circle.", "a photo of a blue square.", "a photo of a green triangle."]
+    image = Image.fromarray(two_objects())
+    res = load_explainer(source, device="cpu").explain(image, prompts, layer=layer, sublayer=sublayer, method="gradcam")
+    wrapper = OwnLogits(source, prompts)
+    pixels = own_model(source).preprocess(image)
+    module, reshape = own_layer(source, layer, sublayer)
+    want = []
+    with pgc.GradCAM(model=wrapper, target_layers=[module], reshape_transform=reshape) as cam:
+        for k in range(len(prompts)):
+            cam(input_tensor=pixels.clone().requires_grad_(True), targets=[lambda out, k=k: out[k]])
+            acts = cam.activations_and_grads.activations[0].numpy()
+            grads = cam.activations_and_grads.gradients[0].numpy()
+            want.append(np.maximum(cam.get_cam_image(pixels, None, None, acts, grads, eigen_smooth=False), 0)[0])
+    np.testing.assert_allclose(res.logits, wrapper(pixels)[0].detach().numpy(), rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(res.grid_maps, np.stack(want), rtol=1e-4, atol=1e-6 * max(1.0, np.abs(want).max()))
+    assert all(m.max() > 0 for m in want), "each prompt's map must show something on a trained model"

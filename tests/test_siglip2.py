@@ -19,14 +19,15 @@ from transformers.models.siglip2.image_processing_siglip2 import convert_image_t
 from clipcam import load_explainer
 from clipcam.geometry import CropGeometry, naflex_size
 from clipcam.methods.cam import normalize_maps
-from clipcam.testing.families import save_random_siglip2
+from clipcam.testing import model_folder, tiny_model
+from clipcam.testing.reference import own_model
 
 SIZES = [(70, 30), (30, 70), (41, 41), (200, 13), (13, 90)]  # (W, H): wide, tall, square, extreme
 
 
 @pytest.fixture(scope="module")
 def model_dir(tmp_path_factory):
-    return save_random_siglip2(tmp_path_factory.mktemp("siglip2"), seed=21)
+    return model_folder(tiny_model("siglip2", tmp_path_factory.mktemp("siglip2"), seed=35))
 
 
 @pytest.fixture(scope="module")
@@ -39,7 +40,7 @@ class Reference:
     the tokenizer padded to 64 tokens (input_ids only: SigLIP 2 was trained without a text mask)."""
 
     def __init__(self, ex, model_dir, image, prompts):
-        self.model = ex.model
+        self.model = own_model(str(model_dir)).model  # transformers' own loading, from the saved folder
         self.processor = AutoImageProcessor.from_pretrained(model_dir)
         tokenizer = AutoTokenizer.from_pretrained(model_dir)
         self.ids = tokenizer(list(prompts), padding="max_length", max_length=64, truncation=True,
@@ -123,7 +124,7 @@ def test_grad_cam_equals_pytorch_grad_cam_raw(ex, model_dir, size, target):
     ref = Reference(ex, model_dir, image, PROMPTS)
     rows, cols = ref.rows, ref.cols
     reshape = lambda x: (x[0] if isinstance(x, tuple) else x)[:, :rows * cols].reshape(1, rows, cols, -1).permute(0, 3, 1, 2)  # noqa: E731
-    blocks = ex.model.vision_model.encoder.layers
+    blocks = ref.model.vision_model.encoder.layers
     for layer, module, sublayer in [(1, blocks[0].mlp.fc1, "mlp.fc1"), (2, blocks[1].self_attn.v_proj, "self_attn.v_proj"),
                                     (2, blocks[1], "block"), (1, blocks[0].layer_norm1, "layer_norm1")]:
         res = ex.explain(image, PROMPTS, layer=layer, sublayer=sublayer, target=target)
@@ -165,7 +166,7 @@ def test_score_cam_equals_pytorch_grad_cam(ex, model_dir, layer, sublayer):
     ref = Reference(ex, model_dir, image, PROMPTS)
     rows, cols = ref.rows, ref.cols
     reshape = lambda x: x[:, :rows * cols].reshape(x.shape[0], rows, cols, -1).permute(0, 3, 1, 2)  # noqa: E731
-    module = ex.adapter.module(layer, sublayer)
+    module = ref.model.vision_model.encoder.layers[layer - 1].get_submodule(sublayer)
     res = ex.explain(image, PROMPTS, layer=layer, sublayer=sublayer, method="scorecam")
     with pgc.ScoreCAM(model=Pixels(ref), target_layers=[module], reshape_transform=reshape) as cam:
         cam.batch_size = 32
@@ -184,7 +185,7 @@ def test_legrad_reads_the_pooling_heads_attention_with_the_padding_masked(ex, mo
     image = noise_image(70, 30, seed=6)
     res = ex.explain(image, PROMPTS, layer=start, method="legrad", target=target)
     ref = Reference(ex, model_dir, image, PROMPTS)
-    model, real = ex.model, ref.rows * ref.cols
+    model, real = ref.model, ref.rows * ref.cols
     with torch.no_grad():
         text = model.get_text_features(input_ids=ref.ids).pooler_output
         text = text / text.norm(dim=-1, keepdim=True)

@@ -14,48 +14,32 @@ import torch.nn.functional as F
 from conftest import noise_image
 
 from clipcam import load_explainer
-from clipcam.testing.families import save_random_open_clip, save_random_siglip
+from clipcam.testing import model_folder, tiny_model
+from clipcam.testing.reference import own_model
 
 WORD_PROMPTS = ["a photo of a cat.", "a red zebra with a blue square.", "an astronaut"]
 
 
 @pytest.fixture(scope="module")
 def siglip_dir(tmp_path_factory):
-    return save_random_siglip(tmp_path_factory.mktemp("wsiglip"), seed=3)
+    return model_folder(tiny_model("siglip", tmp_path_factory.mktemp("wsiglip"), seed=3))
 
 
 @pytest.fixture(scope="module")
 def oc_dir(tmp_path_factory):
-    return save_random_open_clip(tmp_path_factory.mktemp("wocvit"), "vit", seed=4)
+    return model_folder(tiny_model("openclip-vit", tmp_path_factory.mktemp("wocvit"), seed=4))
 
 
 @pytest.fixture(scope="module")
 def rn_dir(tmp_path_factory):
-    return save_random_open_clip(tmp_path_factory.mktemp("wocrn"), "resnet", seed=5)
+    return model_folder(tiny_model("openclip-rn", tmp_path_factory.mktemp("wocrn"), seed=5))
 
 
 @pytest.fixture(scope="module")
 def custom_dir(tmp_path_factory):
     """open_clip's CustomTextCLIP with a bidirectional TextTransformer pooled at the last position
     (the text-tower layout of open_clip's SigLIP models)."""
-    import json
-
-    import open_clip
-    from safetensors.torch import save_file
-
-    path = tmp_path_factory.mktemp("woccustom")
-    cfg = {"embed_dim": 16, "custom_text": True,
-           "vision_cfg": {"image_size": 40, "patch_size": 8, "width": 32, "layers": 2, "head_width": 8},
-           "text_cfg": {"context_length": 16, "vocab_size": 49408, "width": 32, "heads": 4, "layers": 2,
-                        "no_causal_mask": True, "pool_type": "last"}}
-    torch.manual_seed(6)
-    model = open_clip.model.CustomTextCLIP(**{k: v for k, v in cfg.items() if k != "custom_text"}).eval()
-    pre = {"size": [40, 40], "mode": "RGB", "mean": list(open_clip.OPENAI_DATASET_MEAN),
-           "std": list(open_clip.OPENAI_DATASET_STD), "interpolation": "bicubic", "resize_mode": "shortest",
-           "fill_color": 0}
-    (path / "open_clip_config.json").write_text(json.dumps({"model_cfg": cfg, "preprocess_cfg": pre}))
-    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(path / "open_clip_model.safetensors"))
-    return path
+    return model_folder(tiny_model("openclip-custom-text", tmp_path_factory.mktemp("woccustom"), seed=6))
 
 
 @pytest.fixture(scope="module")
@@ -133,14 +117,15 @@ class OpenClipRef:
     open_clip's weights: attention probabilities and pre-projection outputs are tensors here."""
 
     def __init__(self, ex, model_dir):
-        self.model = ex.model
+        self.own = own_model(ex.adapter.source)  # open_clip's own loading, from the saved folder
+        self.model = self.own.model
         self.ex = ex
-        self.tower = getattr(ex.model, "text", ex.model)  # CustomTextCLIP's TextTransformer, or CLIP itself
+        self.tower = getattr(self.model, "text", self.model)  # CustomTextCLIP's TextTransformer, or CLIP itself
         self.heads = self.tower.transformer.resblocks[0].attn.num_heads
 
     def run(self, image, prompts, alpha=1.0):
         m, tower = self.model, self.tower
-        ids = self.ex.adapter.tokenizer(list(prompts))
+        ids = self.own.tokenizer(list(prompts))
         pool = getattr(tower, "pool_type", getattr(m, "text_pool_type", None))
         # argmax: the end-of-text token has the highest id; last: the last (padding) position
         pooled = ids.argmax(dim=-1).tolist() if pool == "argmax" else [ids.shape[1] - 1] * len(prompts)
@@ -168,7 +153,7 @@ class OpenClipRef:
         proj = tower.text_projection
         x = proj(x) if isinstance(proj, torch.nn.Linear) else x @ proj
         with torch.no_grad():
-            image_f = m.encode_image(self.ex.adapter.transform(image)[None])
+            image_f = m.encode_image(self.own.preprocess(image))
         logits = m.logit_scale.exp() * F.normalize(image_f, dim=-1) @ F.normalize(x, dim=-1).T
         return logits[0], ids, pooled, emb, probs_all, found
 

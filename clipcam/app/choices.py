@@ -1,8 +1,8 @@
 """What the app offers: the models, the methods each model's family runs, and where each starts.
 
-The per-model starting settings are data in ONE place here (APP_METHOD, MODEL_DEFAULTS, CAM_LAYERS,
-WIDE_SUBLAYERS) and are read only through ``model_defaults``, ``method_layer`` and
-``wide_sublayer``, so that they can move beside each family's entry in the model registry.
+A short-named model's measured starting settings are data beside its entry in the family registry
+(clipcam.models.registry.start_settings, each citing its BENCHMARKS.md section); every other
+model starts on its family's defaults and the app's method where the family runs it.
 """
 
 from __future__ import annotations
@@ -11,40 +11,26 @@ import os
 from pathlib import Path
 from typing import Callable, Sequence
 
-from ..constants import DEFAULT_TARGET, MODEL_INFO, check_choice
+from ..constants import DEFAULT_TARGET, check_choice
 from ..methods import DEFAULT_METHOD, METHODS, REGISTRY, get_method, supported_methods
-from ..models import families, load_model, sublayer_names, unavailable_reason
+from ..models import MODEL_INFO, families, load_model, start_settings, sublayer_names, unavailable_reason, wide_sublayers
 from ..models.base import CAPABILITIES, ModelAdapter
 from ..words import WORD_REGISTRY
 
-# ----------------------------------------------------------------- per-model starting settings (data)
-#: The method the app starts with: the best measured on the retrained shapes-world CLIP, which
-#: points at the named object every time from layer 1 of 4 (BENCHMARKS.md, "Quality per model
-#: family: shapes world"). The hub models' real weights cannot be measured here; they start from
-#: the second-to-last layer, where LeGrad's authors start on CLIP.
+#: The method the app starts with where a model has no measured settings and its family runs it:
+#: the best measured on the shapes-world CLIP (BENCHMARKS.md, "Quality per model family: shapes
+#: world"). The hub models' real weights cannot be measured here; they start from the
+#: second-to-last layer, where LeGrad's authors start on CLIP.
 APP_METHOD = "chefer"
-
-#: Per-model starting settings: (layers counted from the end, sublayer, target, method). The
-#: sublayer is what a CAM method starts on when a person switches to one; the shapes model starts
-#: where Chefer measured best on it, from layer 1 of 4 (BENCHMARKS.md, "Quality per model family:
-#: shapes world").
-MODEL_DEFAULTS: dict[str, tuple[int, str, str, str]] = {"shapes": (3, "self_attn.v_proj", "logit", APP_METHOD)}
-
-#: Where the sublayer methods start on a model: where Grad-CAM measured best (BENCHMARKS.md,
-#: "Heatmap quality with ground truth: shapes world").
-CAM_LAYERS: dict[str, int] = {"shapes": 2}
-
-#: Sublayers as wide as the MLP's hidden layer, in every family's names.
-WIDE_SUBLAYERS = ("mlp.fc1", "mlp.c_fc", "mlp.gelu", "mlp.act")
 
 
 def model_defaults(name: str, n_layers: int) -> tuple[int, str, str, str]:
     """(layer, sublayer, target, method) a model starts with in the app: its family's default
     sublayer, and the app's method where the family supports it (SigLIP has no class token, so it
     starts on LeGrad, which its authors define for SigLIP; CNNs start on Grad-CAM at the last stage)."""
-    if name in MODEL_DEFAULTS:
-        from_end, sublayer, target, method = MODEL_DEFAULTS[name]
-        return max(1, n_layers - from_end), sublayer, target, method
+    start = start_settings(name)
+    if start is not None:
+        return max(1, n_layers - start.from_end), start.sublayer, start.target, start.method
     adapter = family_class(name)
     supported = supported_methods(adapter.capabilities)
     method = next(m for m in (APP_METHOD, "legrad", DEFAULT_METHOD) if m in supported)
@@ -55,15 +41,11 @@ def model_defaults(name: str, n_layers: int) -> tuple[int, str, str, str]:
 def method_layer(name: str, method: str, n_layers: int) -> int:
     """The layer a method starts on for a model when a person switches to it: the methods that
     start at a layer from the model's starting layer (model_defaults), the methods that read a
-    layer where they measured best (CAM_LAYERS; elsewhere the model's default)."""
-    if get_method(method).layer_role == "reads" and name in CAM_LAYERS:
-        return min(CAM_LAYERS[name], n_layers)
+    layer where they measured best (the registry's ``cam_layer``; elsewhere the model's default)."""
+    start = start_settings(name)
+    if get_method(method).layer_role == "reads" and start is not None and start.cam_layer is not None:
+        return min(start.cam_layer, n_layers)
     return model_defaults(name, n_layers)[0]
-
-
-def wide_sublayer(sublayer: str) -> bool:
-    """Whether ``sublayer`` is as wide as the MLP's hidden layer (Score-CAM runs 4× the forwards)."""
-    return sublayer in WIDE_SUBLAYERS
 
 
 # ----------------------------------------------------------------- models
@@ -172,7 +154,7 @@ def method_note_for(name: str, method: str, sublayer: str) -> str:
         if get_method(method).cost != "per channel":
             forwards = 0
         elif info is not None and info.width:  # the short names' widths are known without the hub
-            forwards = info.mlp_width if wide_sublayer(sublayer) else info.width
+            forwards = info.mlp_width if sublayer in wide_sublayers(name) else info.width
         else:
             forwards = load_model(name).channels(sublayer)
     except Exception:  # noqa: BLE001 - not loadable now (offline, not cached): say it without the count

@@ -1,20 +1,18 @@
 """Model sources and loading: a name, a hub id or a local directory → a frozen model behind its
 family's adapter (clipcam.models.base.ModelAdapter).
 
-Families: Hugging Face ``CLIPModel`` and ``SiglipModel`` (clipcam.models.hf_clip) and open_clip
-models (clipcam.models.open_clip), named as open_clip names them: ``hf-hub:org/repo`` or
-``local-dir:/path``. A local directory is recognised by its files (``open_clip_config.json`` for
-open_clip, ``config.json`` for transformers).
+Families: Hugging Face ``CLIPModel``, ``SiglipModel`` and ``Siglip2Model`` (clipcam.models.hf_clip,
+clipcam.models.siglip2) and open_clip models (clipcam.models.open_clip), named as open_clip names
+them: ``hf-hub:org/repo`` or ``local-dir:/path``. Which family explains a model, and the short
+names, are decided in one place, the family registry (clipcam.models.registry).
 
-Only safetensors weights are loaded (a pickle checkpoint can run code when it is read): every
-weights file, and every shard an index names, must be ``.safetensors``, and ``trust_remote_code``
-is never set. Every loading error is one ValueError sentence. Loaded models live in one small,
+Only safetensors weights are loaded (clipcam.models.files), and ``trust_remote_code`` is never
+set. Every loading error is one ValueError sentence. Loaded models live in one small,
 lock-guarded LRU cache, the only global mutable state in the package.
 """
 
 from __future__ import annotations
 
-import json
 import os
 import threading
 import urllib.error
@@ -24,54 +22,20 @@ from pathlib import Path
 import torch
 
 from ..cache import LockedLRU
-from ..constants import MODEL_ALIASES
 from .base import ModelAdapter
+from .files import check_index, check_safetensors_only, quoted
+from .registry import (MODEL_ALIASES, MODEL_INFO, OPEN_CLIP_PREFIXES, ModelInfo, families, is_open_clip, load_adapter,
+                       resolve_source, start_settings, sublayer_names, wide_sublayers)
+
+__all__ = [
+    "MODEL_ALIASES", "MODEL_CACHE_SIZE", "MODEL_INFO", "OPEN_CLIP_PREFIXES", "ModelAdapter", "ModelInfo",
+    "cached_models", "check_index", "check_safetensors_only", "clear_cache", "families", "is_open_clip",
+    "load_model", "resolve_device", "resolve_dtype", "resolve_source", "start_settings", "sublayer_names",
+    "unavailable_reason", "wide_sublayers",
+]
 
 #: How many loaded models the cache keeps before dropping the least recently used.
 MODEL_CACHE_SIZE = 3
-
-#: Weight files that are pickles (refused) and the safetensors files clipcam reads.
-_PICKLE_SUFFIXES = (".bin", ".pth", ".pt", ".ckpt", ".pkl", ".h5", ".msgpack", ".npz")
-_INDEX_FILES = ("model.safetensors.index.json", "open_clip_model.safetensors.index.json")
-OPEN_CLIP_PREFIXES = ("hf-hub:", "local-dir:")
-
-
-def families() -> dict[str, type[ModelAdapter]]:
-    """Every family clipcam explains: family id → its adapter class (static facts: sublayers,
-    capabilities, layer noun, probability kind), so the app can set itself up before loading."""
-    from .hf_clip import HFClipAdapter, SiglipAdapter
-    from .open_clip import (OpenClipConvNeXtAdapter, OpenClipResNetAdapter, OpenClipTimmViTAdapter,
-                            OpenClipViTAdapter)
-    from .siglip2 import Siglip2NaFlexAdapter
-
-    classes = (HFClipAdapter, SiglipAdapter, Siglip2NaFlexAdapter, OpenClipViTAdapter, OpenClipResNetAdapter,
-               OpenClipTimmViTAdapter, OpenClipConvNeXtAdapter)
-    return {c.family: c for c in classes}
-
-
-def sublayer_names() -> list[str]:
-    """Every family's sublayer names, in a stable order (what the app, batch and eval accept; the
-    explainer then checks the name against the loaded model's own family)."""
-    return list(dict.fromkeys(s for cls in families().values() for s in cls.sublayers))
-
-
-def resolve_source(name: str) -> str:
-    """Turn a short name into a hub id; hub ids, open_clip names and paths pass through unchanged."""
-    if not isinstance(name, str) or not name.strip():
-        raise ValueError(
-            "No model given: use a short name (base, large, shapes, siglip, rn50, laion-b32), a Hugging Face "
-            "model id, an open_clip name (hf-hub:org/repo, local-dir:/path) or a local directory."
-        )
-    name = name.strip()
-    return MODEL_ALIASES.get(name, name)
-
-
-def is_open_clip(source: str) -> bool:
-    """True for open_clip's own names and for local directories in open_clip's layout."""
-    if source.startswith(OPEN_CLIP_PREFIXES):
-        return True
-    path = Path(source).expanduser()
-    return path.is_dir() and (path / "open_clip_config.json").is_file()
 
 
 def resolve_device(device: str | torch.device = "auto") -> torch.device:
@@ -96,69 +60,15 @@ def resolve_dtype(half: bool, device: torch.device) -> torch.dtype:
     return torch.float16 if half else torch.float32
 
 
-def check_safetensors_only(folder: Path, what: str, config: str = "config.json") -> None:
-    """Refuse a local model folder that is not a model, or whose weights are not all safetensors:
-    any pickle weights file beside them, and any shard an index names that is not .safetensors."""
-    if not folder.is_dir():
-        raise ValueError(f"{what} {_short(folder)} is not a directory holding a saved model.")
-    if not (folder / config).is_file():
-        raise ValueError(f"{what} {_short(folder)} has no {config}: it is not a saved model.")
-    for index in _INDEX_FILES:
-        if (folder / index).is_file():
-            check_index(folder / index, what)
-    files = [f for f in folder.iterdir() if f.is_file()]
-    pickles = sorted(f.name for f in files if f.suffix.lower() in _PICKLE_SUFFIXES)
-    has_safetensors = any(f.suffix == ".safetensors" for f in files)
-    if pickles and not has_safetensors:
-        raise ValueError(
-            f"{what} {_short(folder)} holds only a pickle checkpoint; clipcam loads safetensors weights "
-            "only, because reading a pickle can run code. Convert it with save_pretrained(safe_serialization=True)."
-        )
-    if pickles:
-        raise ValueError(
-            f"{what} {_short(folder)} holds pickle weights ({', '.join(pickles)[:80]}) beside its safetensors; "
-            "clipcam loads safetensors weights only, so remove the pickle files."
-        )
-    if not has_safetensors:
-        raise ValueError(f"{what} {_short(folder)} has no .safetensors weights.")
-
-
-def check_index(index: Path, what: str = "Model") -> None:
-    """Refuse a weights index that names any shard that is not a .safetensors file."""
-    try:
-        shards = set(json.loads(index.read_text())["weight_map"].values())
-    except (OSError, ValueError, KeyError, TypeError, AttributeError):
-        raise ValueError(f"{what} index {index.name} is not a valid weights index (a JSON weight_map).") from None
-    unsafe = sorted(str(s) for s in shards if not str(s).endswith(".safetensors"))
-    if unsafe:
-        raise ValueError(
-            f"{what} index {index.name} names weights that are not safetensors ({', '.join(unsafe)[:80]}); "
-            "clipcam loads safetensors weights only, because reading a pickle can run code."
-        )
-
-
-def _short(path: object, limit: int = 120) -> str:
-    """A path or value as it is quoted in a sentence, shortened so that a huge value is never echoed."""
-    text = str(path)
-    return repr(text if len(text) <= limit else text[: limit - 1] + "…")
-
-
 def _load_uncached(name: str, device: torch.device, dtype: torch.dtype) -> ModelAdapter:
     source = resolve_source(name)
     try:
-        if is_open_clip(source):
-            from .open_clip import load_open_clip
-
-            adapter = load_open_clip(name, source, device, dtype)
-        else:
-            from .hf_clip import load_hf
-
-            adapter = load_hf(name, source, device, dtype)
+        adapter = load_adapter(name, source, device, dtype)
     except ValueError:
         raise
     except (OSError, RuntimeError, KeyError, TypeError, AttributeError, ImportError) as err:
         raise ValueError(
-            f"Could not load the model {_short(name)} ({_short(source)}): {_first_line(err)} Check the id or path, "
+            f"Could not load the model {quoted(name)} ({quoted(source)}): {_first_line(err)} Check the id or path, "
             "that the model has safetensors weights, and that the Hugging Face hub can be reached "
             "(or the model is in the local cache)."
         ) from None
@@ -218,6 +128,7 @@ def unavailable_reason(name: str, timeout: float = 2.0) -> str | None:
     if Path(source).expanduser().exists():
         return None
     try:
+        # huggingface_hub is imported when a model outside the project is asked about, not at import
         from huggingface_hub import try_to_load_from_cache
 
         if all(isinstance(try_to_load_from_cache(source, f), str) for f in files):

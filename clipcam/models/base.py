@@ -7,21 +7,26 @@ names), how a captured activation is laid out as tokens (prefix tokens first, th
 grid), where q, k, v and the attention output are read for the attention methods, the image
 embedding, the score, and which sublayers cannot reach the score at all.
 
-Families: Hugging Face CLIP and SigLIP (``clipcam.models.hf_clip``), open_clip's ViTs, ResNets and
-timm-trunk towers (``clipcam.models.open_clip``).
+Families: Hugging Face CLIP and SigLIP (``clipcam.models.hf_clip``), SigLIP 2's NaFlex variant
+(``clipcam.models.siglip2``), open_clip's ViTs, ResNets and timm-trunk towers
+(``clipcam.models.open_clip``). Each adapter class also declares, as data, what the family
+registry (``clipcam.models.registry``) needs: the library and models it matches, its sublayers
+(the default and the MLP-wide one), and its short names with their starting settings.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable, ClassVar, Sequence
+from typing import Any, Callable, ClassVar, Sequence
 
 import numpy as np
 import torch
 from PIL import Image
 
 from ..cache import LockedLRU
+from ..constants import check_choice
 from ..geometry import CropGeometry
+from .layers import check_layer
 
 #: How many prompt lists' text embeddings each loaded model keeps.
 TEXT_CACHE_SIZE = 256
@@ -36,6 +41,39 @@ CAPABILITIES: dict[str, str] = {
     "class_token": "a class token that the image embedding is read from",
     "layer_readout": "a way to read any layer's tokens as an image embedding",
 }
+
+
+@dataclass(frozen=True)
+class Start:
+    """A short-named model's best starting settings in the app, measured on that model.
+
+    ``from_end``: the starting layer counted back from the last (0 = the last layer); ``cam_layer``:
+    the layer a CAM method starts on when a person switches to one (None: the model's default);
+    ``evidence``: the titles of the BENCHMARKS.md sections whose tables these settings come from.
+    """
+
+    from_end: int
+    sublayer: str
+    target: str
+    method: str
+    cam_layer: int | None = None
+    evidence: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class ShortName:
+    """A name a person can type for a known model, and what is known about it without loading it:
+    its source (a hub id, an open_clip name or a folder), vision layers, a description for people,
+    the vision widths Score-CAM's cost is counted in (0: read them from the model), and its
+    starting settings in the app (None: the family's defaults)."""
+
+    name: str
+    source: str
+    layers: int
+    description: str
+    width: int = 0
+    mlp_width: int = 0
+    start: Start | None = None
 
 
 @dataclass(frozen=True)
@@ -109,6 +147,19 @@ class ModelAdapter:
     sublayers: ClassVar[tuple[str, ...]] = ()
     #: Where the Grad-CAM family starts: the MLP's first projection (the reference notebook's fc1).
     default_sublayer: ClassVar[str] = ""
+    #: The sublayers as wide as the MLP's hidden layer (``mlp_width`` channels; every other sublayer
+    #: has ``width``): Score-CAM runs one forward per channel, so its cost is counted in them.
+    wide_sublayers: ClassVar[tuple[str, ...]] = ()
+    #: The library that loads the family's models: "transformers" or "open_clip".
+    library: ClassVar[str] = ""
+    #: Short names of known models of this family, in the order the app lists them.
+    short_names: ClassVar[tuple[ShortName, ...]] = ()
+
+    @classmethod
+    def matches(cls, source: str, config: Any) -> bool:
+        """Whether this family explains a model of ``library``: ``config`` is the transformers
+        config (transformers families) or the built model's vision tower (open_clip families)."""
+        return False
 
     def __init__(self, name: str, source: str, model: torch.nn.Module, device: torch.device,
                  dtype: torch.dtype) -> None:
@@ -149,14 +200,10 @@ class ModelAdapter:
 
     def check_layer(self, layer: object) -> int:
         """``layer`` as a valid 1-based layer number, else a ValueError naming the range."""
-        from .layers import check_layer
-
         return check_layer(layer, self.num_layers, self.layer_noun)
 
     def check_sublayer(self, sublayer: str) -> str:
         """``sublayer`` if this family has it, else a ValueError naming the family's sublayers."""
-        from ..constants import check_choice
-
         return check_choice(sublayer, self.sublayers, "sublayer")
 
     def module(self, layer: int, sublayer: str) -> torch.nn.Module:
@@ -311,8 +358,3 @@ class ModelAdapter:
     def text_token_embedding(self) -> torch.nn.Module:
         """The module whose output is the token embeddings (K, T, D), before positions are added."""
         raise NotImplementedError
-
-    def describe(self) -> str:
-        """One line for people: family, layers and grid."""
-        rows, cols = self.grid
-        return f"{self.family_label}, {self.num_layers} {self.layer_noun}s, {rows}×{cols} tokens"

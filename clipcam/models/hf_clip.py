@@ -16,14 +16,17 @@ Layers are numbered 1..N as people count them: layer 11 of ViT-B/32 is
 
 from __future__ import annotations
 
-from typing import Sequence
+import re
+from pathlib import Path
+from typing import Any, Sequence
 
 import torch
 from PIL import Image
 
-from ..constants import SUBLAYERS
+from ..constants import SHAPES_MODEL_DIR, SUBLAYERS
 from ..geometry import CropGeometry, size_setting
-from .base import AttentionSite, ModelAdapter, TextInputs, special_free
+from .base import AttentionSite, ModelAdapter, ShortName, Start, TextInputs, special_free
+from .files import check_index, check_safetensors_only
 
 #: SigLIP's text encoder pads every prompt to this many tokens (its processor's max_length).
 SIGLIP_TEXT_LENGTH = 64
@@ -37,6 +40,26 @@ class HFClipAdapter(ModelAdapter):
     capabilities = frozenset({"sublayer", "attention", "class_token", "layer_readout"})
     sublayers = SUBLAYERS
     default_sublayer = "mlp.fc1"
+    wide_sublayers = ("mlp.fc1",)
+    library = "transformers"
+    #: transformers' model_type of the family's config, and the model class that loads it.
+    model_type = "clip"
+    model_class = "CLIPModel"
+    short_names = (
+        ShortName("base", "openai/clip-vit-base-patch32", 12, "CLIP ViT-B/32, 7×7 patches", 768, 3072),
+        ShortName("large", "openai/clip-vit-large-patch14", 24, "CLIP ViT-L/14, 16×16 patches", 1024, 4096),
+        # Chefer from layer 1 of 4 is the best method and layer measured; the CAM methods start where
+        # Grad-CAM on self_attn.v_proj measured best.
+        ShortName("shapes", str(SHAPES_MODEL_DIR), 4, "shapes world, offline, trained by clipcam",
+                  start=Start(from_end=3, sublayer="self_attn.v_proj", target="logit", method="chefer", cam_layer=2,
+                              evidence=("Quality per model family: shapes world",
+                                        "Heatmap quality with ground truth: shapes world"))),
+    )
+
+    @classmethod
+    def matches(cls, source: str, config: Any) -> bool:
+        """A transformers config of this family's model_type."""
+        return getattr(config, "model_type", None) == cls.model_type
 
     def __init__(self, name, source, model, device, dtype, tokenizer, image_processor) -> None:
         super().__init__(name, source, model, device, dtype)
@@ -76,7 +99,7 @@ class HFClipAdapter(ModelAdapter):
 
     def channels(self, sublayer: str) -> int:
         cfg = self.model.config.vision_config
-        return cfg.intermediate_size if self.check_sublayer(sublayer) == "mlp.fc1" else cfg.hidden_size
+        return cfg.intermediate_size if self.check_sublayer(sublayer) in self.wide_sublayers else cfg.hidden_size
 
     def dead_reason(self, layer: int, sublayer: str) -> str | None:
         """The image embedding is read from the CLS token after the last block. In the last block,
@@ -173,6 +196,10 @@ class SiglipAdapter(HFClipAdapter):
     family_label = "SigLIP (Hugging Face)"
     capabilities = frozenset({"sublayer", "attention", "layer_readout"})
     prob_kind = "sigmoid"
+    model_type = "siglip"
+    model_class = "SiglipModel"
+    short_names = (ShortName("siglip", "google/siglip-base-patch16-224", 12, "SigLIP B/16, 14×14 patches, sigmoid scores",
+                             768, 3072),)
 
     @property
     def prefix(self) -> int:
@@ -235,13 +262,11 @@ class SiglipAdapter(HFClipAdapter):
         return self.model.logit_bias
 
 
-def load_hf(name: str, source: str, device: torch.device, dtype: torch.dtype) -> HFClipAdapter:
-    """Load a transformers CLIPModel, SiglipModel or Siglip2Model (hub id or local directory, safetensors only)."""
-    from pathlib import Path
-
-    from transformers import AutoConfig, AutoImageProcessor, AutoTokenizer, CLIPModel, SiglipModel
-
-    from . import check_safetensors_only
+def read_config(source: str) -> tuple[str, Any]:
+    """A transformers model's source (a local folder resolved, after its weights are checked to be
+    safetensors; a hub id, after its weights index is) and its config, which says its family."""
+    # transformers is imported on the first load only: importing clipcam must not pay for it
+    from transformers import AutoConfig
 
     local = Path(source).expanduser()
     if local.exists() or source.startswith((".", "/", "~")) or source.count("/") > 1:
@@ -249,38 +274,47 @@ def load_hf(name: str, source: str, device: torch.device, dtype: torch.dtype) ->
         source = str(local.resolve())
     else:
         _check_hub_index(source)
-    kind = AutoConfig.from_pretrained(source, trust_remote_code=False).model_type
-    families = {"clip": (CLIPModel, HFClipAdapter), "siglip": (SiglipModel, SiglipAdapter)}
-    if kind == "siglip2":  # SigLIP 2's NaFlex variant (its fixed-resolution checkpoints are "siglip")
-        from transformers import Siglip2Model
+    return source, AutoConfig.from_pretrained(source, trust_remote_code=False)
 
-        from .siglip2 import Siglip2NaFlexAdapter
 
-        families[kind] = (Siglip2Model, Siglip2NaFlexAdapter)
-    if kind not in families:
-        raise ValueError(
-            f"{source} is a {kind!r} model; clipcam explains CLIP, SigLIP and SigLIP 2 models from transformers "
-            "and open_clip models (hf-hub:org/repo, local-dir:/path)."
-        )
-    model_class, adapter_class = families[kind]
+def build_hf(source: str, model_class: str, dtype: torch.dtype) -> tuple[torch.nn.Module, Any, Any]:
+    """The model (transformers' ``model_class``, safetensors weights only), its tokenizer and its
+    image processor, as its folder or hub repository saves them."""
+    import transformers  # on the first load only, as in read_config
+
+    kind = model_class.removesuffix("Model").lower()
     try:
-        model = model_class.from_pretrained(source, use_safetensors=True, trust_remote_code=False, dtype=dtype)
-        tokenizer = AutoTokenizer.from_pretrained(source, trust_remote_code=False)
-        image_processor = AutoImageProcessor.from_pretrained(source, trust_remote_code=False)
+        model = getattr(transformers, model_class).from_pretrained(source, use_safetensors=True,
+                                                                   trust_remote_code=False, dtype=dtype)
+        tokenizer = transformers.AutoTokenizer.from_pretrained(source, trust_remote_code=False)
+        image_processor = transformers.AutoImageProcessor.from_pretrained(source, trust_remote_code=False)
+    except ImportError as err:
+        raise ValueError(missing_package_sentence(source, err)) from None
     except (ValueError, KeyError, TypeError) as err:
         raise ValueError(f"{source!r} is not a {kind} model clipcam can load: {str(err).splitlines()[0][:200]}") from None
-    return adapter_class(name, source, model, device, dtype, tokenizer, image_processor)
+    return model, tokenizer, image_processor
+
+
+#: How transformers names a missing library in its ImportError, and the package that provides it.
+_PACKAGES = {"sentencepiece": "sentencepiece", "protobuf": "protobuf", "tiktoken": "tiktoken"}
+
+
+def missing_package_sentence(source: str, err: ImportError) -> str:
+    """The one sentence for a tokenizer or processor whose library is not installed: which package,
+    and how to install it (SigLIP's SentencePiece tokenizer needs ``sentencepiece``)."""
+    named = re.search(r"requires the (\w+) library", str(err))
+    found = (named.group(1) if named else getattr(err, "name", None) or "").lower()
+    package = _PACKAGES.get(found, found.split(".")[0]) or "a package"
+    return (f"Loading {source!r} needs the Python package {package}, which is not installed: "
+            f"install it with pip install {package}.")
 
 
 def _check_hub_index(repo: str) -> None:
     """For a hub model with sharded weights, refuse an index that names non-safetensors shards."""
-    from pathlib import Path
-
-    from . import check_index
+    # huggingface_hub is imported on the first load only, as in read_config
+    from huggingface_hub import hf_hub_download
 
     try:
-        from huggingface_hub import hf_hub_download
-
         index = hf_hub_download(repo, "model.safetensors.index.json")
     except Exception:  # noqa: BLE001 - no index (a single file) or the hub is unreachable: from_pretrained says
         return

@@ -21,18 +21,21 @@ config with open_clip's own factory, and its weights are read from a ``.safetens
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Sequence
 
 import torch
 import torch.nn.functional as F
 from PIL import Image
 
 from ..geometry import CropGeometry
-from .base import AttentionSite, ModelAdapter, TextInputs, special_free
+from .base import AttentionSite, ModelAdapter, ShortName, TextInputs, special_free
+from .files import check_safetensors_only
 
 
 class OpenClipAdapter(ModelAdapter):
     """What every open_clip model shares: its preprocessing, tokenizer, text tower and score."""
+
+    library = "open_clip"
 
     def __init__(self, name, source, model, device, dtype, tokenizer, preprocess) -> None:
         super().__init__(name, source, model, device, dtype)
@@ -180,6 +183,14 @@ class OpenClipViTAdapter(OpenClipAdapter):
     capabilities = frozenset({"sublayer", "attention", "class_token", "layer_readout"})
     sublayers = ("ln_1", "attn", "ln_2", "mlp.c_fc", "mlp.gelu", "mlp.c_proj", "block")
     default_sublayer = "mlp.c_fc"
+    wide_sublayers = ("mlp.c_fc", "mlp.gelu")
+    short_names = (ShortName("laion-b32", "hf-hub:laion/CLIP-ViT-B-32-laion2B-s34B-b79K", 12,
+                             "LAION-2B ViT-B/32 (open_clip)", 768, 3072),)
+
+    @classmethod
+    def matches(cls, source: str, config: Any) -> bool:
+        """open_clip's own VisionTransformer."""
+        return type(config).__name__ == "VisionTransformer"
 
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
@@ -214,7 +225,7 @@ class OpenClipViTAdapter(OpenClipAdapter):
 
     def channels(self, sublayer: str) -> int:
         block = self._blocks[0]
-        wide = self.check_sublayer(sublayer) in ("mlp.c_fc", "mlp.gelu")
+        wide = self.check_sublayer(sublayer) in self.wide_sublayers
         return block.mlp.c_fc.out_features if wide else block.ln_1.normalized_shape[0]
 
     def dead_reason(self, layer: int, sublayer: str) -> str | None:
@@ -312,6 +323,13 @@ class OpenClipResNetAdapter(_StagesAdapter):
 
     family = "open_clip-resnet"
     family_label = "open_clip ResNet"
+    short_names = (ShortName("rn50", "hf-hub:timm/resnet50_clip.openai", 4, "OpenAI CLIP RN50 (open_clip), 4 stages",
+                             2048, 2048),)
+
+    @classmethod
+    def matches(cls, source: str, config: Any) -> bool:
+        """open_clip's ModifiedResNet."""
+        return type(config).__name__ == "ModifiedResNet"
 
     def stage_modules(self) -> list[torch.nn.Module]:
         visual = self.model.visual
@@ -323,6 +341,12 @@ class OpenClipConvNeXtAdapter(_StagesAdapter):
 
     family = "open_clip-convnext"
     family_label = "open_clip timm ConvNeXt"
+
+    @classmethod
+    def matches(cls, source: str, config: Any) -> bool:
+        """A timm trunk made of stages."""
+        trunk = getattr(config, "trunk", None)
+        return trunk is not None and hasattr(trunk, "stages")
 
     def stage_modules(self) -> list[torch.nn.Module]:
         return list(self.model.visual.trunk.stages)
@@ -336,6 +360,13 @@ class OpenClipTimmViTAdapter(OpenClipAdapter):
     family_label = "open_clip timm ViT"
     sublayers = ("norm1", "attn", "norm2", "mlp.fc1", "mlp.act", "mlp.fc2", "block")
     default_sublayer = "mlp.fc1"
+    wide_sublayers = ("mlp.fc1", "mlp.act")
+
+    @classmethod
+    def matches(cls, source: str, config: Any) -> bool:
+        """A timm trunk with transformer blocks over patch embeddings."""
+        trunk = getattr(config, "trunk", None)
+        return trunk is not None and hasattr(trunk, "blocks") and hasattr(trunk, "patch_embed")
 
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
@@ -363,7 +394,7 @@ class OpenClipTimmViTAdapter(OpenClipAdapter):
 
     def channels(self, sublayer: str) -> int:
         block = self._blocks[0]
-        wide = self.check_sublayer(sublayer) in ("mlp.fc1", "mlp.act")
+        wide = self.check_sublayer(sublayer) in self.wide_sublayers
         return block.mlp.fc1.out_features if wide else self.trunk.embed_dim
 
     def dead_reason(self, layer: int, sublayer: str) -> str | None:
@@ -376,8 +407,6 @@ class OpenClipTimmViTAdapter(OpenClipAdapter):
 
 def _weights_file(source: str) -> Path:
     """The .safetensors weights of an open_clip model (a local folder or a hub repo), refusing pickles."""
-    from . import check_safetensors_only
-
     if source.startswith("local-dir:"):
         folder = Path(source[len("local-dir:"):]).expanduser()
         check_safetensors_only(folder, "Model folder", config="open_clip_config.json")
@@ -385,6 +414,7 @@ def _weights_file(source: str) -> Path:
             if (folder / name).is_file():
                 return folder / name
         return sorted(folder.glob("*.safetensors"))[0]
+    # huggingface_hub is imported for hub models only, when one is loaded
     from huggingface_hub import hf_hub_download
 
     repo = source[len("hf-hub:"):]
@@ -399,8 +429,10 @@ def _weights_file(source: str) -> Path:
     )
 
 
-def load_open_clip(name: str, source: str, device: torch.device, dtype: torch.dtype) -> OpenClipAdapter:
-    """Build an open_clip model from its config and load its safetensors weights."""
+def build_open_clip(source: str, device: torch.device, dtype: torch.dtype) -> tuple[str, torch.nn.Module, Any, Any]:
+    """An open_clip model built from its config by open_clip's own factory, its safetensors weights
+    loaded, with its tokenizer and preprocessing; a bare folder is named ``local-dir:PATH``."""
+    # open_clip (and timm) are imported on the first open_clip load only: importing clipcam must not pay for it
     import open_clip
 
     if not source.startswith(("hf-hub:", "local-dir:")):
@@ -408,19 +440,4 @@ def load_open_clip(name: str, source: str, device: torch.device, dtype: torch.dt
     weights = _weights_file(source)
     model, _, preprocess = open_clip.create_model_and_transforms(source, load_weights=False, device="cpu")
     open_clip.load_checkpoint(model, str(weights), weights_only=True)
-    model = model.to(device, dtype).eval()
-    tokenizer = open_clip.get_tokenizer(source)
-    visual = model.visual
-    kind = type(visual).__name__
-    trunk = getattr(visual, "trunk", None)
-    if kind == "VisionTransformer":
-        adapter_class = OpenClipViTAdapter
-    elif kind == "ModifiedResNet":
-        adapter_class = OpenClipResNetAdapter
-    elif trunk is not None and hasattr(trunk, "blocks") and hasattr(trunk, "patch_embed"):
-        adapter_class = OpenClipTimmViTAdapter
-    elif trunk is not None and hasattr(trunk, "stages"):
-        adapter_class = OpenClipConvNeXtAdapter
-    else:
-        raise ValueError(f"{source} has a {kind} vision tower, which clipcam does not know how to explain yet.")
-    return adapter_class(name, source, model, device, dtype, tokenizer, preprocess)
+    return source, model.to(device, dtype).eval(), open_clip.get_tokenizer(source), preprocess

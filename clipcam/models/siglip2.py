@@ -63,6 +63,9 @@ class Siglip2NaFlexAdapter(SiglipAdapter):
 
     family = "siglip2-naflex"
     family_label = "SigLIP 2 NaFlex (Hugging Face)"
+    model_type = "siglip2"  # the NaFlex variant: SigLIP 2's fixed-resolution checkpoints are "siglip"
+    model_class = "Siglip2Model"
+    short_names = ()
 
     def __init__(self, name, source, model, device, dtype, tokenizer, image_processor) -> None:
         super().__init__(name, source, model, device, dtype, tokenizer, image_processor)
@@ -83,10 +86,6 @@ class Siglip2NaFlexAdapter(SiglipAdapter):
         gets its own (see ``geometry``)."""
         side = math.isqrt(self.max_num_patches)
         return side, side
-
-    def describe(self) -> str:
-        return (f"{self.family_label}, {self.num_layers} {self.layer_noun}s, up to {self.max_num_patches} tokens "
-                "on a grid that follows each image's aspect ratio")
 
     # ------------------------------------------------------------------ inputs
     def preprocess(self, rgb: Image.Image) -> NaFlexInput:

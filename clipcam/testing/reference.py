@@ -10,16 +10,20 @@ as the notebook does. clipcam's explainer must agree with it; it is not used to 
 
 from __future__ import annotations
 
-from typing import Sequence
+from functools import lru_cache
+from pathlib import Path
+from typing import Any, Callable, NamedTuple, Sequence
 
 import numpy as np
+import open_clip
 import pytorch_grad_cam as pgc
 import torch
+import transformers
+from PIL import Image
 
-
-#: The pytorch-grad-cam class each clipcam method name stands for, named here and not read from
-#: clipcam's own table (clipcam.methods.cam.CAM_TABLE), so that a wrong row there cannot hide.
-REFERENCE_CLASSES: dict[str, type] = {
+#: pytorch-grad-cam's class for each CAM method, named here rather than read from clipcam's own
+#: table, so that a wrong row there cannot hide on both sides.
+REFERENCE_CAMS: dict[str, type] = {
     "gradcam": pgc.GradCAM,
     "hirescam": pgc.HiResCAM,
     "gradcam++": pgc.GradCAMPlusPlus,
@@ -30,6 +34,32 @@ REFERENCE_CLASSES: dict[str, type] = {
     "gradcam-elementwise": pgc.GradCAMElementWise,
     "scorecam": pgc.ScoreCAM,
 }
+
+
+class OwnModel(NamedTuple):
+    """A saved model as its own library loads it: the model (eval, frozen), its tokenizer and its
+    image preprocessing (an RGB image → the model's input (1, 3, H, W))."""
+
+    model: torch.nn.Module
+    tokenizer: Any
+    preprocess: Callable[[Image.Image], torch.Tensor]
+
+
+@lru_cache(maxsize=8)
+def own_model(source: str) -> OwnModel:
+    """The model saved at ``source`` (a folder, or ``local-dir:FOLDER`` for open_clip), loaded by
+    its family's own library from the saved files, never through clipcam's loader: open_clip's
+    ``create_model_and_transforms`` (which reads the folder's weights itself), or transformers'
+    Auto classes. A reference built on it sees any bug in how clipcam loads a model."""
+    if source.startswith("local-dir:"):
+        model, _, transform = open_clip.create_model_and_transforms(source)
+        return OwnModel(model.eval().requires_grad_(False), open_clip.get_tokenizer(source),
+                        lambda image: transform(image)[None])
+    folder = Path(source)
+    model = transformers.AutoModel.from_pretrained(folder, use_safetensors=True).eval().requires_grad_(False)
+    processor = transformers.AutoImageProcessor.from_pretrained(folder)
+    return OwnModel(model, transformers.AutoTokenizer.from_pretrained(folder),
+                    lambda image: processor(images=image, return_tensors="pt")["pixel_values"])
 
 
 def token_grid(model) -> tuple[int, int]:
@@ -101,7 +131,7 @@ def reference_grad_cam(
     model.requires_grad_(True)  # as in the notebook: every weight takes part in the backward
     try:
         _run_per_prompt(model, tokenizer, image_processor, image, prompts, layer, sublayer, target,
-                        REFERENCE_CLASSES[method], grid, maps)
+                        REFERENCE_CAMS[method], grid, maps)
     finally:
         for param, flag in zip(model.parameters(), trainable):
             param.requires_grad_(flag)
