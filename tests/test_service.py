@@ -204,8 +204,8 @@ def test_result_notes_one_prompt_and_the_crop(explainer):
     notes = result_notes(one, None)
     assert any("With one prompt the score is 100 % by definition" in n for n in notes)
     assert any("saw only the centre" in n and "200×100" in n for n in notes)
-    square = explainer.explain(noise_image(64, 64), PROMPTS, layer=1)
-    assert result_notes(square, None) == []
+    square = explainer.explain(noise_image(64, 64), PROMPTS, layer=1, sublayer="self_attn.v_proj")
+    assert square.grid_maps.any() and result_notes(square, None) == []
 
 
 def test_unknown_words_are_found_through_the_shapes_tokenizer():
