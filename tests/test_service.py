@@ -336,6 +336,7 @@ def test_the_sweep_plot_is_rendered_and_its_figure_taken_apart():
     assert fig.axes == [] and "renderer" not in fig.canvas.__dict__ and not plt.get_fignums()
 
 
+@pytest.mark.slow  # a fresh interpreter (about 6 s)
 def test_the_service_imports_no_gradio():
     """The service and every module it stands on are plain Python: only layout, handlers and
     components import gradio."""
