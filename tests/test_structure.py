@@ -90,3 +90,29 @@ def _external_imports(name: str) -> set[str]:
         elif isinstance(node, ast.ImportFrom) and not node.level and node.module:
             found.add(node.module)
     return found
+
+
+#: The house's floors, lowest first: a module imports only from its own floor or those below it, so
+#: that following a name from the app down never climbs back up.
+FLOORS = (
+    ("constants", "cache", "memory", "geometry", "images", "prompts", "render"),
+    ("models",),
+    ("hooks", "targets"),
+    ("methods",),
+    ("passes", "words"),
+    ("results",),
+    ("notes", "record"),
+    ("explainer",),
+    ("eval", "app", "__main__", "testing", ""),
+)
+
+
+def floor_of(name: str) -> int:
+    part = name.split(".")[1] if "." in name else ""
+    return next(i for i, floor in enumerate(FLOORS) if part in floor)
+
+
+def test_no_import_runs_back_up() -> None:
+    upward = sorted(f"{name} → {dep}" for name in MODULES for dep in imports_of(name)
+                    if floor_of(dep) > floor_of(name))
+    assert upward == [], "imports that climb a floor: " + "; ".join(upward)
