@@ -20,10 +20,16 @@ from typing import Sequence
 
 import numpy as np
 
-from .methods import DEFAULT_METHOD, get_method
-from .constants import DEFAULT_TARGET, TARGETS
+from transformers.utils import logging as hf_logging
+
+from .constants import DEFAULT_TARGET, SHAPES_MODEL_DIR, TARGETS
+from .eval import evaluate as ev
+from .eval.batch import Settings, read_inputs
+from .eval.engine import run_in_process, run_ray
+from .eval.evaluate import ATTENTION
 from .explainer import METHODS, load_explainer
-from .models import MODEL_ALIASES
+from .methods import DEFAULT_METHOD, get_method
+from .models import MODEL_ALIASES, families, sublayer_names
 from .notes import seen_notes
 from .record import scores_record
 from .render import (
@@ -92,7 +98,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 def sublayer_help() -> str:
     """Each family's sublayer names, for --help."""
-    from .models import families
 
     return "; ".join(f"{cls.family_label}: {', '.join(cls.sublayers)}" for cls in families().values()) + "."
 
@@ -112,7 +117,6 @@ def run(args: argparse.Namespace, notes: list[str] | None = None) -> dict:
     """Explain and write the outputs; returns what went into scores.json. ``notes``, when given, is
     filled with what a person should read beside the scores (clipcam.notes): the record's notes,
     the part of the image the crop cut off, prompt words the model does not know, dead layers."""
-    from transformers.utils import logging as hf_logging
 
     hf_logging.disable_progress_bar()
 
@@ -194,7 +198,6 @@ class SentenceParser(argparse.ArgumentParser):
 
 def quiet_transformers() -> None:
     """No weight-loading progress bars from transformers between clipcam's own."""
-    from transformers.utils import logging as hf_logging
 
     hf_logging.disable_progress_bar()
 
@@ -245,15 +248,12 @@ def build_batch_parser() -> argparse.ArgumentParser:
 
 def run_batch(argv: Sequence[str]) -> int:
     """``python -m clipcam batch``: explain a data set into Parquet, in the process or on Ray."""
-    from .eval.batch import Settings, read_inputs
-    from .eval.engine import run_in_process, run_ray
 
     parser = build_batch_parser()
     args = parser.parse_args(argv)
     quiet_transformers()
     if args.chunk < 1 or (args.workers is not None and args.workers < 1):
         parser.error("--chunk and --workers must be at least 1")
-    from .models import sublayer_names
 
     if args.sublayer is not None and args.sublayer not in sublayer_names():
         parser.error(f"argument --sublayer: {args.sublayer!r} is none of the families' sublayers. {sublayer_help()}")
@@ -279,7 +279,6 @@ def run_batch(argv: Sequence[str]) -> int:
 
 
 def build_eval_parser() -> argparse.ArgumentParser:
-    from .eval.evaluate import ATTENTION
 
     parser = SentenceParser(
         prog="python -m clipcam eval",
@@ -322,15 +321,12 @@ def _choices(parser: argparse.ArgumentParser, text: str, allowed: Sequence[str],
 
 def run_eval(argv: Sequence[str]) -> int:
     """``python -m clipcam eval``: the metrics over shapes-world scenes or COCO annotations."""
-    from tqdm import tqdm
+    from tqdm import tqdm  # clipcam[scale]'s progress bar: only eval needs the extra
 
-    from .constants import SHAPES_MODEL_DIR
-    from .eval import evaluate as ev
 
     parser = build_eval_parser()
     args = parser.parse_args(argv)
     quiet_transformers()
-    from .models import sublayer_names
 
     methods = _choices(parser, args.methods, METHODS, "methods")
     sublayers = _choices(parser, args.sublayers, sublayer_names(), "sublayers")

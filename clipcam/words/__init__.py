@@ -122,7 +122,7 @@ class WordRelevance:
 
 
 def _byte_decoder() -> dict[str, int]:
-    from open_clip.tokenizer import bytes_to_unicode
+    from open_clip.tokenizer import bytes_to_unicode  # open_clip loads on first use only, as in models.open_clip
 
     return {v: k for k, v in bytes_to_unicode().items()}
 
