@@ -211,7 +211,7 @@ class Explainer:
         # each layer's geometry once: a CNN's grid changes with the stage, SigLIP 2 NaFlex's with the image
         geometries = {layer: self.adapter.geometry(rgb.size, layer) for layer in chosen}
         grids = {layer: g.grid for layer, g in geometries.items()}
-        logits, maps = PASSES[record.pass_kind](PassInput(self.adapter, pixels, text, chosen, grids, sublayer, target,
+        logits, maps = PASSES[record.pass_kind.name](PassInput(self.adapter, pixels, text, chosen, grids, sublayer, target,
                                                           record, progress))
         relevance = self._words(pixels, prompts, target, words, words_layer)
         stacked, kept = _stack_grids(maps)

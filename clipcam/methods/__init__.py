@@ -15,7 +15,7 @@ from typing import Callable
 
 from ..constants import check_choice
 from ..models.base import CAPABILITIES
-from .kinds import PASS_KINDS
+from .kinds import PassKind
 
 
 @dataclass(frozen=True)
@@ -26,35 +26,32 @@ class Method:
     label: str  # what the app's dropdown shows
     paper: str  # authors, venue, year
     about: str  # one sentence: what it reads and how
-    pass_kind: str  # how it reads the model: a key of PASS_KINDS (and of clipcam.passes.PASSES)
+    pass_kind: PassKind  # how it reads the model (clipcam.methods.kinds); its name picks the pass
     compute: Callable  # the maths, in the form its pass kind asks for (clipcam.methods.kinds)
     needs: frozenset[str] = frozenset({"sublayer"})  # adapter capabilities (clipcam.models.base.CAPABILITIES)
     uses_prompts: bool = True  # False: every prompt gets the same map (EigenCAM, rollout)
     uses_layer: bool = True  # False: the method always explains the last layer, whatever layer is chosen
     same_map_because: str = ""  # with uses_prompts False: why every prompt gets the same map (a clause)
 
-    def __post_init__(self) -> None:
-        check_choice(self.pass_kind, PASS_KINDS, "pass kind")
-
     @property
     def sublayer_applies(self) -> bool:
         """Whether the chosen sublayer matters (the Grad-CAM family and Score-CAM read one)."""
-        return PASS_KINDS[self.pass_kind].sublayer_applies
+        return self.pass_kind.sublayer_applies
 
     @property
     def layer_role(self) -> str:
         """"reads": the method reads the chosen layer; "starts": it runs from there to the last."""
-        return PASS_KINDS[self.pass_kind].layer_role
+        return self.pass_kind.layer_role
 
     @property
     def cost(self) -> str:
         """"one pass": one forward and batched gradients; "per channel": one forward per channel."""
-        return PASS_KINDS[self.pass_kind].cost
+        return self.pass_kind.cost
 
     @property
     def takes_gradient(self) -> bool:
         """Whether it takes a gradient (a sublayer that cannot reach the score leaves it blind)."""
-        return PASS_KINDS[self.pass_kind].gradient
+        return self.pass_kind.gradient
 
     @property
     def short(self) -> str:

@@ -24,6 +24,7 @@ import torch
 
 from ..constants import NORM_EPS
 from . import Method
+from .kinds import SUBLAYER
 
 #: The pytorch-grad-cam variants, one row each: (name, label, the pytorch-grad-cam class whose
 #: weighting code is reused, paper, about, uses_prompts). Adding a variant is one row (and its parity
@@ -78,7 +79,7 @@ def cam_maps(cls: type, activations: torch.Tensor, gradients: torch.Tensor, grid
 
 #: The table's rows as method records, in its order (clipcam.methods lists them first).
 CAM_RECORDS: tuple[Method, ...] = tuple(
-    Method(name=name, label=label, paper=paper, about=about, pass_kind="sublayer", compute=partial(cam_maps, cls),
+    Method(name=name, label=label, paper=paper, about=about, pass_kind=SUBLAYER, compute=partial(cam_maps, cls),
            uses_prompts=uses_prompts,
            same_map_because="" if uses_prompts else "it is the activations' first principal component")
     for name, label, cls, paper, about, uses_prompts in CAM_TABLE

@@ -15,6 +15,7 @@ import numpy as np
 import torch
 
 from . import Method
+from .kinds import ATTENTION
 from .attention import AttentionLayer, LayerFold, attention_grads, attention_probs
 
 
@@ -51,7 +52,7 @@ METHOD = Method(
     label="Chefer relevance (attention)",
     paper="Chefer, Gur & Wolf, ICCV 2021",
     about="gradient-weighted attention, multiplied through the layers; the class token's row is the map",
-    pass_kind="attention",
+    pass_kind=ATTENTION,
     compute=chefer_maps,
     needs=frozenset({"attention", "class_token"}),
 )

@@ -21,6 +21,7 @@ import numpy as np
 import torch
 
 from . import Method
+from .kinds import ATTENTION
 from .attention import LayerFold, add
 from ..constants import NORM_EPS
 
@@ -60,7 +61,7 @@ METHOD = Method(
     paper="Zhao et al., ICML 2024",
     about="the class token's attention-output gradient times the values, weighted by query–key similarity; "
           "start at the last layer for the paper's setting",
-    pass_kind="attention",
+    pass_kind=ATTENTION,
     compute=gradeclip_maps,
     needs=frozenset({"attention", "class_token"}),
 )

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from . import Method
-from .kinds import ReplacedHead
+from .kinds import SINGLE_HEAD, ReplacedHead
 from ..constants import NORM_EPS
 
 
@@ -42,7 +42,7 @@ METHOD = Method(
     paper="Zhao et al., ICML 2024, as in the authors' code",
     about="the last layer recomputed as one attention head over the full width, as the authors' code does; the "
           "gradient at that head times the values, weighted by the out-projected query–key similarity",
-    pass_kind="single_head",
+    pass_kind=SINGLE_HEAD,
     compute=ReplacedHead(head=single_head, maps=authors_map),
     needs=frozenset({"attention", "class_token"}),
     uses_layer=False,

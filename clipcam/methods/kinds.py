@@ -1,8 +1,9 @@
 """Kinds of pass: how a method reads the model, what the pass hands the method's ``compute``, and
 what the app and the command line may know about it.
 
-Each kind names one pass function of clipcam.passes.PASSES; the method record's ``pass_kind`` picks
-it. What a kind's ``compute`` must be:
+A method record's ``pass_kind`` is one of these PassKind values; its name picks the pass function
+in clipcam.passes.PASSES, and its traits tell the app and the command line what they may know.
+What each kind's ``compute`` must be:
 
 - ``"sublayer"``: one forward and a batched gradient at a sublayer's output (the Grad-CAM family).
   compute(tokens (P+N, D), gradients (K, P+N, D), grid, prefix) → maps (K, rows, cols).
@@ -18,6 +19,9 @@ it. What a kind's ``compute`` must be:
   its own hooks (attention rollout; next, dense maps from a changed forward such as MaskCLIP).
   compute is a ForwardMethod. A new such method is one method module; a forward that needs more
   than hooks (several forwards, a second input) adds one pass module beside passes/forward.py.
+
+A new kind of pass is a PassKind declared in the method module that first uses it, and one module
+in clipcam/passes that registers its pass under the kind's name (``PASS = (name, function)``).
 """
 
 from __future__ import annotations
@@ -31,22 +35,22 @@ import torch
 
 @dataclass(frozen=True)
 class PassKind:
-    """What the app and the command line may know about a kind of pass."""
+    """A kind of pass: its name (a key of clipcam.passes.PASSES) and what the app and the command
+    line may know about it."""
 
+    name: str
     sublayer_applies: bool  # the chosen sublayer matters
     layer_role: str  # "reads": the method reads the chosen layer; "starts": it runs from there to the last
     cost: str  # "one pass": one forward (and batched gradients); "per channel": one forward per channel
     gradient: bool  # it takes a gradient, so a sublayer that cannot reach the score leaves it blind
 
 
-#: kind → what it means for the app; the keys are those of clipcam.passes.PASSES.
-PASS_KINDS: dict[str, PassKind] = {
-    "sublayer": PassKind(True, "reads", "one pass", gradient=True),
-    "masking": PassKind(True, "reads", "per channel", gradient=False),
-    "attention": PassKind(False, "starts", "one pass", gradient=True),
-    "single_head": PassKind(False, "starts", "one pass", gradient=True),
-    "forward": PassKind(False, "starts", "one pass", gradient=False),
-}
+#: The kinds of pass clipcam has; each is the name of a pass in clipcam.passes.PASSES.
+SUBLAYER = PassKind("sublayer", True, "reads", "one pass", gradient=True)
+MASKING = PassKind("masking", True, "reads", "per channel", gradient=False)
+ATTENTION = PassKind("attention", False, "starts", "one pass", gradient=True)
+SINGLE_HEAD = PassKind("single_head", False, "starts", "one pass", gradient=True)
+FORWARD = PassKind("forward", False, "starts", "one pass", gradient=False)
 
 
 @dataclass(frozen=True)

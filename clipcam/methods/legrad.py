@@ -26,6 +26,7 @@ import torch
 from ..models.base import ModelAdapter
 from ..targets import target_scores
 from . import Method
+from .kinds import ATTENTION
 from .attention import AttentionLayer, LayerFold, add, attention_grads
 
 
@@ -73,7 +74,7 @@ METHOD = Method(
     label="LeGrad (attention)",
     paper="Bousselham et al., 2024",
     about="each layer read as if it were the last, its score's gradient on the attention, summed over the layers",
-    pass_kind="attention",
+    pass_kind=ATTENTION,
     compute=legrad_from,
     needs=frozenset({"attention", "layer_readout"}),
 )

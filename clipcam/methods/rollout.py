@@ -25,7 +25,7 @@ from ..hooks import capture_outputs, on_grid
 from ..models.base import ModelAdapter
 from . import Method
 from .attention import attention_probs
-from .kinds import ForwardMethod
+from .kinds import FORWARD, ForwardMethod
 
 
 def residual_attention(probs: torch.Tensor) -> torch.Tensor:
@@ -67,7 +67,7 @@ METHOD = Method(
     paper="Abnar & Zuidema, ACL 2020",
     about="the head-averaged attention with the residual added, multiplied through the layers; the same for every "
           "prompt",
-    pass_kind="forward",
+    pass_kind=FORWARD,
     compute=ForwardMethod(read=read_qk, maps=rollout_maps),
     needs=frozenset({"attention"}),
     uses_prompts=False,

@@ -20,6 +20,7 @@ import torch
 import torch.nn.functional as F
 
 from . import Method
+from .kinds import MASKING
 
 #: Masked images per forward pass.
 BATCH_SIZE = 32
@@ -70,6 +71,6 @@ METHOD = Method(
     label="Score-CAM (slow: masked forwards)",
     paper="Wang et al., CVPR Workshops 2020",
     about="uses no gradient: every channel of the sublayer masks the image once and the model scores the masked images",
-    pass_kind="masking",
+    pass_kind=MASKING,
     compute=score_cam_maps,
 )

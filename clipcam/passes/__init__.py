@@ -5,30 +5,23 @@ kind hands the method's ``compute``) to its pass: PassInput → (the model's log
 (K, rows, cols) per chosen layer). The explainer checks the inputs, calls ``PASSES[kind]`` and
 assembles the result; it knows no method and no kind.
 
-A method with a new kind of pass is one method module, one pass module here, and its row in
-PASSES and in clipcam.methods.kinds.PASS_KINDS.
+A method with a new kind of pass is one method module (declaring its PassKind, listed in
+clipcam.methods._MODULES) and one pass module here declaring ``PASS = (kind name, function)``,
+which PASSES finds by itself.
 """
 
 from __future__ import annotations
 
+import pkgutil
+from importlib import import_module
 from typing import Callable
 
-from ..methods.kinds import PASS_KINDS
-from .attention import attention_pass
 from .common import PassInput, PassOutput, Progress
-from .forward import forward_pass
-from .masking import masking_pass
-from .single_head import single_head_pass
-from .sublayer import sublayer_pass
 
-#: pass kind → pass function.
-PASSES: dict[str, Callable[[PassInput], PassOutput]] = {
-    "sublayer": sublayer_pass,
-    "masking": masking_pass,
-    "attention": attention_pass,
-    "single_head": single_head_pass,
-    "forward": forward_pass,
-}
-assert set(PASSES) == set(PASS_KINDS), "every kind of pass has its pass function and its traits"
+#: pass kind's name → pass function: every module of this package that declares ``PASS``.
+PASSES: dict[str, Callable[[PassInput], PassOutput]] = dict(
+    module.PASS for module in (import_module(f"{__name__}.{info.name}") for info in pkgutil.iter_modules(__path__))
+    if hasattr(module, "PASS")
+)
 
 __all__ = ["PASSES", "PassInput", "PassOutput", "Progress"]

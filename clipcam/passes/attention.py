@@ -128,3 +128,7 @@ def blockwise_pass(inp: PassInput) -> tuple[np.ndarray, list[np.ndarray]]:
         if progress is not None:
             progress(len(sites) - i, len(sites))
     return numpy_logits(logits), maps  # type: ignore[return-value]
+
+
+#: What this module registers in clipcam.passes.PASSES: its kind's name and its pass.
+PASS = ("attention", attention_pass)

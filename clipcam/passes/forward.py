@@ -24,3 +24,7 @@ def forward_pass(inp: PassInput) -> PassOutput:
         if method.changes_forward:
             logits = logits_of(inp)
     return logits.float().cpu().numpy(), per_layer(maps, start, inp.layers)
+
+
+#: What this module registers in clipcam.passes.PASSES: its kind's name and its pass.
+PASS = ("forward", forward_pass)

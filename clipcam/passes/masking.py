@@ -31,3 +31,7 @@ def masking_pass(inp: PassInput) -> PassOutput:
         maps.append(inp.method.compute(size, act, grids[layer], scores_of, report, prefix=adapter.prefix))
         done += act.shape[-1]
     return logits.float().cpu().numpy(), maps
+
+
+#: What this module registers in clipcam.passes.PASSES: its kind's name and its pass.
+PASS = ("masking", masking_pass)

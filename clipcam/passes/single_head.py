@@ -41,3 +41,7 @@ def single_head_pass(inp: PassInput) -> PassOutput:
     with torch.no_grad():
         logits = logits_of(inp)  # the model's own scores, unmodified
     return logits.float().cpu().numpy(), [maps for _ in inp.layers]
+
+
+#: What this module registers in clipcam.passes.PASSES: its kind's name and its pass.
+PASS = ("single_head", single_head_pass)

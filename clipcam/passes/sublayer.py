@@ -95,3 +95,7 @@ def blockwise_pass(inp: PassInput) -> PassOutput:
         if progress is not None:
             progress(adapter.num_layers - layer + 1, adapter.num_layers - first + 1)
     return numpy_logits(logits), [maps[layer] for layer in layers]
+
+
+#: What this module registers in clipcam.passes.PASSES: its kind's name and its pass.
+PASS = ("sublayer", sublayer_pass)
