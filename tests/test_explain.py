@@ -9,9 +9,9 @@ import torch
 from conftest import PROMPTS, noise_image
 
 import clipcam.passes.common as passes_common
-from clipcam.methods.cam import eigen_projection, normalize_maps
+from clipcam.methods.cam import CAM_TABLE, eigen_projection, normalize_maps
 from clipcam.constants import SUBLAYERS
-from clipcam.testing.reference import reference_grad_cam
+from clipcam.testing.reference import REFERENCE_CAMS, reference_grad_cam
 from pytorch_grad_cam.utils.image import scale_cam_image
 from pytorch_grad_cam.utils.svd_on_activations import get_2d_projection
 
@@ -51,10 +51,11 @@ def test_targets_match_reference_pipeline(explainer5, wide_image, target, layer,
     assert not np.allclose(res.grid_maps, logit.grid_maps)
 
 
-@pytest.mark.parametrize("method", ["hirescam", "gradcam++", "xgradcam", "layercam", "eigencam", "eigengradcam",
-                                    "gradcam-elementwise"])
+@pytest.mark.parametrize("method", [row[0] for row in CAM_TABLE])
 def test_cam_family_matches_pytorch_grad_cam(explainer5, wide_image, method):
-    """Each method from clipcam's one forward + batched gradients equals the package's own pipeline."""
+    """Each row of the CAM table, from clipcam's one forward + batched gradients, equals the package's
+    own pipeline with the class the reference names itself (a row without one fails here)."""
+    assert method in REFERENCE_CAMS, f"add {method}'s pytorch-grad-cam class to REFERENCE_CAMS"
     for layer, sublayer in [(1, "mlp.fc1"), (2, "self_attn.v_proj")]:
         res = explainer5.explain(wide_image, PROMPTS, layer=layer, sublayer=sublayer, method=method)
         ref = reference_grad_cam(explainer5.model, explainer5.adapter.tokenizer, explainer5.adapter.image_processor,
