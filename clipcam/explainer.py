@@ -48,7 +48,6 @@ __all__ = ["ATTENTION_METHODS", "DEFAULT_METHOD", "Explainer", "Explanation", "M
            "prompt_chunks", "target_scores"]
 
 
-
 def _stack_grids(maps: list[np.ndarray]) -> tuple[np.ndarray, int]:
     """Stack per-layer maps (K, rows, cols); layers of a CNN have different grids, so each is
     resampled (bilinear, cell centres aligned) onto the finest one. Returns (L, K, rows, cols) and
