@@ -25,7 +25,6 @@ def check_choice(value: T, choices: Iterable[object], what: str) -> T:
 SHAPES_MODEL_DIR = Path(__file__).resolve().parents[1] / "assets" / "shapes-clip"
 
 
-
 #: The sublayers of one Hugging Face CLIP or SigLIP vision-encoder block (HFClipAdapter.sublayers;
 #: every family's own are on its adapter): also the evaluation's and the benchmarks' default list.
 #: In forward order; "block" is the output of the whole block (the residual stream after the MLP).

@@ -30,7 +30,6 @@ from ..targets import target_scores
 from .common import PassInput, logits_of
 
 
-
 def nbytes(tensors: Iterable[torch.Tensor]) -> int:
     """How many bytes the tensors' elements take."""
     return sum(t.numel() * t.element_size() for t in tensors)
