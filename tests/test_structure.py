@@ -103,7 +103,7 @@ FLOORS = (
     ("results",),
     ("notes", "record"),
     ("explainer",),
-    ("eval", "app", "__main__", "testing", ""),
+    ("eval", "app", "cli", "__main__", "testing", ""),
 )
 
 

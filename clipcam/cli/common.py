@@ -1,0 +1,39 @@
+"""What the commands share: an argument parser whose errors are one sentence, the model options,
+each family's sublayer names for --help, and quiet weight loading."""
+
+from __future__ import annotations
+
+import argparse
+
+from transformers.utils import logging as hf_logging
+
+from ..models import MODEL_ALIASES, families
+
+
+class SentenceParser(argparse.ArgumentParser):
+    """An argument parser whose errors are one sentence on stderr and exit status 2 (no usage dump)."""
+
+    def error(self, message: str):  # type: ignore[override]
+        self.exit(2, f"{self.prog}: {message[0].upper() + message[1:]}{'' if message.endswith('.') else '.'} "
+                     f"See {self.prog} --help.\n")
+
+
+def quiet_transformers() -> None:
+    """No weight-loading progress bars from transformers between clipcam's own."""
+
+    hf_logging.disable_progress_bar()
+
+
+def add_model_options(parser: argparse.ArgumentParser, model_default: str) -> None:
+    """The model / device options that explain, batch and eval share."""
+    aliases = ", ".join(MODEL_ALIASES)
+    parser.add_argument("-m", "--model", default=model_default,
+                        help=f"model alias ({aliases}), a Hugging Face CLIP id or a local directory (default: {model_default})")
+    parser.add_argument("--device", default="auto", help="auto (CUDA when present; default), cpu or cuda")
+    parser.add_argument("--half", action="store_true", help="half precision (GPU only)")
+
+
+def sublayer_help() -> str:
+    """Each family's sublayer names, for --help."""
+
+    return "; ".join(f"{cls.family_label}: {', '.join(cls.sublayers)}" for cls in families().values()) + "."
