@@ -95,6 +95,32 @@ class AttentionSite:
 
 
 @dataclass(frozen=True)
+class BlockView:
+    """One pre-norm transformer block of a vision tower, as the pieces a method needs to run it
+    again in its own way (dense maps that change the last blocks' attention, the decomposition of
+    the embedding into the blocks' terms). The block computes, on tokens x (B, T, D):
+
+        y = x + ls_1(out_proj(attention(*qkv(ln_1(x)))))
+        z = y + ls_2(mlp(ln_2(y)))
+
+    where ``qkv`` gives q, k and v (B, T, D) each, heads concatenated (``heads`` of them, scaled
+    by head_dim ** -0.5 in the attention), ``out_proj`` is the attention's output projection
+    (an nn.Linear: weight (D, D), bias (D,)), and ``ls_1``, ``ls_2`` are the layer scales
+    (identity where the family has none).
+    """
+
+    ln_1: Callable[[torch.Tensor], torch.Tensor]
+    qkv: Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor, torch.Tensor]]
+    heads: int
+    out_proj: torch.nn.Linear
+    ln_2: Callable[[torch.Tensor], torch.Tensor]
+    mlp: Callable[[torch.Tensor], torch.Tensor]
+    module: torch.nn.Module  # the block itself: a hook on it sees its input and output
+    ls_1: Callable[[torch.Tensor], torch.Tensor] = lambda x: x
+    ls_2: Callable[[torch.Tensor], torch.Tensor] = lambda x: x
+
+
+@dataclass(frozen=True)
 class TextInputs:
     """K prompts as the text encoder reads them, and what word relevance needs to read it back.
 
@@ -258,6 +284,18 @@ class ModelAdapter:
         """LeGrad's reading of one layer's tokens (1, T, D) as an image embedding (1, P), and the
         attention probabilities the family's authors differentiate (None: the layer's own)."""
         raise NotImplementedError
+
+    def block_views(self, start: int) -> list[BlockView]:
+        """The vision tower's blocks from 1-based ``start`` to the last, in forward order, as
+        BlockViews (ViTs only; other families raise ValueError with one sentence)."""
+        raise ValueError(f"{self.family_label} models have no transformer blocks clipcam can run piece by piece.")
+
+    def token_readout(self, hidden: torch.Tensor) -> torch.Tensor:
+        """The last block's tokens (B, T, D) each read out as an image embedding would be: (B, T, P),
+        not normalised (CLIP: the final layer norm and the projection, applied to every token).
+        Families whose embedding is not read from one token raise ValueError with one sentence."""
+        raise ValueError(f"{self.family_label} models do not read their embedding from one token, so a token "
+                         "cannot be read out on its own.")
 
     # ------------------------------------------------------------------ inputs
     def preprocess(self, rgb: Image.Image) -> torch.Tensor:

@@ -25,7 +25,7 @@ from PIL import Image
 
 from ..constants import SHAPES_MODEL_DIR, SUBLAYERS
 from ..geometry import CropGeometry, size_setting
-from .base import AttentionSite, ModelAdapter, ShortName, Start, TextInputs, special_free
+from .base import AttentionSite, BlockView, ModelAdapter, ShortName, Start, TextInputs, special_free
 from .files import check_index, check_safetensors_only
 
 #: SigLIP's text encoder pads every prompt to this many tokens (its processor's max_length).
@@ -128,6 +128,20 @@ class HFClipAdapter(ModelAdapter):
         vision = self.model.vision_model
         return self.model.visual_projection(vision.post_layernorm(hidden.mean(dim=1))), None
 
+    def block_views(self, start: int) -> list[BlockView]:
+        heads = self.model.config.vision_config.num_attention_heads
+
+        def view(b) -> BlockView:
+            attn = b.self_attn
+            return BlockView(ln_1=b.layer_norm1, qkv=lambda x: (attn.q_proj(x), attn.k_proj(x), attn.v_proj(x)),
+                             heads=heads, out_proj=attn.out_proj, ln_2=b.layer_norm2, mlp=b.mlp, module=b)
+
+        return [view(b) for b in self._blocks[start - 1:]]
+
+    def token_readout(self, hidden: torch.Tensor) -> torch.Tensor:
+        """Every token through post_layernorm and visual_projection, as CLIP reads its class token."""
+        return self.model.visual_projection(self.model.vision_model.post_layernorm(hidden))
+
     # ------------------------------------------------------------------ inputs
     def preprocess(self, rgb: Image.Image) -> torch.Tensor:
         pixels = self.image_processor(images=rgb, return_tensors="pt")["pixel_values"]
@@ -204,6 +218,8 @@ class SiglipAdapter(HFClipAdapter):
     @property
     def prefix(self) -> int:
         return 0
+
+    token_readout = ModelAdapter.token_readout  # the pooling head reads every token at once, none on its own
 
     def dead_reason(self, layer: int, sublayer: str) -> str | None:
         """None: the pooling head's probe attends over every token of the last layer, so every

@@ -20,7 +20,6 @@ config with open_clip's own factory, and its weights are read from a ``.safetens
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any, Sequence
 
 import torch
@@ -28,8 +27,7 @@ import torch.nn.functional as F
 from PIL import Image
 
 from ..geometry import CropGeometry
-from .base import AttentionSite, ModelAdapter, ShortName, TextInputs, special_free
-from .files import check_safetensors_only
+from .base import AttentionSite, BlockView, ModelAdapter, ShortName, TextInputs, special_free
 
 
 class OpenClipAdapter(ModelAdapter):
@@ -247,6 +245,20 @@ class OpenClipViTAdapter(OpenClipAdapter):
 
         return [site(b) for b in self._blocks[start - 1:]]
 
+    def block_views(self, start: int) -> list[BlockView]:
+        def view(b) -> BlockView:
+            attn = b.attn
+            qkv = lambda x: tuple(F.linear(x, attn.in_proj_weight, attn.in_proj_bias).chunk(3, dim=-1))  # noqa: E731
+            return BlockView(ln_1=b.ln_1, qkv=qkv, heads=attn.num_heads, out_proj=attn.out_proj, ln_2=b.ln_2,
+                             mlp=b.mlp, module=b, ls_1=b.ls_1, ls_2=b.ls_2)
+
+        return [view(b) for b in self._blocks[start - 1:]]
+
+    def token_readout(self, hidden: torch.Tensor) -> torch.Tensor:
+        """Every token through ln_post and proj, as the ViT reads its pooled token."""
+        visual = self.model.visual
+        return visual.ln_post(hidden) @ visual.proj
+
     def layer_features(self, hidden: torch.Tensor) -> tuple[torch.Tensor, None]:
         """LeGrad on open_clip (the authors' compute_legrad_clip): ln_post of the mean of all
         tokens, times proj."""
@@ -403,41 +415,3 @@ class OpenClipTimmViTAdapter(OpenClipAdapter):
         if getattr(self.trunk, "global_pool", "") != "token":
             return None
         return self.class_token_dead_reason(layer, sublayer, ("norm1",))
-
-
-def _weights_file(source: str) -> Path:
-    """The .safetensors weights of an open_clip model (a local folder or a hub repo), refusing pickles."""
-    if source.startswith("local-dir:"):
-        folder = Path(source[len("local-dir:"):]).expanduser()
-        check_safetensors_only(folder, "Model folder", config="open_clip_config.json")
-        for name in ("open_clip_model.safetensors", "open_clip_pytorch_model.safetensors", "model.safetensors"):
-            if (folder / name).is_file():
-                return folder / name
-        return sorted(folder.glob("*.safetensors"))[0]
-    # huggingface_hub is imported for hub models only, when one is loaded
-    from huggingface_hub import hf_hub_download
-
-    repo = source[len("hf-hub:"):]
-    for name in ("open_clip_model.safetensors", "open_clip_pytorch_model.safetensors"):
-        try:
-            return Path(hf_hub_download(repo, name))
-        except Exception as err:  # noqa: BLE001 - try the next name; the last failure is reported
-            last = err
-    raise ValueError(
-        f"Could not find open_clip safetensors weights for {source} ({type(last).__name__}); clipcam loads "
-        "safetensors weights only, and needs the hub or the local cache."
-    )
-
-
-def build_open_clip(source: str, device: torch.device, dtype: torch.dtype) -> tuple[str, torch.nn.Module, Any, Any]:
-    """An open_clip model built from its config by open_clip's own factory, its safetensors weights
-    loaded, with its tokenizer and preprocessing; a bare folder is named ``local-dir:PATH``."""
-    # open_clip (and timm) are imported on the first open_clip load only: importing clipcam must not pay for it
-    import open_clip
-
-    if not source.startswith(("hf-hub:", "local-dir:")):
-        source = "local-dir:" + str(Path(source).expanduser().resolve())
-    weights = _weights_file(source)
-    model, _, preprocess = open_clip.create_model_and_transforms(source, load_weights=False, device="cpu")
-    open_clip.load_checkpoint(model, str(weights), weights_only=True)
-    return source, model.to(device, dtype).eval(), open_clip.get_tokenizer(source), preprocess

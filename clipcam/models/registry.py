@@ -19,8 +19,8 @@ import torch
 
 from .base import ModelAdapter, ShortName, Start
 from .hf_clip import HFClipAdapter, SiglipAdapter, build_hf, read_config
-from .open_clip import (OpenClipConvNeXtAdapter, OpenClipResNetAdapter, OpenClipTimmViTAdapter, OpenClipViTAdapter,
-                        build_open_clip)
+from .open_clip import OpenClipConvNeXtAdapter, OpenClipResNetAdapter, OpenClipTimmViTAdapter, OpenClipViTAdapter
+from .open_clip_build import build_open_clip
 from .siglip2 import Siglip2NaFlexAdapter
 
 #: Every family clipcam explains, in the order they are tried and their short names are listed.
