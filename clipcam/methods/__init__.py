@@ -15,7 +15,7 @@ from typing import Callable
 
 from ..constants import check_choice
 from ..models.base import CAPABILITIES
-from .kinds import PassKind
+from .kinds import DenseDefaults, PassKind
 
 
 @dataclass(frozen=True)
@@ -32,6 +32,7 @@ class Method:
     uses_prompts: bool = True  # False: every prompt gets the same map (EigenCAM, rollout)
     uses_layer: bool = True  # False: the method always explains the last layer, whatever layer is chosen
     same_map_because: str = ""  # with uses_prompts False: why every prompt gets the same map (a clause)
+    dense: DenseDefaults | None = None  # a training-free dense method's own post-processing (its authors')
 
     @property
     def sublayer_applies(self) -> bool:

@@ -77,3 +77,18 @@ class ForwardMethod:
     read: Callable[[Any, int, tuple[int, int]], ContextManager[Any]]
     maps: Callable[[Any, Any, torch.Tensor, tuple[int, int]], list[np.ndarray]]
     changes_forward: bool = False
+
+
+@dataclass(frozen=True)
+class DenseDefaults:
+    """The authors' own post-processing of a training-free dense method (MaskCLIP, SCLIP, …), as the
+    options of clipcam.dense apply it to the raw cosine maps: the softmax over prompts at
+    ``logit_scale``, the background threshold ``prob_thd`` on its probabilities, and the sliding
+    window of ``crop``-pixel squares every ``stride`` pixels after the short side is resized to
+    ``short_side`` (None: no resize). Each value is the authors' default, cited in the method's module."""
+
+    logit_scale: float
+    prob_thd: float = 0.0
+    crop: int = 224
+    stride: int = 112
+    short_side: int | None = None
