@@ -22,7 +22,7 @@ run: setup
 
 # The command line on an example scene with the offline shapes model (base/large need the hub).
 cli: setup
-	$(PY) -m clipcam assets/shapes/scene-1.png --model shapes --prompt "a photo of a red circle." \
+	$(PY) -m clipcam clipcam/assets/shapes/scene-1.png --model shapes --prompt "a photo of a red circle." \
 		--prompt "a photo of a blue square." --prompt "a photo of a green triangle." --out out/
 
 # Debian's Chromium for the real-browser test (never Playwright's own download).

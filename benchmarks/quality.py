@@ -27,12 +27,12 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from clipcam import load_explainer  # noqa: E402
-from clipcam.constants import SUBLAYERS, TARGETS  # noqa: E402
+from clipcam.constants import SHAPES_MODEL_DIR, SUBLAYERS, TARGETS  # noqa: E402
 from clipcam.eval import evaluate as ev  # noqa: E402
 from clipcam.eval.shapes import evaluation_set, hard_evaluation_set  # noqa: E402
 from clipcam.explainer import METHODS  # noqa: E402
 
-SHAPES_MODEL = ROOT / "assets" / "shapes-clip"
+SHAPES_MODEL = SHAPES_MODEL_DIR
 RESULTS = ROOT / "benchmarks" / "results"
 best = ev.best
 

@@ -5,6 +5,7 @@ Magic numbers live here once, so that the explainer, the command line and the ap
 
 from __future__ import annotations
 
+from importlib.resources import files
 from pathlib import Path
 from typing import Iterable, TypeVar
 
@@ -21,8 +22,17 @@ def check_choice(value: T, choices: Iterable[object], what: str) -> T:
         raise ValueError(f"Unknown {what} {shown}: choose one of {', '.join(map(str, choices))}.")
     return value
 
-#: The project's own shapes-world CLIP, trained by tools/train_shapes.py and shipped in assets/.
-SHAPES_MODEL_DIR = Path(__file__).resolve().parents[1] / "assets" / "shapes-clip"
+#: The package data (clipcam/assets/, shipped in the wheel), read through importlib.resources so an
+#: installed clipcam finds it as a git checkout does. The loaders need real folders: clipcam is installed
+#: as files (never zipped), so the resource is a path on disk.
+PACKAGE_ASSETS = Path(str(files("clipcam") / "assets"))
+#: The project's own shapes-world models, trained by tools/train_shapes.py: a CLIP (transformers), a
+#: SigLIP (transformers) and an open_clip ResNet CLIP.
+SHAPES_MODEL_DIR = PACKAGE_ASSETS / "shapes-clip"
+SHAPES_SIGLIP_DIR = PACKAGE_ASSETS / "shapes-siglip"
+SHAPES_RN_DIR = PACKAGE_ASSETS / "shapes-rn"
+#: The shapes-world example scenes (tools/make_shapes_examples.py): scene-1.png ... scene-3.png.
+SHAPES_SCENES_DIR = PACKAGE_ASSETS / "shapes"
 
 
 #: The sublayers of one Hugging Face CLIP or SigLIP vision-encoder block (HFClipAdapter.sublayers;

@@ -4,7 +4,6 @@ each family's own loader exactly as a hub model of that family is, and still see
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -15,11 +14,11 @@ from PIL import Image
 from clihelpers import run_cli
 
 from clipcam import load_explainer
+from clipcam.constants import SHAPES_MODEL_DIR, SHAPES_RN_DIR, SHAPES_SIGLIP_DIR
 from clipcam.eval.shapes import COLOURS, SHAPES, VOCABULARY, ShapeObject, evaluation_set, object_prompt, render
 from clipcam.testing.reference import own_model
 
-ASSETS = Path(__file__).resolve().parents[1] / "assets"
-CLIP_DIR, SIGLIP_DIR, RN_DIR = ASSETS / "shapes-clip", ASSETS / "shapes-siglip", ASSETS / "shapes-rn"
+CLIP_DIR, SIGLIP_DIR, RN_DIR = SHAPES_MODEL_DIR, SHAPES_SIGLIP_DIR, SHAPES_RN_DIR
 OBJECTS = [ShapeObject(s, c, (0, 0), 0) for c in COLOURS for s in SHAPES]
 PROMPTS = [object_prompt(o) for o in OBJECTS]
 SCENES = evaluation_set(40, seed=7)  # not the training stream (seed 0) nor training.json's held-out set (99)

@@ -1,4 +1,4 @@
-"""Write the shapes-world example scenes the app offers (assets/shapes/scene-N.png).
+"""Write the shapes-world example scenes the app offers (clipcam/assets/shapes/scene-N.png).
 
     python tools/make_shapes_examples.py
 
@@ -17,6 +17,7 @@ from PIL import Image
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from clipcam.constants import SHAPES_SCENES_DIR  # noqa: E402
 from clipcam.eval.shapes import ShapeObject, render  # noqa: E402
 
 SCENES = [
@@ -29,7 +30,7 @@ SCENES = [
 
 
 def main() -> None:
-    out = ROOT / "assets" / "shapes"
+    out = SHAPES_SCENES_DIR
     out.mkdir(parents=True, exist_ok=True)
     for i, objects in enumerate(SCENES, start=1):
         scene = render(objects, np.random.default_rng(i))

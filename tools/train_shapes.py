@@ -1,8 +1,8 @@
-"""Train the shapes-world models shipped in assets/: a CLIP, a SigLIP and a ResNet CLIP, one per family.
+"""Train the shapes-world models shipped in clipcam/assets/: a CLIP, a SigLIP and a ResNet CLIP, one per family.
 
-    python tools/train_shapes.py                       # the CLIP in assets/shapes-clip (seed 0)
-    python tools/train_shapes.py --family siglip       # the SigLIP in assets/shapes-siglip
-    python tools/train_shapes.py --family rn           # the open_clip ResNet CLIP in assets/shapes-rn
+    python tools/train_shapes.py                       # the CLIP in clipcam/assets/shapes-clip (seed 0)
+    python tools/train_shapes.py --family siglip       # the SigLIP in clipcam/assets/shapes-siglip
+    python tools/train_shapes.py --family rn           # the open_clip ResNet CLIP in clipcam/assets/shapes-rn
     python tools/train_shapes.py --steps 200 --out /tmp/shapes-try   # a quick try
 
 Scenes come from clipcam.eval.shapes. Captions name a random subset of a scene's objects in random
@@ -66,6 +66,7 @@ sys.path.insert(0, str(ROOT))
 from clipcam.eval.shapes import (  # noqa: E402
     COLOURS, SHAPES, SIZE, VOCABULARY, ShapeObject, caption_of, object_prompt, random_scene, render, swap_colours,
 )
+from clipcam.constants import SHAPES_MODEL_DIR, SHAPES_RN_DIR, SHAPES_SIGLIP_DIR  # noqa: E402
 from clipcam.testing import BOS, EOS, word_tokenizer  # noqa: E402
 
 #: Text length of the SigLIP and open_clip models (the longest caption, three objects, is 17 tokens).
@@ -98,14 +99,14 @@ RN_IMAGE_SIZE = 128
 FAMILIES = {
     # the CLIP: a quarter of the named objects named by colour or shape only, every true caption a positive
     "clip": dict(steps=1800, batch=128, lr=1e-3, warmup=100, max_named=3, clip_grad=1.0, partial=0.25,
-                 positives="all", vision_layers=4, out=ROOT / "assets" / "shapes-clip"),
+                 positives="all", vision_layers=4, out=SHAPES_MODEL_DIR),
     # SigLIP: one object per caption, no gradient clipping, one image layer (see the module's docstring)
     "siglip": dict(steps=1800, batch=128, lr=1e-3, warmup=100, max_named=1, clip_grad=0.0, partial=0.0,
                    positives=None, vision_layers=1,
-                   out=ROOT / "assets" / "shapes-siglip"),
+                   out=SHAPES_SIGLIP_DIR),
     "rn": dict(steps=1000, batch=128, lr=1e-3, warmup=100, max_named=3, clip_grad=1.0, partial=0.0,
                positives=None, vision_layers=None,
-               out=ROOT / "assets" / "shapes-rn"),
+               out=SHAPES_RN_DIR),
 }
 
 
@@ -369,7 +370,7 @@ def main() -> None:
     parser.add_argument("--clip-grad", type=float, help="gradient norm clipping, 0 for none (default: siglip 0, else 1)")
     parser.add_argument("--vision-layers", type=int, help="the ViT image tower's layers (default: clip 4, siglip 1)")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--out", type=Path, help="default: assets/shapes-clip, shapes-siglip or shapes-rn")
+    parser.add_argument("--out", type=Path, help="default: clipcam/assets/shapes-clip, shapes-siglip or shapes-rn")
     args = parser.parse_args()
     for key, value in FAMILIES[args.family].items():
         if getattr(args, key) is None:

@@ -6,15 +6,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Sequence
 
-from ..constants import check_choice
+from ..constants import PACKAGE_ASSETS, check_choice
 from ..models import unavailable_reason
 
-ASSETS = Path(__file__).resolve().parents[2] / "assets"
+#: The photos live in the repository's assets/ (not in the wheel); the shapes scenes are package data.
+PHOTOS = Path(__file__).resolve().parents[2] / "assets"
 
 
 @dataclass(frozen=True)
 class Example:
-    """An example on the page: an image in assets/, prompts that fit it, and the kind of model it
+    """An example on the page: an image (a packaged shapes scene or a photo in the repository's assets/), prompts that fit it, and the kind of model it
     suits ("photo": a CLIP-family model trained on photos; "shapes": the offline shapes model)."""
 
     key: str
@@ -25,7 +26,7 @@ class Example:
 
     @property
     def path(self) -> Path:
-        return ASSETS / self.image
+        return (PACKAGE_ASSETS if self.kind == "shapes" else PHOTOS) / self.image
 
 
 EXAMPLES: tuple[Example, ...] = (

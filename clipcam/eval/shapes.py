@@ -3,7 +3,7 @@
 A scene is a 64×64 image with 1–3 filled shapes (circle, square, triangle) in distinct colours
 (red, green, blue, yellow) at random non-overlapping places and sizes, on a lightly noisy
 background. Each object comes with its mask, so a heatmap for "a photo of a red circle." can be
-scored against where the red circle really is. The project's own small CLIP (``assets/shapes-clip``)
+scored against where the red circle really is. The project's own small CLIP (``clipcam/assets/shapes-clip``)
 is trained on these scenes (``tools/train_shapes.py``); ``benchmarks/quality.py`` measures
 heatmap quality on them.
 """
