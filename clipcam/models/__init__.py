@@ -24,6 +24,7 @@ import torch
 from ..cache import LockedLRU
 from .base import ModelAdapter
 from .files import check_index, check_safetensors_only, quoted
+from .hf_clip import missing_package_sentence
 from .registry import (MODEL_ALIASES, MODEL_INFO, OPEN_CLIP_PREFIXES, ModelInfo, families, is_open_clip, load_adapter,
                        resolve_source, start_settings, sublayer_names, wide_sublayers)
 
@@ -66,7 +67,9 @@ def _load_uncached(name: str, device: torch.device, dtype: torch.dtype) -> Model
         adapter = load_adapter(name, source, device, dtype)
     except ValueError:
         raise
-    except (OSError, RuntimeError, KeyError, TypeError, AttributeError, ImportError) as err:
+    except ImportError as err:  # a library a family needs (open_clip, timm) is not installed: say which
+        raise ValueError(missing_package_sentence(source, err)) from None
+    except (OSError, RuntimeError, KeyError, TypeError, AttributeError) as err:
         raise ValueError(
             f"Could not load the model {quoted(name)} ({quoted(source)}): {_first_line(err)} Check the id or path, "
             "that the model has safetensors weights, and that the Hugging Face hub can be reached "

@@ -3,12 +3,43 @@
 
 from __future__ import annotations
 
+import logging
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import torch
 
 from .files import check_safetensors_only
+
+log = logging.getLogger(__name__)
+
+
+class _DropMessage(logging.Filter):
+    """Drops the log records whose message is exactly ``message``; every other record passes."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__()
+        self.message = message
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.getMessage() != self.message
+
+
+@contextmanager
+def _without_random_init_warning(source: str) -> Iterator[None]:
+    """Within the block, open_clip's "No pretrained weights loaded for model '<source>'. Model initialized
+    randomly." is not logged, and only that line: clipcam builds the model with ``load_weights=False``
+    (so that open_clip never reads a pickle) and loads the safetensors itself right after, so the line
+    would tell the reader the opposite of the truth. open_clip logs it on the root logger; the filter
+    is removed again on leaving, also on an exception."""
+    root = logging.getLogger()
+    drop = _DropMessage(f"No pretrained weights loaded for model '{source}'. Model initialized randomly.")
+    root.addFilter(drop)
+    try:
+        yield
+    finally:
+        root.removeFilter(drop)
 
 
 def _weights_file(source: str) -> Path:
@@ -44,6 +75,8 @@ def build_open_clip(source: str, device: torch.device, dtype: torch.dtype) -> tu
     if not source.startswith(("hf-hub:", "local-dir:")):
         source = "local-dir:" + str(Path(source).expanduser().resolve())
     weights = _weights_file(source)
-    model, _, preprocess = open_clip.create_model_and_transforms(source, load_weights=False, device="cpu")
+    with _without_random_init_warning(source):
+        model, _, preprocess = open_clip.create_model_and_transforms(source, load_weights=False, device="cpu")
     open_clip.load_checkpoint(model, str(weights), weights_only=True)
+    log.info("Loaded the weights of %s from %s.", source, weights)
     return source, model.to(device, dtype).eval(), open_clip.get_tokenizer(source), preprocess
