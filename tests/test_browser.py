@@ -418,3 +418,34 @@ def test_a_large_jpeg_notice_states_no_wrong_size(browser, url, tmp_path):
         assert "decoded at" in notice and "224" not in notice
     finally:
         page.close()
+
+
+def test_compare_offline_defaults_run_on_both_sides(browser):
+    """Offline, with the default model list, Compare pairs shapes with shapes-siglip and labels its depth
+    from the two; Compare shows maps on both sides; switching to a model that cannot be loaded says why
+    at once and relabels the depth (issue 26)."""
+    from clipcam.app.choices import allowed_models
+
+    with running_app(allowed_models("")) as address:
+        page = open_page(browser, address)
+        try:
+            page.get_by_role("tab", name="Compare models").click()
+            assert page.locator("#left-model input").input_value().startswith("shapes — ")
+            assert page.locator("#right-model input").input_value().startswith("shapes-siglip — ")
+            page.wait_for_function("() => document.querySelector('#depth').innerText"
+                                   ".includes('Relative depth (0.9 = layer 4 of 4, layer 1 of 1)')", timeout=30_000)
+            page.locator("#compare").click()
+            page.wait_for_function("() => document.querySelectorAll('#left-gallery img').length === 3"
+                                   " && document.querySelectorAll('#right-gallery img').length === 3", timeout=120_000)
+            for side in ("#left-gallery", "#right-gallery"):
+                tile = fetch_image(page, page.locator(f"{side} img").first.get_attribute("src"))
+                assert tile.std() > 10  # a coloured map over the scene, not a blank tile
+            notice = page.locator("#compare-notice").inner_text()
+            assert "shapes: layer 4 of 4" in notice and "shapes-siglip: layer 1 of 1" in notice
+            choose(page, "#right-model", "base — CLIP ViT-B/32, 7×7 patches")
+            page.wait_for_function("() => document.querySelector('#compare-notice').innerText"
+                                   ".includes('base cannot be loaded now')", timeout=30_000)
+            assert "layer 4 of 4, layer 11 of 12" in page.locator("#depth").inner_text()
+            no_error_badges(page)
+        finally:
+            page.close()

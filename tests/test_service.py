@@ -53,7 +53,7 @@ def test_relative_layer_and_defaults():
 
 
 def test_allowed_models():
-    assert allowed_models("") == ["base", "large", "shapes", "siglip", "rn50", "laion-b32"]
+    assert allowed_models("") == ["base", "large", "shapes", "siglip", "shapes-siglip", "shapes-rn", "rn50", "laion-b32"]
     assert allowed_models(" shapes , /models/mine ") == ["shapes", "/models/mine"]
 
 

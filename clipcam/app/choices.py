@@ -100,6 +100,20 @@ def startup_model(models: Sequence[str], reason_for: Callable[[str], str | None]
                       f"Pick {first} again once the hub can be reached.")
 
 
+#: Compare's right-hand model for a left-hand one, where one is measured to make a telling pair: the
+#: shapes world's CLIP against its SigLIP (both offline, so Compare runs on both sides without the hub).
+COMPARE_PARTNERS: dict[str, str] = {"shapes": "shapes-siglip"}
+
+
+def compare_partner(left: str, models: Sequence[str]) -> str:
+    """Compare's right-hand model when the page opens on ``left``: its partner (COMPARE_PARTNERS) when
+    offered, else the last offered model that is not ``left`` (``left`` when it is the only one)."""
+    partner = COMPARE_PARTNERS.get(left)
+    if partner in models:
+        return partner
+    return next((m for m in reversed(models) if m != left), left)
+
+
 def model_problem(name: str, reason_for: Callable[[str], str | None] | None = None) -> str:
     """A sentence for the page when a model cannot be loaded now ("" when it can)."""
     reason = (reason_for or unavailable_reason)(name)

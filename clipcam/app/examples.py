@@ -15,8 +15,9 @@ PHOTOS = Path(__file__).resolve().parents[2] / "assets"
 
 @dataclass(frozen=True)
 class Example:
-    """An example on the page: an image (a packaged shapes scene or a photo in the repository's assets/), prompts that fit it, and the kind of model it
-    suits ("photo": a CLIP-family model trained on photos; "shapes": the offline shapes model)."""
+    """An example on the page: an image (a packaged shapes scene or a photo in the repository's assets/),
+    prompts that fit it, and the kind of model it suits ("photo": a CLIP-family model trained on photos;
+    "shapes": the offline shapes models, SHAPES_MODELS)."""
 
     key: str
     image: str
@@ -28,6 +29,10 @@ class Example:
     def path(self) -> Path:
         return (PACKAGE_ASSETS if self.kind == "shapes" else PHOTOS) / self.image
 
+
+#: The offline shapes-world models (a CLIP, a SigLIP and an open_clip ResNet CLIP): the shapes scenes
+#: are their examples, and a photo means nothing to them.
+SHAPES_MODELS: tuple[str, ...] = ("shapes", "shapes-siglip", "shapes-rn")
 
 EXAMPLES: tuple[Example, ...] = (
     Example("shapes-1", "shapes/scene-1.png", "a photo of a red circle.\na photo of a blue square.\n"
@@ -44,7 +49,7 @@ EXAMPLES: tuple[Example, ...] = (
     Example("rocket", "rocket.jpg", "a photo of a rocket.\na photo of a cloud.\na photo of a tree.",
             "Rocket, cloud, tree", "photo"),
 )
-EXAMPLE_KINDS: dict[str, str] = {"shapes": "Shapes-world scenes (for the offline shapes model)",
+EXAMPLE_KINDS: dict[str, str] = {"shapes": "Shapes-world scenes (for the offline shapes models)",
                                  "photo": "Photos (for CLIP models trained on photos)"}
 
 
@@ -58,8 +63,8 @@ def get_example(key: str) -> Example:
 
 
 def model_kind(name: str) -> str:
-    """Which examples a model suits: "shapes" for the shapes model, "photo" for every other."""
-    return "shapes" if name == "shapes" else "photo"
+    """Which examples a model suits: "shapes" for the shapes models, "photo" for every other."""
+    return "shapes" if name in SHAPES_MODELS else "photo"
 
 
 def example_order(current: str) -> list[str]:
@@ -76,8 +81,9 @@ def example_model(example: Example, current: str, models: Sequence[str],
     if model_kind(current) == example.kind:
         return current, ""
     if example.kind == "shapes":
-        if "shapes" in models:
-            return "shapes", "Switched to the **shapes** model: this scene comes from its shapes world."
+        offered = [m for m in models if model_kind(m) == "shapes"]
+        if offered:
+            return offered[0], f"Switched to the **{offered[0]}** model: this scene comes from its shapes world."
         return current, (f"This scene is made for the shapes model, which this server does not offer; {current} "
                          "will run on it, but it was not trained on such scenes.")
     reason_for = reason_for or unavailable_reason

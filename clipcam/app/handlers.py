@@ -217,6 +217,16 @@ class Handlers:
                 gr.update(label=state.layer_label, interactive=state.layer_applies, value=state.layer),
                 state.method_info)
 
+    def on_compare_models(self, left, right, depth):
+        """(depth slider, Compare's notice) when a Compare model changes: the label for the two models,
+        and at once why one cannot be loaded now."""
+        label, notice = self.settings.compare_models(left, right, float(depth))
+        return gr.update(label=label), notice
+
+    def on_depth(self, left, right, depth):
+        """Compare's depth slider label for a new depth."""
+        return gr.update(label=self.settings.depth_label(float(depth), left, right))
+
     def use_example(self, key: str, current: str):
         """(image, prompts, example key, then the model's updates with the notice) for a click on an example."""
         example, name, notice = self.settings.pick_example(key, current)

@@ -18,7 +18,8 @@ from ..methods import METHODS
 from ..prompts import MAX_APP_PROMPTS
 from ..render import COLORMAPS, DEFAULT_ALPHA, DEFAULT_COLORMAP
 from .choices import (
-    DEFAULT_WORDS, METHOD_LABELS, WORD_CHOICES, controls, family_sublayers, layer_label, model_defaults, model_label,
+    DEFAULT_WORDS, METHOD_LABELS, WORD_CHOICES, compare_partner, controls, family_sublayers, layer_label, model_defaults,
+    model_label,
 )
 from .components import Choice, ImageInput
 from .examples import EXAMPLE_KINDS, EXAMPLES, example_order
@@ -144,10 +145,10 @@ def build_demo(models: Sequence[str] | None = None, device: str = "auto", half: 
                     with gr.Tab("Compare models"):
                         with gr.Row():
                             left = Choice(model_choices, value=first, label="Left model", elem_id="left-model")
-                            right = Choice(model_choices, value=models[-1], label="Right model",
-                                           elem_id="right-model")
-                        depth = gr.Slider(0.05, 1.0, value=0.9, step=0.05,
-                                          label="Relative depth (0.9 = layer 11 of 12, layer 22 of 24)")
+                            right0 = compare_partner(first, models)
+                            right = Choice(model_choices, value=right0, label="Right model", elem_id="right-model")
+                        depth = gr.Slider(0.05, 1.0, value=0.9, step=0.05, elem_id="depth",
+                                          label=app.settings.depth_label(0.9, first, right0))
                         compare_btn = gr.Button("Compare", variant="primary", elem_id="compare")
                         compare_notice = gr.Markdown(elem_id="compare-notice")
                         with gr.Row():
@@ -196,6 +197,9 @@ def build_demo(models: Sequence[str] | None = None, device: str = "auto", half: 
         compare_btn.click(lambda: working, None, compare_notice, queue=False, api_name=False).then(
             on_page(app.compare, len(compare_out), 4), compare_in, compare_out, api_name=False).then(
             blank_on_error(app.compare_words, 2), compare_words_in, [left_words, right_words], api_name=False)
+        for picker in (left, right):  # the depth label follows the two models; one that cannot load says why
+            picker.change(app.on_compare_models, [left, right, depth], [depth, compare_notice], api_name=False)
+        depth.release(app.on_depth, [left, right, depth], depth, api_name=False, queue=False)
         # The HTTP API: the same handlers, which answer a bad request with gr.Error.
         with gr.Row(visible=False):
             api = {name: gr.Button(name, visible=False) for name in ("explain", "sweep", "compare")}

@@ -29,7 +29,7 @@ from ..notes import result_notes, unknown_words_note
 from ..render import shorten, words_html
 from ..results import Explanation
 from ..words import WordRelevance
-from .choices import allowed_models, model_layers, short_name, word_method
+from .choices import allowed_models, model_defaults, model_layers, short_name, word_method
 from .inputs import MAX_FORWARDS, check_depth, check_forwards, check_request, check_view, relative_layer
 from .kept import Kept, keep
 from .page import legend_html, notice_text, scores_html
@@ -236,31 +236,36 @@ class Service:
     def compare(self, session: str, image: object, prompts_text: object, left: str, right: str, depth: object,
                 sublayer: str, target: str, method: str, colormap: str, alpha: object, shared: object,
                 alive: Callable[[], bool] | None = None) -> Compared:
-        """Two models at the same relative depth, each side on its own: one that cannot run says why
-        and leaves the other working; Score-CAM's forward passes of both count against one budget."""
+        """Two models at the same relative depth, each side on its own: one that cannot be loaded says
+        why and leaves the other working, one whose family cannot run the method runs its own starting
+        method and says so; Score-CAM's forward passes of both count against one budget."""
         deadline = Deadline(self.time_limit, alive)
         got = check_request(image, prompts_text, sublayer, target, method, colormap, alpha, shared, self.max_pixels)
         depth = check_depth(depth)
-        lines, sides = [], []  # (name, explainer, its own sublayer, why it cannot run)
+        lines, sides = [], []  # (name, explainer, its own sublayer, its method, why it cannot run)
         for name in (left, right):
             try:
                 ex = self.explainer_for(name)
-                own = sublayer if sublayer in ex.sublayers else ex.default_sublayer  # families name them differently
-                ex.check_method(method)
-                sides.append((name, ex, own, None))
+                own, own_method = sublayer if sublayer in ex.sublayers else ex.default_sublayer, method
+                if method not in ex.methods:  # e.g. Chefer on a SigLIP: the side shows where it starts
+                    _, own, _, own_method = model_defaults(name, ex.num_layers)
+                    lines.append(f"**{name}**: ℹ️ {ex.adapter.family_label} models cannot run {short_name(method)}, "
+                                 f"so this side shows {short_name(own_method)}, where {name} starts.")
+                ex.check_method(own_method)
+                sides.append((name, ex, own, own_method, None))
             except ValueError as err:
-                sides.append((name, None, None, err))
-        runnable = [(ex, own) for _, ex, own, err in sides if err is None]
-        forwards = sum(ex.masked_forwards(method, own) for ex, own in runnable)  # both models count together
+                sides.append((name, None, None, method, err))
+        runnable = [(ex, own, m) for _, ex, own, m, err in sides if err is None]
+        forwards = sum(ex.masked_forwards(m, own) for ex, own, m in runnable)  # both models count together
         check_forwards(forwards, self.max_forwards, 1, sublayer, models=len(runnable))
         outputs: list = []
-        for tab, (name, ex, own, err) in zip(("left", "right"), sides):
+        for tab, (name, ex, own, own_method, err) in zip(("left", "right"), sides):
             if err is None:
                 try:
                     layer = relative_layer(depth, ex.num_layers)
                     res = self.run_core(ex, name, "explain", got.image, got.prompts, deadline, None,
-                                        ex.masked_forwards(method, own), layer=layer, sublayer=own, target=target,
-                                        method=method)
+                                        ex.masked_forwards(own_method, own), layer=layer, sublayer=own, target=target,
+                                        method=own_method)
                 except ValueError as error:
                     err = error
             if err is not None:

@@ -9,11 +9,11 @@ from typing import Callable, Sequence
 
 from ..methods import METHODS
 from .choices import (
-    controls, family_class, layer_label, method_choices, method_layer, method_note_for, model_defaults, model_layers,
-    model_problem, startup_model,
+    compare_partner, controls, family_class, layer_label, method_choices, method_layer, method_note_for,
+    model_defaults, model_layers, model_problem, startup_model,
 )
 from .examples import EXAMPLE_KINDS, EXAMPLES, Example, example_model, example_order, get_example, model_kind
-from .inputs import read_share, share_query
+from .inputs import read_share, relative_layer, share_query
 
 #: The example groups on the page: two slots, each showing one kind (the current model's first).
 GROUPS = [(slot, kind) for slot in (0, 1) for kind in EXAMPLE_KINDS]
@@ -126,7 +126,7 @@ class Settings:
         if link:
             notice = "ℹ️ Settings restored from a shared link" + (
                 "." if "example" in link else "; upload the image again (links carry only examples).")
-        right = next((m for m in reversed(self.models) if m != name), name)
+        right = compare_partner(name, self.models)
         view = {k: link[k] for k in ("colormap", "alpha", "shared") if k in link}
         return Start(notice, example, view, state, right)
 
@@ -150,6 +150,21 @@ class Settings:
         missing = method_choices(state.name)[1]
         return replace(state, method_info=self.about(state.name, state.method, state.sublayer)
                        + (f"\n\nℹ️ {missing}" if missing else ""))
+
+    def depth_label(self, depth: float, left: str, right: str) -> str:
+        """Compare's depth slider label, from the two models chosen: "Relative depth (0.9 = layer 4 of 4,
+        layer 1 of 1)", each side's layer (a ResNet's stage) at that depth."""
+        sides = []
+        for name in (left, right):
+            n = self.layers_of(name)
+            sides.append(f"{family_class(name).layer_noun} {relative_layer(depth, n)} of {n}")
+        return f"Relative depth ({depth:g} = {', '.join(sides)})"
+
+    def compare_models(self, left: str, right: str, depth: float) -> tuple[str, str]:
+        """(depth label, notice) when Compare's models change: the label for the two, and at once a
+        sentence for each one that cannot be loaded now ("" when both can)."""
+        problems = [p for p in (model_problem(n, self.reason_for) for n in dict.fromkeys((left, right))) if p]
+        return self.depth_label(depth, left, right), "\n\n".join(problems)
 
     @staticmethod
     def share_link(base: str, settings: dict) -> str:
