@@ -123,12 +123,12 @@ def each_layer(adapter: ModelAdapter, state: Captured, maps: np.ndarray, grid: t
 
 def block_maps(change: LastBlock) -> Callable[[Captured, ModelAdapter, torch.Tensor, tuple[int, int]], list[np.ndarray]]:
     """The ``maps`` of a ViT dense method: the changed last block, every token read out
-    (``token_readout``), the cosine with each prompt."""
+    (``dense_readout``: ``token_readout``, or SigLIP's pooling head's value path), the cosine with each prompt."""
 
     def maps(state: Captured, adapter: ModelAdapter, text: torch.Tensor, grid: tuple[int, int]) -> list[np.ndarray]:
         view = adapter.block_views(adapter.num_layers)[0]
         out = changed_block(view, state.input, change, adapter.grid, adapter.prefix)  # (1, T, D)
-        features = adapter.token_readout(out)[0]  # (T, P)
+        features = adapter.dense_readout(out)[0]  # (T, P)
         return each_layer(adapter, state, cosine_maps(features, text, adapter.grid, adapter.prefix), grid)
 
     return maps

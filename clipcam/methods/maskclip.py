@@ -28,7 +28,7 @@ from typing import Iterator
 import numpy as np
 import torch
 
-from ..models.base import ModelAdapter
+from ..models.base import ModelAdapter, ValuePool
 from . import Method
 from .dense import NOT_A_GRADIENT, Captured, LastBlock, block_maps, capture_input, cosine_maps, each_layer, read_last_block
 from .kinds import FORWARD, DenseDefaults, ForwardMethod
@@ -37,22 +37,33 @@ from .kinds import FORWARD, DenseDefaults, ForwardMethod
 VALUE_PATH = LastBlock(attention=None, residual=True, ffn=True)
 
 
+def pool_of(adapter: ModelAdapter) -> ValuePool | None:
+    """The attention pool that makes the embedding (a ResNet's, SigLIP's head), whose values MaskCLIP
+    reads; None for a ViT that reads its embedding from a token, whose last block MaskCLIP changes."""
+    try:
+        return adapter.value_pool()
+    except ValueError:
+        return None
+
+
 @contextmanager
 def read(adapter: ModelAdapter, start: int, grid: tuple[int, int]) -> Iterator[Captured]:
-    """The last block's input on a ViT, the attention pool's input on a ResNet."""
-    if "dense" in adapter.capabilities:
+    """The last block's input on a CLIP ViT, the attention pool's input on a ResNet (or SigLIP)."""
+    pool = pool_of(adapter)
+    if pool is None:
         with read_last_block(adapter, start, grid) as state:
             yield state
     else:
-        with capture_input(adapter.value_pool().module, start) as state:
+        with capture_input(pool.module, start) as state:
             yield state
 
 
 def maps(state: Captured, adapter: ModelAdapter, text: torch.Tensor, grid: tuple[int, int]) -> list[np.ndarray]:
     """(K, rows, cols) cosine maps, the same for every start layer."""
-    if "dense" in adapter.capabilities:
+    pool = pool_of(adapter)
+    if pool is None:
         return block_maps(VALUE_PATH)(state, adapter, text, grid)
-    features = adapter.value_pool().values(state.input)[0]  # (N, P), no prefix
+    features = pool.values(state.input)[0]  # (N, P), no prefix
     return each_layer(adapter, state, cosine_maps(features, text, adapter.grid, 0), grid)
 
 

@@ -311,6 +311,11 @@ class ModelAdapter:
         raise ValueError(f"{self.family_label} models do not read their embedding from one token, so a token "
                          "cannot be read out on its own.")
 
+    def dense_readout(self, hidden: torch.Tensor) -> torch.Tensor:
+        """The last block's tokens (B, T, D) each read out as the dense methods read them, (B, T, P):
+        ``token_readout`` where the family reads its embedding from one token."""
+        return self.token_readout(hidden)
+
     def value_pool(self) -> ValuePool:
         """The attention pool read through its value path (MaskCLIP on ResNets); families whose
         embedding is not made by such a pool raise ValueError with one sentence."""
