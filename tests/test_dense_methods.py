@@ -33,7 +33,7 @@ def _image() -> Image.Image:
     return Image.fromarray(rng.integers(0, 256, (72, 64, 3), dtype=np.uint8))
 
 
-@pytest.fixture(scope="module", params=("clip", "openclip-vit", "openclip-rn"))
+@pytest.fixture(scope="module", params=("clip", "openclip-vit", "openclip-rn", "siglip"))
 def family(request, tmp_path_factory):
     source = tiny_model(request.param, tmp_path_factory.mktemp(request.param), seed=7)
     return request.param, source, load_explainer(source, device="cpu"), own_model(source)
@@ -62,7 +62,7 @@ def get_attention_addition(dim1, dim2, window, adjust_for_cls=True):  # NACLIP, 
     return out
 
 
-def custom_attn(in_w, in_b, out_proj, num_heads, x, mode, n_patches=None):
+def custom_attn(in_w, in_b, out_proj, num_heads, x, mode, n_patches=None, cls=True):
     """SCLIP's (csa), ClearCLIP's (ClearCLIP) and NACLIP's (naclip) custom_attn; x (L, N, D)."""
     _, bsz, embed_dim = x.size()
     head_dim = embed_dim // num_heads
@@ -78,7 +78,7 @@ def custom_attn(in_w, in_b, out_proj, num_heads, x, mode, n_patches=None):
         attn_weights = F.softmax(torch.bmm(q, q.transpose(1, 2)) * scale, dim=-1)
     else:  # naclip
         window = gaussian_window(*[side * 2 - 1 for side in n_patches], std=5.)
-        addition = get_attention_addition(*n_patches, window).unsqueeze(0).to(x.dtype)
+        addition = get_attention_addition(*n_patches, window, adjust_for_cls=cls).unsqueeze(0).to(x.dtype)
         attn_weights = torch.bmm(k, k.transpose(1, 2)) * scale + addition
         attn_weights = F.softmax(attn_weights, dim=-1)
     attn_output = torch.bmm(attn_weights, v)
@@ -102,7 +102,7 @@ class Parts:
     """The last block and the readout of a ViT, from the model as its library loads it."""
 
     def __init__(self, name: str, model) -> None:
-        if name == "clip":
+        if name in ("clip", "siglip"):
             vm = model.vision_model
             blk = vm.encoder.layers[-1]
             a = blk.self_attn
@@ -110,7 +110,8 @@ class Parts:
             self.in_w = torch.cat([a.q_proj.weight, a.k_proj.weight, a.v_proj.weight])
             self.in_b = torch.cat([a.q_proj.bias, a.k_proj.bias, a.v_proj.bias])
             self.ln_1, self.ln_2, self.mlp = blk.layer_norm1, blk.layer_norm2, blk.mlp
-            self.readout = lambda x: model.visual_projection(vm.post_layernorm(x))
+            self.readout = lambda x: model.visual_projection(vm.post_layernorm(x)) if name == "clip" else \
+                siglip_values(model, vm.post_layernorm(x))
             side = model.config.vision_config.image_size // model.config.vision_config.patch_size
             self.grid = (side, side)
         else:
@@ -121,6 +122,16 @@ class Parts:
             self.ln_1, self.ln_2, self.mlp = blk.ln_1, blk.ln_2, blk.mlp
             self.readout = lambda x: visual.ln_post(x) @ visual.proj
             self.grid = tuple(visual.grid_size)
+
+
+def siglip_values(model, hidden: torch.Tensor) -> torch.Tensor:
+    """clipcam's SigLIP adaptation spelled out: every token through the pooling head's value path,
+    out_proj(W_v x + b_v), then the head's MLP residual; (B, T, D) → (B, T, P)."""
+    head = model.vision_model.head
+    d = head.attention.embed_dim
+    y = F.linear(hidden, head.attention.in_proj_weight[2 * d:], head.attention.in_proj_bias[2 * d:])
+    y = F.linear(y, head.attention.out_proj.weight, head.attention.out_proj.bias)
+    return y + head.mlp(head.layernorm(y))
 
 
 def last_input(module, run) -> torch.Tensor:
@@ -137,8 +148,12 @@ def last_input(module, run) -> torch.Tensor:
 
 def own_text(name: str, own) -> torch.Tensor:
     with torch.no_grad():
-        if name == "clip":
-            tokens = own.tokenizer(PROMPTS, padding=True, return_tensors="pt")
+        if name in ("clip", "siglip"):
+            tokens = own.tokenizer(PROMPTS, padding=True if name == "clip" else "max_length", return_tensors="pt",
+                                   **({} if name == "clip" else {"max_length": min(64, own.model.config.text_config.max_position_embeddings),
+                                                                 "truncation": True}))
+            if name == "siglip":
+                tokens.pop("attention_mask", None)  # SigLIP reads every padded position, as it was trained
             out = own.model.get_text_features(**tokens)
             text = out if isinstance(out, torch.Tensor) else out.pooler_output
         else:
@@ -147,7 +162,7 @@ def own_text(name: str, own) -> torch.Tensor:
 
 
 def image_features(name: str, own, pixels: torch.Tensor) -> torch.Tensor:
-    if name == "clip":
+    if name in ("clip", "siglip"):
         out = own.model.get_image_features(pixel_values=pixels)
         return out if isinstance(out, torch.Tensor) else out.pooler_output
     return own.model.encode_image(pixels)
@@ -164,6 +179,14 @@ def authors_maps(name: str, own, method: str) -> np.ndarray:
         feat = F.conv2d(v, pool.c_proj.weight[:, :, None, None], pool.c_proj.bias)
         feat = feat / feat.norm(dim=1, keepdim=True)
         return F.conv2d(feat, text[:, :, None, None])[0].numpy()
+    if name == "siglip" and method == "maskclip":  # the pooling head's input through its value path
+        head = own.model.vision_model.head
+        x = last_input(head, lambda: image_features(name, own, pixels))  # (1, N, D)
+        with torch.no_grad():
+            features = siglip_values(own.model, x)[0]
+        features = features / features.norm(dim=-1, keepdim=True)
+        side = own.model.config.vision_config.image_size // own.model.config.vision_config.patch_size
+        return (text @ features.T).reshape(-1, side, side).numpy()
     parts = Parts(name, own.model)
     x = last_input(parts.block, lambda: image_features(name, own, pixels))  # (N, L, D)
     with torch.no_grad():
@@ -171,12 +194,13 @@ def authors_maps(name: str, own, method: str) -> np.ndarray:
             out = maskclip_layer(parts.in_w, parts.in_b, parts.out_proj, parts.ln_1, parts.ln_2, parts.mlp, x)
         else:
             xl = x.permute(1, 0, 2)  # NLD -> LND, as the authors run it
-            out = custom_attn(parts.in_w, parts.in_b, parts.out_proj, parts.heads, parts.ln_1(xl), method, parts.grid)
+            out = custom_attn(parts.in_w, parts.in_b, parts.out_proj, parts.heads, parts.ln_1(xl), method, parts.grid,
+                              cls=name != "siglip")
             if method == "sclip":
                 out = xl + out
                 out = out + parts.mlp(parts.ln_2(out))
             out = out.permute(1, 0, 2)
-        features = parts.readout(out)[:, 1:]
+        features = parts.readout(out)[:, 0 if name == "siglip" else 1:]  # SigLIP has no class token
         features = features / features.norm(dim=-1, keepdim=True)
         logits = features @ text.T  # (1, N, K)
     return logits[0].T.reshape(-1, *parts.grid).numpy()
@@ -201,7 +225,8 @@ def test_scores_are_the_models_own_and_every_layer_gets_the_last_blocks_map(fami
     with torch.no_grad():
         image = image_features(name, own, pixels)
     image = image / image.norm(dim=-1, keepdim=True)
-    logits = (own.model.logit_scale.exp() * image @ own_text(name, own).T)[0].numpy()
+    logits = (own.model.logit_scale.exp() * image @ own_text(name, own).T)[0]
+    logits = (logits + own.model.logit_bias if name == "siglip" else logits).numpy()  # SigLIP's learned offset
     sweep = explainer.sweep(_image(), PROMPTS, method="maskclip", layers=[1, explainer.num_layers])
     np.testing.assert_allclose(sweep.logits, logits, rtol=1e-4)
     last = explainer.explain(_image(), PROMPTS, method="maskclip", layer=explainer.num_layers)
@@ -229,8 +254,8 @@ def test_naclip_with_a_vanishing_window_is_kk_attention_plus_a_constant_on_the_d
 
 def test_the_unchanged_last_block_reads_the_class_token_out_as_the_image_embedding(family) -> None:
     name, _, explainer, own = family
-    if name == "openclip-rn":
-        pytest.skip("a ResNet has no last block that the dense methods run")
+    if name in ("openclip-rn", "siglip"):
+        pytest.skip("only a family that reads its embedding from a token reads it out of the unchanged block")
     adapter = explainer.adapter
     vanilla = LastBlock(attention=lambda q, k, v, g, p: torch.softmax(q @ k.transpose(-1, -2) * q.shape[-1] ** -0.5,
                                                                         dim=-1), residual=True, ffn=True)

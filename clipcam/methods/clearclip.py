@@ -18,7 +18,7 @@ from __future__ import annotations
 import torch
 
 from . import Method
-from .dense import NOT_A_GRADIENT, LastBlock, block_method, self_softmax
+from .dense import NOT_A_GRADIENT, ON_SIGLIP, LastBlock, block_method, self_softmax
 from .kinds import FORWARD, DenseDefaults
 
 
@@ -34,7 +34,7 @@ METHOD = Method(
     label="ClearCLIP (dense, training-free)",
     paper="Lan et al., ECCV 2024",
     about="the last block reduced to its q–q self-attention, without the residual and the FFN, every patch read "
-          f"out and compared with each prompt; {NOT_A_GRADIENT}",
+          f"out and compared with each prompt ({ON_SIGLIP}); {NOT_A_GRADIENT}",
     pass_kind=FORWARD,
     compute=block_method(CHANGE),
     needs=frozenset({"dense"}),

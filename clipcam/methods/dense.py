@@ -24,13 +24,16 @@ import cv2
 import numpy as np
 import torch
 
-from ..hooks import forward_hooks
+from ..hooks import forward_hooks, on_grid
 from ..models.base import BlockView, ModelAdapter
 from .kinds import ForwardMethod
 
 #: attention(q, k, v (B, H, T, d) each, grid, prefix) → weights (B, H, T, T) that the values are averaged with.
 Attention = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, tuple[int, int], int], torch.Tensor]
 
+#: How the dense methods read SigLIP, which no author defines them for (clipcam's adaptation).
+ON_SIGLIP = ("on SigLIP, which reads no token on its own, every patch goes through the pooling head's value path, "
+             "clipcam's adaptation")
 #: What every dense method's note says about the scores.
 NOT_A_GRADIENT = ("these maps read the model's patch features with a changed last block: they do not explain "
                   "the score the way a gradient method does; the scores shown are the model's own")
@@ -127,9 +130,10 @@ def block_maps(change: LastBlock) -> Callable[[Captured, ModelAdapter, torch.Ten
 
     def maps(state: Captured, adapter: ModelAdapter, text: torch.Tensor, grid: tuple[int, int]) -> list[np.ndarray]:
         view = adapter.block_views(adapter.num_layers)[0]
-        out = changed_block(view, state.input, change, adapter.grid, adapter.prefix)  # (1, T, D)
+        x = on_grid(state.input, grid, adapter.prefix)  # (1, T, D): SigLIP 2's padding dropped, as its mask would
+        out = changed_block(view, x, change, grid, adapter.prefix)  # (1, T, D)
         features = adapter.dense_readout(out)[0]  # (T, P)
-        return each_layer(adapter, state, cosine_maps(features, text, adapter.grid, adapter.prefix), grid)
+        return each_layer(adapter, state, cosine_maps(features, text, grid, adapter.prefix), grid)
 
     return maps
 

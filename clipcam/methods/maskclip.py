@@ -30,7 +30,7 @@ import torch
 
 from ..models.base import ModelAdapter, ValuePool
 from . import Method
-from .dense import NOT_A_GRADIENT, Captured, LastBlock, block_maps, capture_input, cosine_maps, each_layer, read_last_block
+from .dense import NOT_A_GRADIENT, ON_SIGLIP, Captured, LastBlock, block_maps, capture_input, cosine_maps, each_layer, read_last_block
 from .kinds import FORWARD, DenseDefaults, ForwardMethod
 
 #: The last block without its query–key attention: each token's value, the residual and the FFN kept.
@@ -64,7 +64,8 @@ def maps(state: Captured, adapter: ModelAdapter, text: torch.Tensor, grid: tuple
     if pool is None:
         return block_maps(VALUE_PATH)(state, adapter, text, grid)
     features = pool.values(state.input)[0]  # (N, P), no prefix
-    return each_layer(adapter, state, cosine_maps(features, text, adapter.grid, 0), grid)
+    read_on = tuple(state.input.shape[-2:]) if state.input.ndim == 4 else grid  # a ResNet's last stage, or the tokens'
+    return each_layer(adapter, state, cosine_maps(features, text, read_on, 0), grid)
 
 
 METHOD = Method(
@@ -72,7 +73,7 @@ METHOD = Method(
     label="MaskCLIP (dense, training-free)",
     paper="Zhou, Loy & Dai, ECCV 2022",
     about="every patch read out through the last attention's value path (no query–key mixing) and compared "
-          f"with each prompt; {NOT_A_GRADIENT}",
+          f"with each prompt ({ON_SIGLIP}); {NOT_A_GRADIENT}",
     pass_kind=FORWARD,
     compute=ForwardMethod(read=read, maps=maps),
     needs=frozenset({"value_path"}),

@@ -23,7 +23,7 @@ from functools import lru_cache
 import torch
 
 from . import Method
-from .dense import NOT_A_GRADIENT, LastBlock, block_method
+from .dense import NOT_A_GRADIENT, ON_SIGLIP, LastBlock, block_method
 from .kinds import FORWARD, DenseDefaults
 
 #: The authors' default spread of the neighbourhood window, in patches.
@@ -59,7 +59,7 @@ METHOD = Method(
     label="NACLIP (dense, training-free)",
     paper="Hajimiri, Ben Ayed & Dolz, WACV 2025",
     about="the last block reduced to k–k self-attention plus a Gaussian neighbourhood (σ = 5 patches), without the "
-          f"residual and the FFN, every patch read out and compared with each prompt; {NOT_A_GRADIENT}",
+          f"residual and the FFN, every patch read out and compared with each prompt ({ON_SIGLIP}); {NOT_A_GRADIENT}",
     pass_kind=FORWARD,
     compute=block_method(CHANGE),
     needs=frozenset({"dense"}),

@@ -18,7 +18,7 @@ from __future__ import annotations
 import torch
 
 from . import Method
-from .dense import NOT_A_GRADIENT, LastBlock, block_method, self_softmax
+from .dense import NOT_A_GRADIENT, ON_SIGLIP, LastBlock, block_method, self_softmax
 from .kinds import FORWARD, DenseDefaults
 
 
@@ -34,7 +34,7 @@ METHOD = Method(
     label="SCLIP (dense, training-free)",
     paper="Wang, Mei & Wang, ECCV 2024",
     about="the last block rerun with q–q plus k–k self-attention, every patch read out and compared with each "
-          f"prompt; {NOT_A_GRADIENT}",
+          f"prompt ({ON_SIGLIP}); {NOT_A_GRADIENT}",
     pass_kind=FORWARD,
     compute=block_method(CHANGE),
     needs=frozenset({"dense"}),

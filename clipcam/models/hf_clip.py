@@ -208,7 +208,7 @@ class SiglipAdapter(HFClipAdapter):
 
     family = "siglip"
     family_label = "SigLIP (Hugging Face)"
-    capabilities = frozenset({"sublayer", "attention", "layer_readout"})
+    capabilities = frozenset({"sublayer", "attention", "layer_readout", "dense", "value_path"})
     prob_kind = "sigmoid"
     model_type = "siglip"
     model_class = "SiglipModel"
