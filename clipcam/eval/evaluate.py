@@ -282,7 +282,7 @@ def evaluate(explainer, samples: Sequence[Sample], methods: Sequence[str] = ("gr
         geometry, image = None, None
         for target in targets:
             for method, sublayer in plan:
-                sub = "mlp.fc1" if method in ATTENTION else sublayer
+                sub = None if method in ATTENTION else sublayer  # None: the model's default (a ResNet has no mlp.fc1)
                 sweep = explainer.sweep(sample.image, list(sample.prompts), sublayer=sub, layers=layers,
                                         target=target, method=method)
                 geometry, image = sweep.geometry, np.array(sweep.image)  # a writable (H, W, 3) uint8 copy

@@ -61,7 +61,8 @@ class Method:
 
 
 #: The pytorch-grad-cam variants (rows of clipcam.methods.cam.CAM_TABLE) come first, then these modules.
-_MODULES = ("scorecam", "chefer", "gradeclip", "gradeclip_authors", "legrad", "rollout")
+_MODULES = ("scorecam", "chefer", "gradeclip", "gradeclip_authors", "legrad", "rollout",
+            "maskclip", "sclip", "clearclip", "naclip")
 
 #: name → record, in the order the app and the CLI list them.
 REGISTRY: dict[str, Method] = {m.name: m for m in (*import_module(f"{__name__}.cam").CAM_RECORDS,

@@ -34,12 +34,16 @@ TEXT_CACHE_SIZE = 256
 #: What an adapter can offer a method. "sublayer": activations that can be laid out on the token
 #: grid; "attention": q, k, v and the attention output of every layer; "class_token": a token
 #: that the image embedding is read from, whose attention row is the map (Chefer, Grad-ECLIP);
-#: "layer_readout": any layer's tokens can be read as an image embedding (LeGrad).
+#: "layer_readout": any layer's tokens can be read as an image embedding (LeGrad); "dense": the last
+#: block runs from ``block_views`` and every token reads out through ``token_readout`` (SCLIP,
+#: ClearCLIP, NACLIP); "value_path": MaskCLIP's reading, the last block's or ``value_pool``'s values.
 CAPABILITIES: dict[str, str] = {
     "sublayer": "activations on a token grid",
     "attention": "self-attention layers whose queries, keys and values clipcam can read",
     "class_token": "a class token that the image embedding is read from",
     "layer_readout": "a way to read any layer's tokens as an image embedding",
+    "dense": "a last transformer block that clipcam can run changed, with every token read out as an embedding",
+    "value_path": "a last attention (a ViT's last block or an attention pool) whose value path reads out every position",
 }
 
 
@@ -118,6 +122,16 @@ class BlockView:
     module: torch.nn.Module  # the block itself: a hook on it sees its input and output
     ls_1: Callable[[torch.Tensor], torch.Tensor] = lambda x: x
     ls_2: Callable[[torch.Tensor], torch.Tensor] = lambda x: x
+
+
+@dataclass(frozen=True)
+class ValuePool:
+    """An attention pool that makes the image embedding (a ResNet's ``attnpool``), read MaskCLIP's
+    way: ``values`` takes the pool's input (what a hook on ``module`` sees) and gives every position
+    through the value path alone, (B, N, P) on the grid, not normalised."""
+
+    module: torch.nn.Module
+    values: Callable[[torch.Tensor], torch.Tensor]
 
 
 @dataclass(frozen=True)
@@ -296,6 +310,16 @@ class ModelAdapter:
         Families whose embedding is not read from one token raise ValueError with one sentence."""
         raise ValueError(f"{self.family_label} models do not read their embedding from one token, so a token "
                          "cannot be read out on its own.")
+
+    def dense_readout(self, hidden: torch.Tensor) -> torch.Tensor:
+        """The last block's tokens (B, T, D) each read out as the dense methods read them, (B, T, P):
+        ``token_readout`` where the family reads its embedding from one token."""
+        return self.token_readout(hidden)
+
+    def value_pool(self) -> ValuePool:
+        """The attention pool read through its value path (MaskCLIP on ResNets); families whose
+        embedding is not made by such a pool raise ValueError with one sentence."""
+        raise ValueError(f"{self.family_label} models have no attention pool whose values clipcam can read.")
 
     # ------------------------------------------------------------------ inputs
     def preprocess(self, rgb: Image.Image) -> torch.Tensor:

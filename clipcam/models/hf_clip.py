@@ -25,7 +25,7 @@ from PIL import Image
 
 from ..constants import SHAPES_MODEL_DIR, SHAPES_SIGLIP_DIR, SUBLAYERS
 from ..geometry import CropGeometry, size_setting
-from .base import AttentionSite, BlockView, ModelAdapter, ShortName, Start, TextInputs, special_free
+from .base import AttentionSite, BlockView, ModelAdapter, ShortName, Start, TextInputs, ValuePool, special_free
 from .files import check_index, check_safetensors_only
 
 #: SigLIP's text encoder pads every prompt to this many tokens (its processor's max_length).
@@ -37,7 +37,7 @@ class HFClipAdapter(ModelAdapter):
 
     family = "hf-clip"
     family_label = "CLIP (Hugging Face)"
-    capabilities = frozenset({"sublayer", "attention", "class_token", "layer_readout"})
+    capabilities = frozenset({"sublayer", "attention", "class_token", "layer_readout", "dense", "value_path"})
     sublayers = SUBLAYERS
     default_sublayer = "mlp.fc1"
     wide_sublayers = ("mlp.fc1",)
@@ -208,7 +208,7 @@ class SiglipAdapter(HFClipAdapter):
 
     family = "siglip"
     family_label = "SigLIP (Hugging Face)"
-    capabilities = frozenset({"sublayer", "attention", "layer_readout"})
+    capabilities = frozenset({"sublayer", "attention", "layer_readout", "dense", "value_path"})
     prob_kind = "sigmoid"
     model_type = "siglip"
     model_class = "SiglipModel"
@@ -257,6 +257,26 @@ class SiglipAdapter(HFClipAdapter):
         out = attn.out_proj(out)
         pooled = out + head.mlp(head.layernorm(out))
         return pooled[:, 0], probs
+
+    def value_pool(self) -> ValuePool:
+        """clipcam's adaptation of MaskCLIP's reading to SigLIP (no author defines it): every token
+        that the pooling head reads (after ``post_layernorm``) through the head's value path alone,
+        its out_proj of W_v·x + b_v, then the head's MLP residual, y + mlp(layernorm(y))."""
+        head = self.model.vision_model.head
+        attn = head.attention
+        _, w_v = attn.in_proj_weight.split((2 * attn.embed_dim, attn.embed_dim))
+        b_v = attn.in_proj_bias[2 * attn.embed_dim:]
+
+        def values(hidden: torch.Tensor) -> torch.Tensor:
+            y = attn.out_proj(torch.nn.functional.linear(hidden, w_v, b_v))  # (B, T, D)
+            return y + head.mlp(head.layernorm(y))
+
+        return ValuePool(head, values)
+
+    def dense_readout(self, hidden: torch.Tensor) -> torch.Tensor:
+        """The last block's tokens (B, T, D) each through ``post_layernorm`` and the pooling head's
+        value path (``value_pool``): clipcam's adaptation, as SigLIP reads no token on its own."""
+        return self.value_pool().values(self.model.vision_model.post_layernorm(hidden))
 
     def encode_text(self, prompts: Sequence[str]) -> torch.Tensor:
         tokens = self.tokenizer(list(prompts), padding="max_length", truncation=True,

@@ -28,7 +28,7 @@ from PIL import Image
 
 from ..constants import SHAPES_RN_DIR
 from ..geometry import CropGeometry
-from .base import AttentionSite, BlockView, ModelAdapter, ShortName, Start, TextInputs, special_free
+from .base import AttentionSite, BlockView, ModelAdapter, ShortName, Start, TextInputs, ValuePool, special_free
 
 
 class OpenClipAdapter(ModelAdapter):
@@ -198,7 +198,7 @@ class OpenClipViTAdapter(OpenClipAdapter):
             raise ValueError("open_clip ViTs with an attentional pooler (CoCa) are not supported by clipcam yet.")
         self._blocks = list(visual.transformer.resblocks)
         self.pool_type = visual.pool_type
-        caps = {"sublayer", "attention", "layer_readout"}
+        caps = {"sublayer", "attention", "layer_readout", "dense", "value_path"}
         if self.pool_type == "tok":
             caps.add("class_token")
         self.capabilities = frozenset(caps)  # type: ignore[misc]
@@ -336,6 +336,7 @@ class OpenClipResNetAdapter(_StagesAdapter):
 
     family = "open_clip-resnet"
     family_label = "open_clip ResNet"
+    capabilities = frozenset({"sublayer", "value_path"})
     short_names = (
         # Score-CAM on stage 3, on the contrast, measured best of every method and target (0.972 pointing);
         # the gradient CAMs start on stage 2, where each of them measured best (XGrad-CAM 0.964).
@@ -355,6 +356,12 @@ class OpenClipResNetAdapter(_StagesAdapter):
     def stage_modules(self) -> list[torch.nn.Module]:
         visual = self.model.visual
         return [visual.layer1, visual.layer2, visual.layer3, visual.layer4]
+
+    def value_pool(self) -> ValuePool:
+        """MaskCLIP's ResNet reading (its MaskClipHead, non-pooling branch): every position of
+        ``layer4`` through the pool's v_proj then c_proj, without the pool's positional embedding."""
+        pool = self.model.visual.attnpool
+        return ValuePool(pool, lambda x: pool.c_proj(pool.v_proj(x.flatten(2).transpose(1, 2))))  # (B, H·W, P)
 
 
 class OpenClipConvNeXtAdapter(_StagesAdapter):
