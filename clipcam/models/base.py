@@ -27,6 +27,7 @@ from ..cache import LockedLRU
 from ..constants import check_choice
 from ..geometry import CropGeometry
 from .layers import check_layer
+from .pool import PoolView
 
 #: How many prompt lists' text embeddings each loaded model keeps.
 TEXT_CACHE_SIZE = 256
@@ -34,12 +35,16 @@ TEXT_CACHE_SIZE = 256
 #: What an adapter can offer a method. "sublayer": activations that can be laid out on the token
 #: grid; "attention": q, k, v and the attention output of every layer; "class_token": a token
 #: that the image embedding is read from, whose attention row is the map (Chefer, Grad-ECLIP);
-#: "layer_readout": any layer's tokens can be read as an image embedding (LeGrad).
+#: "layer_readout": any layer's tokens can be read as an image embedding (LeGrad); "parallel_path":
+#: BlockViews and token_readout, so a changed path can run beside the model's own (GEM); "surgery_path":
+#: what CLIP Surgery's authors change, CLIP's last blocks or a ResNet's attention pool (attention_pool).
 CAPABILITIES: dict[str, str] = {
     "sublayer": "activations on a token grid",
     "attention": "self-attention layers whose queries, keys and values clipcam can read",
     "class_token": "a class token that the image embedding is read from",
     "layer_readout": "a way to read any layer's tokens as an image embedding",
+    "parallel_path": "an embedding read out of one token, so that every patch can be read out the same way",
+    "surgery_path": "the blocks or attention pool that CLIP Surgery's authors change (CLIP's ViTs and ResNets)",
 }
 
 
@@ -296,6 +301,10 @@ class ModelAdapter:
         Families whose embedding is not read from one token raise ValueError with one sentence."""
         raise ValueError(f"{self.family_label} models do not read their embedding from one token, so a token "
                          "cannot be read out on its own.")
+
+    def attention_pool(self) -> PoolView:
+        """A ResNet CLIP's attention pool as a PoolView (other families raise ValueError with one sentence)."""
+        raise ValueError(f"{self.family_label} models have no attention pool that clipcam can run piece by piece.")
 
     # ------------------------------------------------------------------ inputs
     def preprocess(self, rgb: Image.Image) -> torch.Tensor:

@@ -28,6 +28,7 @@ from PIL import Image
 
 from ..geometry import CropGeometry
 from .base import AttentionSite, BlockView, ModelAdapter, ShortName, TextInputs, special_free
+from .pool import PoolView, attention_pool_view
 
 
 class OpenClipAdapter(ModelAdapter):
@@ -197,9 +198,9 @@ class OpenClipViTAdapter(OpenClipAdapter):
             raise ValueError("open_clip ViTs with an attentional pooler (CoCa) are not supported by clipcam yet.")
         self._blocks = list(visual.transformer.resblocks)
         self.pool_type = visual.pool_type
-        caps = {"sublayer", "attention", "layer_readout"}
+        caps = {"sublayer", "attention", "layer_readout", "parallel_path"}
         if self.pool_type == "tok":
-            caps.add("class_token")
+            caps |= {"class_token", "surgery_path"}
         self.capabilities = frozenset(caps)  # type: ignore[misc]
 
     @property
@@ -335,6 +336,7 @@ class OpenClipResNetAdapter(_StagesAdapter):
 
     family = "open_clip-resnet"
     family_label = "open_clip ResNet"
+    capabilities = frozenset({"sublayer", "surgery_path"})
     short_names = (ShortName("rn50", "hf-hub:timm/resnet50_clip.openai", 4, "OpenAI CLIP RN50 (open_clip), 4 stages",
                              2048, 2048),)
 
@@ -346,6 +348,9 @@ class OpenClipResNetAdapter(_StagesAdapter):
     def stage_modules(self) -> list[torch.nn.Module]:
         visual = self.model.visual
         return [visual.layer1, visual.layer2, visual.layer3, visual.layer4]
+
+    def attention_pool(self) -> PoolView:
+        return attention_pool_view(self.model.visual.attnpool)
 
 
 class OpenClipConvNeXtAdapter(_StagesAdapter):
