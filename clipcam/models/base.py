@@ -43,8 +43,8 @@ CAPABILITIES: dict[str, str] = {
     "attention": "self-attention layers whose queries, keys and values clipcam can read",
     "class_token": "a class token that the image embedding is read from",
     "layer_readout": "a way to read any layer's tokens as an image embedding",
-    "parallel_path": "an embedding read out of one token, so that every patch can be read out the same way",
-    "surgery_path": "the blocks or attention pool that CLIP Surgery's authors change (CLIP's ViTs and ResNets)",
+    "parallel_path": "patch tokens that read out as embeddings",
+    "surgery_path": "the v–v paths that CLIP Surgery's authors define for CLIP ViTs and ResNets",
 }
 
 
