@@ -179,7 +179,7 @@ class OpenClipViTAdapter(OpenClipAdapter):
 
     family = "open_clip-vit"
     family_label = "open_clip ViT"
-    capabilities = frozenset({"sublayer", "attention", "class_token", "layer_readout"})
+    capabilities = frozenset({"sublayer", "attention", "class_token", "layer_readout", "parallel_path", "surgery_path"})
     sublayers = ("ln_1", "attn", "ln_2", "mlp.c_fc", "mlp.gelu", "mlp.c_proj", "block")
     default_sublayer = "mlp.c_fc"
     wide_sublayers = ("mlp.c_fc", "mlp.gelu")
