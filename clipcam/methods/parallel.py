@@ -8,6 +8,8 @@ changed block the new path adds the output of a changed attention, computed from
 
     x_new ← x_new + ls_1(out_proj(changed_attention(ln_1(x_orig))))
 
+The layer scale ``ls_1`` (open_clip's, identity elsewhere) is applied to the new path's term as
+GEM's block does; CLIP Surgery's code has none (OpenAI's CLIP has no layer scale) and gets the same.
 So one unchanged forward holds everything: hooks record each changed block's input (the original
 path's tokens there) and the last block's output, and the new path is the first changed block's
 input plus the sum of the blocks' changed attention outputs. Every start layer's path follows from
