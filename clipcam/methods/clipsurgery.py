@@ -40,6 +40,7 @@ from typing import Iterator
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 from ..hooks import record_calls
 from ..models.base import BlockView, ModelAdapter
@@ -84,11 +85,11 @@ class PoolRecord:
     calls: list
 
 
-def vv_attention(view: BlockView, x: torch.Tensor) -> torch.Tensor:
-    """v–v attention on ln_1's tokens x (B, T, D) → its output after out_proj (B, T, D)."""
-    v = split_heads(view.qkv(x)[2].float(), view.heads)  # (B, H, T, E)
-    probs = torch.softmax(v @ v.transpose(-1, -2) * v.shape[-1] ** -0.5, dim=-1)  # (B, H, T, T)
-    return view.out_proj(merge_heads(probs @ v).to(view.out_proj.weight.dtype))
+def vv_attention(view: BlockView, qkv: tuple[torch.Tensor, ...], x: torch.Tensor) -> torch.Tensor:
+    """v–v attention from the block's v (B, T, D) → its output after out_proj (B, T, D)."""
+    v = split_heads(qkv[2], view.heads)  # (B, H, T, E)
+    out = F.scaled_dot_product_attention(v, v, v)  # softmax(v·vᵀ·E^-½)·v, fused
+    return view.out_proj(merge_heads(out).to(view.out_proj.weight.dtype))
 
 
 def pool_tokens(pool: PoolView, stage: torch.Tensor) -> torch.Tensor:
@@ -96,8 +97,8 @@ def pool_tokens(pool: PoolView, stage: torch.Tensor) -> torch.Tensor:
     x = stage.flatten(2).transpose(1, 2)  # (B, H·W, C)
     x = torch.cat([x.mean(dim=1, keepdim=True), x], dim=1) + pool.positional_embedding.to(x.dtype)  # (B, 1+H·W, C)
     v = split_heads(pool.v_proj(x).float(), pool.heads)  # (B, H, T, E)
-    probs = torch.softmax(v @ v.transpose(-1, -2) * v.shape[-1] ** -0.5, dim=-1)
-    return pool.c_proj(merge_heads(probs @ v).to(pool.c_proj.weight.dtype)).float()
+    out = F.scaled_dot_product_attention(v, v, v)  # softmax(v·vᵀ·E^-½)·v
+    return pool.c_proj(merge_heads(out).to(pool.c_proj.weight.dtype)).float()
 
 
 def redundant_features(adapter: ModelAdapter) -> torch.Tensor:

@@ -43,23 +43,23 @@ GEM_BLOCKS = 6
 ITERATIONS = 1
 
 
-def self_self_attention(view: BlockView, x: torch.Tensor, iterations: int = ITERATIONS) -> torch.Tensor:
-    """GEM's attention on ln_1's tokens x (B, T, D) → its output after out_proj (B, T, D)."""
-    q, k, v = (split_heads(t.float(), view.heads) for t in view.qkv(x))  # (B, H, T, E) each
-    scale = q.shape[-1] ** -0.5
-    inv_temp = x.float().norm(dim=-1).mean(dim=-1)[:, None, None, None] * scale  # (B, 1, 1, 1)
-
-    def attend(z: torch.Tensor) -> torch.Tensor:
+def self_self_attention(view: BlockView, qkv: tuple[torch.Tensor, ...], x: torch.Tensor,
+                        iterations: int = ITERATIONS) -> torch.Tensor:
+    """GEM's attention from the block's q, k, v and ln_1's tokens x (B, T, D each) → its output after
+    out_proj (B, T, D). The three self-self attentions run as one batch through
+    scaled_dot_product_attention (softmax(z·zᵀ·τ)·z, fused); τ, which differs per image, scales the queries."""
+    q, k, v = (split_heads(t, view.heads) for t in qkv)  # (B, H, T, E) each
+    b = v.shape[0]
+    inv_temp = x.float().norm(dim=-1).mean(dim=-1) * q.shape[-1] ** -0.5  # (B,)
+    inv_temp = inv_temp.repeat(3)[:, None, None, None]  # (3B, 1, 1, 1)
+    z = torch.cat([v, k, q])  # (3B, H, T, E): the v–v, k–k and q–q ensembles
+    for _ in range(iterations):
         z = F.normalize(z, dim=-1)
-        return torch.softmax(z @ z.transpose(-1, -2) * inv_temp, dim=-1)  # (B, H, T, T)
-
-    out = torch.zeros_like(v)
-    for z in (v, k, q):
-        for _ in range(iterations):
-            z = attend(z) @ F.normalize(z, dim=-1)
-        out = out + attend(z) @ v
-    out = merge_heads(out / 3)  # (B, T, D)
-    return view.out_proj(out.to(view.out_proj.weight.dtype))
+        z = F.scaled_dot_product_attention(z * inv_temp, z, z, scale=1.0)
+    z = F.normalize(z, dim=-1)
+    out = F.scaled_dot_product_attention(z * inv_temp, z, v.repeat(3, 1, 1, 1), scale=1.0)  # (3B, H, T, E)
+    out = out.reshape(3, b, *out.shape[1:]).mean(dim=0)  # (B, H, T, E): (A_v + A_k + A_q)·v / 3
+    return view.out_proj(merge_heads(out).to(view.out_proj.weight.dtype))
 
 
 def gem_start(adapter: ModelAdapter) -> int:

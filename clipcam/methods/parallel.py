@@ -27,21 +27,25 @@ import numpy as np
 import torch
 
 from ..hooks import capture_outputs, on_grid, record_calls
-from ..models.base import BlockView, ModelAdapter
+from ..models.base import AttentionSite, BlockView, ModelAdapter
 
-#: What a method changes in a block: the view and ln_1 of the original path's tokens (B, T, D) →
-#: the changed attention's output after out_proj (B, T, D), before the layer scale.
-ChangedAttention = Callable[[BlockView, torch.Tensor], torch.Tensor]
+#: What a method changes in a block: the view, q, k and v (B, T, D) each as the model computed them,
+#: and ln_1 of the original path's tokens (B, T, D) → the changed attention's output after out_proj
+#: (B, T, D), before the layer scale.
+ChangedAttention = Callable[[BlockView, tuple[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor], torch.Tensor]
 
 
 @dataclass
 class PathRecord:
-    """What one unchanged forward recorded: the blocks from the start layer on, the input of each
-    (filled in as the forward runs: (args, kwargs)) and the last block's output."""
+    """What one unchanged forward recorded, filled in as it runs: the blocks from the start layer
+    on and the input of each ((args, kwargs)); ``values``: the last block's output, then the
+    outputs that each block's attention site reads q, k and v from (the model's own q, k and v, not
+    computed again where the family's attention calls q/k/v modules)."""
 
     views: list[BlockView]
     calls: list
-    last: list
+    values: list
+    sites: list[AttentionSite]
 
     def inputs(self, grid: tuple[int, int], prefix: int) -> list[torch.Tensor]:
         """Each block's input, the original path's tokens there: (B, T, D) each, float32."""
@@ -49,16 +53,27 @@ class PathRecord:
 
     def output(self, grid: tuple[int, int], prefix: int) -> torch.Tensor:
         """The last block's output (B, T, D), float32: the original path's final tokens."""
-        return on_grid(self.last[0].float(), grid, prefix)
+        return on_grid(self.values[0].float(), grid, prefix)
+
+    def qkv(self, grid: tuple[int, int], prefix: int) -> list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
+        """Each block's q, k and v of the pass's one image, (1, T, D) float32 each."""
+        out, at = [], 1
+        for site in self.sites:
+            parts = site.split(self.values[at:at + len(site.reads)])
+            out.append(tuple(on_grid(t.float(), grid, prefix)[None] for t in parts))
+            at += len(site.reads)
+        return out
 
 
 @contextmanager
 def record_path(adapter: ModelAdapter, start: int, grid: tuple[int, int]) -> Iterator[PathRecord]:
-    """Record, during the unchanged forward run inside, the input of every block from 1-based
-    ``start`` to the last and the last block's output (a ForwardMethod's ``read``)."""
-    views = adapter.block_views(start)
-    with record_calls([v.module for v in views]) as calls, capture_outputs([], values=[views[-1].module]) as last:
-        yield PathRecord(views, calls, last)
+    """Record, during the unchanged forward run inside, the input and q, k, v of every block from
+    1-based ``start`` to the last and the last block's output (a ForwardMethod's ``read``)."""
+    views, sites = adapter.block_views(start), adapter.attention_sites(start)
+    reads = [m for site in sites for m in site.reads]
+    with record_calls([v.module for v in views]) as calls, \
+            capture_outputs([], values=[views[-1].module, *reads]) as values:
+        yield PathRecord(views, calls, values, sites)
 
 
 def split_heads(x: torch.Tensor, heads: int) -> torch.Tensor:
@@ -78,8 +93,8 @@ def parallel_paths(record: PathRecord, attention: ChangedAttention, grid: tuple[
     """The new path's final tokens (B, T, D) for every start layer from the recorded start to the
     last: the start block's input plus its own and every later block's changed attention term."""
     inputs = record.inputs(grid, prefix)
-    terms = [view.ls_1(attention(view, view.ln_1(x.to(view.out_proj.weight.dtype))).float())
-             for view, x in zip(record.views, inputs)]  # (B, T, D) each
+    terms = [view.ls_1(attention(view, qkv, view.ln_1(x.to(view.out_proj.weight.dtype))).float())
+             for view, qkv, x in zip(record.views, record.qkv(grid, prefix), inputs)]  # (B, T, D) each
     paths, running = [], torch.zeros_like(inputs[0])
     for x, term in zip(reversed(inputs), reversed(terms)):  # from the last block back
         running = running + term
