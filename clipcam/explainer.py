@@ -156,7 +156,8 @@ class Explainer:
         words: str | None = None,
         words_layer: int | None = None,
     ) -> Explanation:
-        """Scores and one heatmap per prompt at ``layer`` (1-based; default: second-to-last).
+        """Scores and one heatmap per prompt at ``layer`` (1-based; default: second-to-last, or the
+        method's own start where its authors fix one, as GEM's and CLIP Surgery's last 6 blocks).
 
         method: one of METHODS (default Grad-CAM) that this model's family supports; for a method
         whose layer is where it starts (``layer_role == "starts"``: the attention methods, rollout)
@@ -169,7 +170,10 @@ class Explainer:
         method (clipcam.words.WORD_METHODS) to also say which words of each prompt matter, from a
         text pass of its own (off by default); words_layer: its start layer in the text encoder.
         """
-        layer = self.adapter.check_layer(self.default_layer if layer is None else layer)
+        if layer is None:  # the method's own start where its authors fix one (GEM, CLIP Surgery), else the model's
+            own = get_method(method).default_layer
+            layer = own(self.adapter) if own is not None else self.default_layer
+        layer = self.adapter.check_layer(layer)
         return self._explain(image, prompts, (layer,), sublayer, target, method, progress, words, words_layer)
 
     def sweep(

@@ -240,7 +240,7 @@ def test_every_method_has_a_pass_and_the_registry_lists_every_record():
     assert all(m.pass_kind.name in PASSES for m in REGISTRY.values())
     assert METHODS[:len(CAM_TABLE)] == tuple(row[0] for row in CAM_TABLE)
     assert METHODS[len(CAM_TABLE):] == ("scorecam", "chefer", "gradeclip", "gradeclip-authors", "legrad", "rollout",
-                                         "maskclip", "sclip", "clearclip", "naclip")
+                                         "maskclip", "sclip", "clearclip", "naclip", "gem", "clipsurgery")
     assert [(m.sublayer_applies, m.layer_role, m.cost) for m in map(REGISTRY.get, ("gradcam", "scorecam", "legrad",
                                                                               "gradeclip-authors", "rollout"))] == [
         (True, "reads", "one pass"), (True, "reads", "per channel"), (False, "starts", "one pass"),

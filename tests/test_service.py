@@ -122,9 +122,11 @@ def test_families_set_up_the_app_without_loading():
     assert model_defaults("rn50", 4) == (4, "output", "logit", "gradcam")
     assert model_defaults("laion-b32", 12) == (11, "mlp.c_fc", "logit", "chefer")
     choices, why = method_choices("siglip")
-    assert [m for _, m in choices] == [m for m in METHODS if m not in ("chefer", "gradeclip", "gradeclip-authors")]
-    assert why == ("Chefer relevance, Grad-ECLIP and Grad-ECLIP, authors' single head need a class token that the image embedding is read from, "
-                   "which SigLIP (Hugging Face) models do not have.")
+    assert [m for _, m in choices] == [m for m in METHODS if m not in ("chefer", "gradeclip", "gradeclip-authors", "gem",
+                                                                       "clipsurgery")]
+    assert why == ("Chefer relevance, Grad-ECLIP, Grad-ECLIP, authors' single head, GEM and CLIP Surgery need a class token that "
+                   "the image embedding is read from and patch tokens that read out as embeddings and the v–v paths that "
+                   "CLIP Surgery's authors define for CLIP ViTs and ResNets, which SigLIP (Hugging Face) models do not have.")
     assert method_choices("base") == ([(METHOD_LABELS[m], m) for m in METHODS], "")
     assert score_label("sigmoid").startswith("SigLIP's sigmoid per prompt")
     assert {"ln_1", "output", "mlp.fc1", "norm1"} <= set(family_sublayers())

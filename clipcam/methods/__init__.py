@@ -33,6 +33,7 @@ class Method:
     uses_layer: bool = True  # False: the method always explains the last layer, whatever layer is chosen
     same_map_because: str = ""  # with uses_prompts False: why every prompt gets the same map (a clause)
     dense: DenseDefaults | None = None  # a training-free dense method's own post-processing (its authors')
+    default_layer: Callable | None = None  # adapter → the layer its authors start on (None: the model's default)
 
     @property
     def sublayer_applies(self) -> bool:
@@ -62,7 +63,7 @@ class Method:
 
 #: The pytorch-grad-cam variants (rows of clipcam.methods.cam.CAM_TABLE) come first, then these modules.
 _MODULES = ("scorecam", "chefer", "gradeclip", "gradeclip_authors", "legrad", "rollout",
-            "maskclip", "sclip", "clearclip", "naclip")
+            "maskclip", "sclip", "clearclip", "naclip", "gem", "clipsurgery")
 
 #: name → record, in the order the app and the CLI list them.
 REGISTRY: dict[str, Method] = {m.name: m for m in (*import_module(f"{__name__}.cam").CAM_RECORDS,

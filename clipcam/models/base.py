@@ -27,6 +27,7 @@ from ..cache import LockedLRU
 from ..constants import check_choice
 from ..geometry import CropGeometry
 from .layers import check_layer
+from .pool import PoolView
 
 #: How many prompt lists' text embeddings each loaded model keeps.
 TEXT_CACHE_SIZE = 256
@@ -36,7 +37,9 @@ TEXT_CACHE_SIZE = 256
 #: that the image embedding is read from, whose attention row is the map (Chefer, Grad-ECLIP);
 #: "layer_readout": any layer's tokens can be read as an image embedding (LeGrad); "dense": the last
 #: block runs from ``block_views`` and every token reads out through ``token_readout`` (SCLIP,
-#: ClearCLIP, NACLIP); "value_path": MaskCLIP's reading, the last block's or ``value_pool``'s values.
+#: ClearCLIP, NACLIP); "value_path": MaskCLIP's reading, the last block's or ``value_pool``'s values;
+#: "parallel_path": BlockViews and token_readout, so a changed path can run beside the model's own (GEM);
+#: "surgery_path": what CLIP Surgery's authors change, CLIP's last blocks or a ResNet's attention pool.
 CAPABILITIES: dict[str, str] = {
     "sublayer": "activations on a token grid",
     "attention": "self-attention layers whose queries, keys and values clipcam can read",
@@ -44,6 +47,8 @@ CAPABILITIES: dict[str, str] = {
     "layer_readout": "a way to read any layer's tokens as an image embedding",
     "dense": "a last transformer block that clipcam can run changed, with every token read out as an embedding",
     "value_path": "a last attention (a ViT's last block or an attention pool) whose value path reads out every position",
+    "parallel_path": "patch tokens that read out as embeddings",
+    "surgery_path": "the v–v paths that CLIP Surgery's authors define for CLIP ViTs and ResNets",
 }
 
 
@@ -320,6 +325,10 @@ class ModelAdapter:
         """The attention pool read through its value path (MaskCLIP on ResNets); families whose
         embedding is not made by such a pool raise ValueError with one sentence."""
         raise ValueError(f"{self.family_label} models have no attention pool whose values clipcam can read.")
+
+    def attention_pool(self) -> PoolView:
+        """A ResNet CLIP's attention pool as a PoolView (other families raise ValueError with one sentence)."""
+        raise ValueError(f"{self.family_label} models have no attention pool that clipcam can run piece by piece.")
 
     # ------------------------------------------------------------------ inputs
     def preprocess(self, rgb: Image.Image) -> torch.Tensor:

@@ -37,7 +37,8 @@ class HFClipAdapter(ModelAdapter):
 
     family = "hf-clip"
     family_label = "CLIP (Hugging Face)"
-    capabilities = frozenset({"sublayer", "attention", "class_token", "layer_readout", "dense", "value_path"})
+    capabilities = frozenset({"sublayer", "attention", "class_token", "layer_readout", "dense", "value_path",
+                              "parallel_path", "surgery_path"})
     sublayers = SUBLAYERS
     default_sublayer = "mlp.fc1"
     wide_sublayers = ("mlp.fc1",)

@@ -29,6 +29,7 @@ from PIL import Image
 from ..constants import SHAPES_RN_DIR
 from ..geometry import CropGeometry
 from .base import AttentionSite, BlockView, ModelAdapter, ShortName, Start, TextInputs, ValuePool, special_free
+from .pool import PoolView, attention_pool_view
 
 
 class OpenClipAdapter(ModelAdapter):
@@ -179,7 +180,8 @@ class OpenClipViTAdapter(OpenClipAdapter):
 
     family = "open_clip-vit"
     family_label = "open_clip ViT"
-    capabilities = frozenset({"sublayer", "attention", "class_token", "layer_readout"})
+    capabilities = frozenset({"sublayer", "attention", "class_token", "layer_readout", "dense", "value_path",
+                              "parallel_path", "surgery_path"})
     sublayers = ("ln_1", "attn", "ln_2", "mlp.c_fc", "mlp.gelu", "mlp.c_proj", "block")
     default_sublayer = "mlp.c_fc"
     wide_sublayers = ("mlp.c_fc", "mlp.gelu")
@@ -198,9 +200,9 @@ class OpenClipViTAdapter(OpenClipAdapter):
             raise ValueError("open_clip ViTs with an attentional pooler (CoCa) are not supported by clipcam yet.")
         self._blocks = list(visual.transformer.resblocks)
         self.pool_type = visual.pool_type
-        caps = {"sublayer", "attention", "layer_readout", "dense", "value_path"}
+        caps = {"sublayer", "attention", "layer_readout", "dense", "value_path", "parallel_path"}
         if self.pool_type == "tok":
-            caps.add("class_token")
+            caps |= {"class_token", "surgery_path"}
         self.capabilities = frozenset(caps)  # type: ignore[misc]
 
     @property
@@ -336,7 +338,7 @@ class OpenClipResNetAdapter(_StagesAdapter):
 
     family = "open_clip-resnet"
     family_label = "open_clip ResNet"
-    capabilities = frozenset({"sublayer", "value_path"})
+    capabilities = frozenset({"sublayer", "value_path", "surgery_path"})
     short_names = (
         # Score-CAM on stage 3, on the contrast, measured best of every method and target (0.972 pointing);
         # the gradient CAMs start on stage 2, where each of them measured best (XGrad-CAM 0.964).
@@ -362,6 +364,9 @@ class OpenClipResNetAdapter(_StagesAdapter):
         ``layer4`` through the pool's v_proj then c_proj, without the pool's positional embedding."""
         pool = self.model.visual.attnpool
         return ValuePool(pool, lambda x: pool.c_proj(pool.v_proj(x.flatten(2).transpose(1, 2))))  # (B, H·W, P)
+
+    def attention_pool(self) -> PoolView:
+        return attention_pool_view(self.model.visual.attnpool)
 
 
 class OpenClipConvNeXtAdapter(_StagesAdapter):
