@@ -68,7 +68,7 @@ def with_label_legend(picture: Image.Image, prompts: Sequence[str], shares: dict
     font = _font(13)
     line = 18
     height = line * (len(items) + (1 if rule else 0)) + 8
-    sheet = Image.new("RGB", (max(picture.width, 240), picture.height + height), "white")
+    sheet = Image.new("RGB", (max(picture.width, 440), picture.height + height), "white")
     sheet.paste(picture, (0, 0))
     draw = ImageDraw.Draw(sheet)
     y = picture.height + 4
