@@ -23,6 +23,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .geometry import CropGeometry
 from .methods import get_method
 from .results import Explanation
 
@@ -137,10 +138,17 @@ def label_map_of(maps: np.ndarray, prompts: tuple[str, ...], rule: LabelRule, wi
     return LabelMap(tuple(prompts), labels_of(scores, rule.prob_thd), scores, rule, windows)
 
 
-def raw_image_maps(result: Explanation, size: tuple[int, int] | None = None) -> np.ndarray:
-    """(K, H, W) float32: a one-layer result's raw grid maps placed on the image (bilinear, not
-    scaled), NaN outside the region the model saw: the same geometry as ``image_maps``."""
-    return result.geometry.grid_to_image(result.grid_maps, size)
+def grid_label_map(grid_maps: np.ndarray, geometry: CropGeometry, prompts: tuple[str, ...], rule: LabelRule,
+                   size: tuple[int, int] | None = None) -> LabelMap:
+    """The label map of raw grid maps (K, rows, cols) on a (W, H) canvas over the image (default:
+    full size), NaN (UNSEEN) outside the region the model saw, as ``image_maps`` are placed. The
+    softmax comes after the bilinear upsampling, as SCLIP's; min-max scaling is over the grid, as
+    the shown heatmaps' (so that the label map's winner is the brightest of the shown maps)."""
+    if rule.logit_scale is None:
+        scores = geometry.grid_to_image(prompt_scores(grid_maps, None), size)  # (K, H, W)
+    else:
+        scores = prompt_scores(geometry.grid_to_image(grid_maps, size), rule.logit_scale)
+    return LabelMap(tuple(prompts), labels_of(scores, rule.prob_thd), scores, rule)
 
 
 def label_map(result: Explanation, prob_thd: object = None, logit_scale: object = None,
@@ -148,4 +156,4 @@ def label_map(result: Explanation, prob_thd: object = None, logit_scale: object 
     """The label map of a one-layer result on a (W, H) canvas over its image (default: full size),
     under its method's rule (label_rule) with the given overrides."""
     rule = label_rule(result.method, prob_thd, logit_scale)
-    return label_map_of(raw_image_maps(result, size), result.prompts, rule)
+    return grid_label_map(result.grid_maps, result.geometry, result.prompts, rule, size)

@@ -37,7 +37,7 @@ import torch
 from PIL import Image
 
 from ..constants import MAX_PROMPTS, SUBLAYERS, TARGETS
-from ..dense import label_map_of, label_rule
+from ..dense import grid_label_map, label_rule
 from ..methods import REGISTRY
 from .metrics import DILATE, auc, dilate, energy_pointing, perturbation_series, pointing, saliency_order
 from .protocols import POINTS, Protocols, sample_points
@@ -308,8 +308,8 @@ def evaluate(explainer, samples: Sequence[Sample], methods: Sequence[str] = ("gr
                     tally = tallies.setdefault((method, target, layer, sublayer), Tally())
                     add_maps(tally, masks, maps, curves)
                     raw = sweep.geometry.grid_to_image(sweep.layer_maps[li])  # (K, H, W) raw, NaN outside the crop
-                    tally.protocols.add(raw, masks, sample.prompts, points,
-                                        label_map_of(raw, sample.prompts, rule).labels)
+                    labels = grid_label_map(sweep.layer_maps[li], sweep.geometry, sample.prompts, rule).labels
+                    tally.protocols.add(raw, masks, sample.prompts, points, labels)
                     if s < road:
                         tally.protocols.add_road(road_scores(explainer, image, sample.prompts, sweep.layer_maps[li], seed))
         if baselines and image is not None:
