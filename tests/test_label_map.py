@@ -122,7 +122,7 @@ def test_windows_are_sclips(h, w, crop, stride) -> None:
 def test_slide_stitches_as_forward_slide(shapes, scene, dense_rollout) -> None:
     got, count = sl.slide_maps(shapes, scene, PROMPTS, "rollout")
     # the authors' loop: resize the short side to 80, each 48-px window upsampled bilinearly and padded in
-    img = torch.from_numpy(np.asarray(Image.fromarray(scene).resize((80, 80), Image.BILINEAR))).permute(2, 0, 1)
+    img = torch.from_numpy(np.array(Image.fromarray(scene).resize((80, 80), Image.BILINEAR))).permute(2, 0, 1)
     preds, counts = torch.zeros(3, 80, 80, dtype=torch.float64), torch.zeros(1, 80, 80, dtype=torch.float64)
     boxes = sclip_windows(80, 80, 48, 16)
     for y1, y2, x1, x2 in boxes:
@@ -161,3 +161,47 @@ def test_cli_label_map_writes_png_and_labels(tmp_path, scene) -> None:
     assert record["prob_thd"] == 0.4 and record["windows"] == 0
     bad = run_cli(str(path), "-m", "shapes", "-p", "a", "--slide", "-o", str(out))
     assert bad.returncode == 2 and bad.stderr.startswith("clipcam: The sliding window applies only to")
+
+
+# ----------------------------------------------------------------- the app (plain Python, not served)
+@pytest.fixture
+def service(tmp_path):
+    from clipcam.app.service import Service
+
+    return Service(models=["shapes"], device="cpu", cache_folder=tmp_path / "gradio")
+
+
+def test_app_label_map_of_the_kept_result(service, scene) -> None:
+    from clipcam.app.labels import show_labels
+
+    with pytest.raises(ValueError, match=r"^No result to draw a label map from yet: run an explanation on the "
+                                         r"Explain tab first.$"):
+        show_labels(service, "s", "", False)
+    service.explain("s", Image.fromarray(scene), "\n".join(PROMPTS), "shapes", 3, "mlp.fc1", "logit", "gradcam",
+                    "inferno", 0.5, False)
+    shown = show_labels(service, "s", "0.3", False)
+    kept = service.store.get("s", "explain")
+    assert shown.picture.size == kept.display.size
+    labels = np.load(shown.files[1])["labels"]
+    want = dense.grid_label_map(kept.layer_maps[0], kept.geometry, tuple(PROMPTS), dense.LabelRule(None, 0.3),
+                                kept.display.size).labels
+    assert np.array_equal(labels, want) and shown.files[0].endswith("label-map.png")
+    assert all(p in shown.legend for p in PROMPTS) and "none (" in shown.legend
+    with pytest.raises(ValueError, match=r"^The background threshold \(prob_thd\) must be between 0 and 1; got 7.$"):
+        show_labels(service, "s", "7", False)
+    with pytest.raises(ValueError, match=r"^The sliding window applies only to the training-free dense methods"):
+        show_labels(service, "s", "", True, Image.fromarray(scene))
+
+
+def test_app_sliding_window_counts_toward_the_forward_budget(service, scene, dense_rollout) -> None:
+    from clipcam.app.labels import show_labels
+
+    service.explain("s", Image.fromarray(scene), "\n".join(PROMPTS), "shapes", 3, "mlp.fc1", "logit", "rollout",
+                    "inferno", 0.5, False)
+    shown = show_labels(service, "s", "", True, Image.fromarray(scene))
+    assert "sliding window of 9 crops" in shown.legend
+    service.max_forwards = 8
+    with pytest.raises(ValueError, match=r"^The sliding window would run 9 forward passes on this image, above this "
+                                         r"server's limit of 8 \(CLIPCAM_MAX_FORWARDS\); turn the sliding window off "
+                                         r"or use a smaller image.$"):
+        show_labels(service, "s", "", True, Image.fromarray(scene))
