@@ -32,6 +32,7 @@ from clipcam import load_explainer  # noqa: E402
 from clipcam.constants import SHAPES_MODEL_DIR  # noqa: E402
 from clipcam.eval import evaluate as ev  # noqa: E402
 from clipcam.eval.entropy import attention_entropy  # noqa: E402
+from clipcam.slide import dense_methods, slide_forwards, slide_label_map  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results"
 #: The shipped shapes models: short name → source (the siglip and ResNet ones sit beside shapes-clip).
@@ -55,6 +56,28 @@ def run_model(name: str, scenes: int, entropy_scenes: int = 5) -> dict:
         per_scene = [attention_entropy(explainer, s.image) for s in ev.shapes_samples(entropy_scenes)]
         out["entropy"] = [{"layer": rows[0]["layer"], "all": float(np.mean([r["all"] for r in rows])),
                            "cls": float(np.mean([r["cls"] for r in rows]))} for rows in zip(*per_scene)]
+    return out
+
+
+def slide_price(name: str, repeats: int = 3, size: tuple[int, int] = (448, 336)) -> list[dict]:
+    """For every dense method the model supports: seconds of one explain and of the sliding window's
+    label map on a (W, H) noise image (every repeat kept), and the window count. Empty when no
+    method carries DenseDefaults."""
+    explainer = load_explainer(MODELS[name], device="cpu")
+    image = (np.random.default_rng(0).random((size[1], size[0], 3)) * 255).astype(np.uint8)
+    prompts = ["a photo of a red circle.", "a photo of a blue square."]
+    out = []
+    for method in (m for m in dense_methods() if m in explainer.methods):
+        plain, slid = [], []
+        for _ in range(repeats):
+            start = time.perf_counter()
+            explainer.explain(image, prompts, method=method)
+            plain.append(time.perf_counter() - start)
+            start = time.perf_counter()
+            slide_label_map(explainer, image, prompts, method)
+            slid.append(time.perf_counter() - start)
+        out.append({"model": name, "method": method, "size": size, "forwards": slide_forwards(size, method),
+                    "explain_s": plain, "slide_s": slid})
     return out
 
 
@@ -95,16 +118,23 @@ def main() -> None:
     parser.add_argument("--models", default=",".join(MODELS), help=f"comma-separated ({', '.join(MODELS)})")
     parser.add_argument("--scenes", type=int, default=40, help="scenes per set (easy and hard each)")
     parser.add_argument("--out", type=Path, default=RESULTS / "dense_quality.json")
+    parser.add_argument("--slide-price", action="store_true",
+                        help="also time the sliding window against one explain, for every dense method (none: empty)")
     args = parser.parse_args()
     models = [m.strip() for m in args.models.split(",")]
     unknown = [m for m in models if m not in MODELS]
     if unknown:
         parser.error(f"unknown models {unknown}; choose from {', '.join(MODELS)}")
     results = [run_model(m, args.scenes) for m in models]
+    prices = [p for m in models for p in slide_price(m)] if args.slide_price else []
     text = table(results) + "\n\n" + entropy_table(results)
+    if prices:
+        text += "\n\n| model | method | windows (forwards) | explain s (median) | sliding window s (median) |\n|---|---|---|---|---|\n"
+        text += "\n".join(f"| {p['model']} | {p['method']} | {p['forwards']} | {np.median(p['explain_s']):.3f} | "
+                          f"{np.median(p['slide_s']):.3f} |" for p in prices)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps({"command": "python benchmarks/dense_quality.py " + " ".join(sys.argv[1:]),
-                                    "scenes": args.scenes, "results": results}, indent=1) + "\n")
+                                    "scenes": args.scenes, "results": results, "slide_price": prices}, indent=1) + "\n")
     args.out.with_suffix(".md").write_text(text + "\n")
     print(text)
 
