@@ -3,6 +3,7 @@ caller of clipcam.eval.evaluate, the evaluator behind ``python -m clipcam eval``
 
     python benchmarks/dense_quality.py --scenes 40            # easy and hard, every model, one table
     python benchmarks/dense_quality.py --models shapes --scenes 10 --out /tmp/q.json
+    python benchmarks/dense_quality.py --models shapes --scenes 1 --slide-price   # + the sliding window's price
 
 For each model (shapes = CLIP ViT, shapes-siglip, shapes-rn = open_clip ResNet), each scene set
 (easy: 2–3 objects; hard: 4–6 with distractors and occlusion) and every method in the registry that
