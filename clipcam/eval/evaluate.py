@@ -279,8 +279,9 @@ def evaluate(explainer, samples: Sequence[Sample], methods: Sequence[str] = ("gr
              seed: int = 0, progress: Callable[[int, int], None] | None = None, road: int = 0) -> dict:
     """Every setting's metrics over the samples; deletion/insertion on the first ``n_curves`` samples
     for ``curve_methods`` (default: all methods), ROAD on the first ``road`` samples. Baselines: a
-    random pixel and a random object (expected values), and attention rollout of the explained model when ``rollout_model`` is given
-    (a model directory, as the command line passes it; the model explained is the one rolled out)."""
+    random pixel and a random object (expected values), and attention rollout of the explained model
+    when ``rollout_model`` is given (a model directory, as the command line passes it; the model
+    explained is the one rolled out)."""
     curve_methods = tuple(methods) if curve_methods is None else tuple(curve_methods)
     rng = np.random.default_rng(seed)
     point_rng = np.random.default_rng(seed + 1)  # its own stream: the curves' tie-breaking stays as it was
