@@ -8,17 +8,20 @@
     sweep.layers, sweep.layer_maps, sweep.at(11).image_maps
     res = ex.explain("cat.png", ["a photo of a cat."], words="chefer")  # which words matter, too
     res.word_relevance[0].words, res.word_relevance[0].word_relevance
+    label_map(res).labels   # (H, W): which prompt wins each pixel (-1 none, -2 unseen); raw maps unchanged
 
 This module never imports gradio; the web UI lives in ``clipcam.app``.
 """
 
 from .constants import DEFAULT_SUBLAYER, SUBLAYERS
+from .dense import LabelMap, label_map
 from .explainer import Explainer, Explanation, load_explainer
 from .geometry import CropGeometry
 from .images import load_image
 from .models import MODEL_ALIASES, load_model
 from .models.base import ModelAdapter
 from .methods import METHODS, REGISTRY, Method
+from .slide import slide_label_map
 from .words import WORD_METHODS, PromptWords, WordRelevance
 
 __all__ = [
@@ -28,6 +31,7 @@ __all__ = [
     "CropGeometry",
     "Explainer",
     "Explanation",
+    "LabelMap",
     "METHODS",
     "Method",
     "ModelAdapter",
@@ -35,8 +39,10 @@ __all__ = [
     "PromptWords",
     "WORD_METHODS",
     "WordRelevance",
+    "label_map",
     "load_explainer",
     "load_image",
     "load_model",
+    "slide_label_map",
 ]
 __version__ = "0.1.0"

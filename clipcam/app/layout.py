@@ -25,6 +25,7 @@ from .components import Choice, ImageInput
 from .examples import EXAMPLE_KINDS, EXAMPLES, example_order
 from .handlers import Handlers, blank_on_error, on_page, user_errors
 from .inputs import MAX_FORWARDS
+from .label_view import add_label_view
 from .page import CSS, HOW_TO_READ, INTRO, ON_LOAD_JS, legend_html
 from .server import CACHE_SECONDS, TIME_LIMIT
 from .service import Service
@@ -130,6 +131,7 @@ def build_demo(models: Sequence[str] | None = None, device: str = "auto", half: 
                                               elem_id="downloads")
                         files = gr.File(label="Downloads", file_count="multiple", elem_id="files",
                                         elem_classes=["downloads"])
+                        add_label_view(app, image)
                     with gr.Tab("Layer sweep"):
                         gr.Markdown("Every layer × every prompt from one pass through the model (Score-CAM adds "
                                     "its masked forwards for every layer; a deep model is gone back through one "

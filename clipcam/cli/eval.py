@@ -21,7 +21,9 @@ def build_eval_parser() -> argparse.ArgumentParser:
         prog="python -m clipcam eval",
         description="Score heatmaps against object masks or boxes: pointing game, peak on another object, "
         "energy pointing game, deletion and insertion AUC, and the mIoU of maps thresholded at their mean "
-        "(Chefer et al.'s segmentation protocol), per method × layer × sublayer × target. Writes eval.json, "
+        "(Chefer et al.'s segmentation protocol) with its pixel accuracy and mAP, point-level p-mIoU (GEM, LeGrad), "
+        "the multi-class mIoU of the label map and, with --road, ROAD (pytorch-grad-cam), "
+        "per method × layer × sublayer × target. Writes eval.json, "
         "eval.md and eval.png to --out.",
         epilog=f"Attention methods ({', '.join(ATTENTION)}) ignore --sublayers; the rest of the Grad-CAM "
         "family uses layer_norm1, self_attn.v_proj and mlp.fc1 among them, Score-CAM the first two.")
@@ -43,6 +45,8 @@ def build_eval_parser() -> argparse.ArgumentParser:
     parser.add_argument("--samples", type=int, default=None, help="the first N images or scenes (shapes: default 300)")
     parser.add_argument("--curves", type=int, default=20, help="samples that also get deletion/insertion (default 20)")
     parser.add_argument("--steps", type=int, default=16, help="deletion/insertion steps (default 16)")
+    parser.add_argument("--road", type=int, default=0, metavar="N",
+                        help="samples that also get ROAD (pytorch-grad-cam's metrics; 18 imputations per map; default 0)")
     parser.add_argument("--no-baselines", action="store_true", help="skip random pixel, random object and rollout")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     return parser
@@ -73,8 +77,8 @@ def run_eval(argv: Sequence[str]) -> int:
         layers = None if args.layers is None else tuple(int(x) for x in args.layers.split(","))
     except ValueError:
         parser.error(f"--layers takes comma-separated layer numbers such as 11,12; got {args.layers!r}")
-    if args.curves < 0 or args.steps < 1 or (args.samples is not None and args.samples < 1):
-        parser.error("--samples and --steps must be at least 1, --curves at least 0")
+    if args.curves < 0 or args.road < 0 or args.steps < 1 or (args.samples is not None and args.samples < 1):
+        parser.error("--samples and --steps must be at least 1, --curves and --road at least 0")
     try:
         if args.shapes:
             samples = ev.shapes_samples(args.samples or 300, hard=args.shapes == "hard")
@@ -95,7 +99,7 @@ def run_eval(argv: Sequence[str]) -> int:
         try:
             result = ev.evaluate(explainer, samples, methods, sublayers, targets, layers, args.curves, args.steps,
                                  baselines=not args.no_baselines, rollout_model=None if args.no_baselines else rollout,
-                                 progress=progress)
+                                 progress=progress, road=args.road)
         finally:
             bar.close()
         result["command"] = "python -m clipcam eval " + " ".join(argv)

@@ -29,6 +29,7 @@ from ..render import (
 )
 from ..words import WORD_METHODS, WORD_REGISTRY
 from .common import sublayer_help
+from .labels import add_label_options, check_label_options, wants_labels, write_label_map
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -78,6 +79,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--sweep", action="store_true",
                         help="explain every layer in one pass (sweep.png; the per-prompt PNGs and grid.png "
                         "then show the second-to-last layer)")
+    add_label_options(parser)
     parser.add_argument("-o", "--out", required=True, type=Path, help="output directory (created if needed)")
     parser.add_argument("--colormap", default=DEFAULT_COLORMAP, choices=list(COLORMAPS),
                         help=f"colour map of the overlays (default: {DEFAULT_COLORMAP})")
@@ -108,6 +110,7 @@ def run(args: argparse.Namespace, notes: list[str] | None = None) -> dict:
 
     if not 0.0 <= args.alpha <= 1.0:
         raise ValueError(f"--alpha must be between 0 and 1; got {args.alpha}.")
+    check_label_options(args)
     start = time.perf_counter()
     explainer = load_explainer(args.model, device=args.device, half=args.half)
     progress = report_progress if get_method(args.method).cost == "per channel" and sys.stderr.isatty() else None
@@ -134,9 +137,14 @@ def run(args: argparse.Namespace, notes: list[str] | None = None) -> dict:
         for i, prompt_words in enumerate(words.prompts):
             strip = word_strip(prompt_words, words.signed, args.colormap, label=label)
             strip.save(args.out / f"{slug(prompt_words.prompt, i)}-words.png")
+    labels = write_label_map(args, explainer, shown, args.out) if wants_labels(args) else None
+    if labels is not None:
+        arrays.update(labels[0])
     np.savez_compressed(args.out / "heatmaps.npz", **arrays)
     scores = scores_record(result, args.model, source=explainer.adapter.source,
                            seconds=round(time.perf_counter() - start, 3), explain_seconds=round(result.seconds, 3))
+    if labels is not None:
+        scores["label_map"] = labels[1]
     if words is not None:
         scores["word_relevance"] = words.as_dict()
     legend = legend_lines(False, result.prob_kind) + [settings_text({**scores, "layers": None, "layer": shown.layer},

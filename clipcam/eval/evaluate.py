@@ -13,6 +13,11 @@ explainer's public ``sweep`` (one pass gives every layer) and scored with clipca
   map, call foreground what lies above the scaled map's mean, sum intersections and unions of
   foreground and background over the whole set, and average the two IoUs. (Neither LeGrad's nor
   Grad-ECLIP's repository ships its segmentation code; this threshold is the one in Chefer's.)
+- the protocols of clipcam.eval.protocols on the raw maps placed on the image: the binary protocol's
+  pixel accuracy, its two-class mIoU with the authors' clip at 0 (``binary_miou``; equal to ``miou``
+  for a non-negative map) and mAP; point-level p-mIoU per image and over the set; the multi-class
+  mIoU of the label map (clipcam.dense, the method's own rule); and, on the first ``road``
+  samples, ROAD from pytorch-grad-cam (clipcam.eval.road).
 
 Sources: the shapes world (clipcam.eval.shapes, easy or hard scenes) or COCO-style annotations
 (instances JSON with polygons, RLE or boxes). Writes a markdown and a JSON table and a figure.
@@ -32,8 +37,11 @@ import torch
 from PIL import Image
 
 from ..constants import MAX_PROMPTS, SUBLAYERS, TARGETS
+from ..dense import grid_label_map, label_rule
 from ..methods import REGISTRY
 from .metrics import DILATE, auc, dilate, energy_pointing, perturbation_series, pointing, saliency_order
+from .protocols import POINTS, Protocols, sample_points
+from .road import road_scores
 from .report import BASELINES, best, markdown, write_report  # noqa: F401 (callers read them here: ev.best)
 from .shapes import COLOURS, SHAPES, Scene, ShapeObject, evaluation_set, hard_evaluation_set, object_prompt
 
@@ -213,6 +221,7 @@ class Tally:
     deletion: list[float] = field(default_factory=list)
     insertion: list[float] = field(default_factory=list)
     seg: np.ndarray = field(default_factory=lambda: np.zeros(4, np.int64))  # (∩bg, ∪bg, ∩fg, ∪fg)
+    protocols: Protocols = field(default_factory=Protocols)  # clipcam.eval.protocols, on the raw maps
 
     def summary(self) -> dict:
         mean = lambda xs: float(np.mean(xs)) if xs else float("nan")  # noqa: E731
@@ -220,7 +229,7 @@ class Tally:
             else float("nan")
         return {"pointing": mean(self.hits), "other_object": mean(self.other), "energy": mean(self.energy),
                 "deletion_auc": mean(self.deletion), "insertion_auc": mean(self.insertion), "miou": miou,
-                "n": len(self.hits)}
+                **self.protocols.summary(), "n": len(self.hits)}
 
 
 def masks_on(sample: Sample, shape: tuple[int, int]) -> np.ndarray:
@@ -267,19 +276,21 @@ def evaluate(explainer, samples: Sequence[Sample], methods: Sequence[str] = ("gr
              sublayers: Sequence[str] = SUBLAYERS, targets: Sequence[str] = TARGETS,
              layers: Sequence[int] | None = None, n_curves: int = 60, steps: int = 16,
              curve_methods: Sequence[str] | None = None, baselines: bool = True, rollout_model: str | None = None,
-             seed: int = 0, progress: Callable[[int, int], None] | None = None) -> dict:
+             seed: int = 0, progress: Callable[[int, int], None] | None = None, road: int = 0) -> dict:
     """Every setting's metrics over the samples; deletion/insertion on the first ``n_curves`` samples
-    for ``curve_methods`` (default: all methods). Baselines: a random pixel and a random object
-    (expected values), and attention rollout of the explained model when ``rollout_model`` is given
-    (a model directory, as the command line passes it; the model explained is the one rolled out)."""
+    for ``curve_methods`` (default: all methods), ROAD on the first ``road`` samples. Baselines: a
+    random pixel and a random object (expected values), and attention rollout of the explained model
+    when ``rollout_model`` is given (a model directory, as the command line passes it; the model
+    explained is the one rolled out)."""
     curve_methods = tuple(methods) if curve_methods is None else tuple(curve_methods)
     rng = np.random.default_rng(seed)
+    point_rng = np.random.default_rng(seed + 1)  # its own stream: the curves' tie-breaking stays as it was
     tallies: dict[tuple, Tally] = {}
     start = time.perf_counter()
     plan = method_plan(methods, sublayers)
     for s, sample in enumerate(samples):
         curves_here = s < n_curves
-        geometry, image = None, None
+        geometry, image, points = None, None, None
         for target in targets:
             for method, sublayer in plan:
                 sub = None if method in ATTENTION else sublayer  # None: the model's default (a ResNet has no mlp.fc1)
@@ -287,20 +298,28 @@ def evaluate(explainer, samples: Sequence[Sample], methods: Sequence[str] = ("gr
                                         target=target, method=method)
                 geometry, image = sweep.geometry, np.array(sweep.image)  # a writable (H, W, 3) uint8 copy
                 masks = masks_on(sample, image.shape[:2])
+                points = points or sample_points(masks, point_rng, POINTS)  # the same points for every setting
+                rule = label_rule(method)
                 for li, layer in enumerate(sweep.layers):
                     if sweep.dead_reasons[li]:
                         continue
                     maps = sweep.at(layer).image_maps  # (K, H, W) in [0, 1], NaN outside the crop
                     curves = score_curves(explainer, sample, image, maps, steps, rng) \
                         if curves_here and method in curve_methods else None
-                    add_maps(tallies.setdefault((method, target, layer, sublayer), Tally()), masks, maps, curves)
+                    tally = tallies.setdefault((method, target, layer, sublayer), Tally())
+                    add_maps(tally, masks, maps, curves)
+                    raw = sweep.geometry.grid_to_image(sweep.layer_maps[li])  # (K, H, W) raw, NaN outside the crop
+                    labels = grid_label_map(sweep.layer_maps[li], sweep.geometry, sample.prompts, rule).labels
+                    tally.protocols.add(raw, masks, sample.prompts, points, labels)
+                    if s < road:
+                        tally.protocols.add_road(road_scores(explainer, image, sample.prompts, sweep.layer_maps[li], seed))
         if baselines and image is not None:
             add_baselines(tallies, explainer, sample, image, geometry, curves_here, steps, rng, rollout_model)
         if progress is not None:
             progress(s + 1, len(samples))
     rows = [{"method": k[0], "target": k[1], "layer": k[2], "sublayer": k[3], **t.summary()} for k, t in tallies.items()]
     return {"samples": len(samples), "curve_samples": min(n_curves, len(samples)), "steps": steps, "dilate": DILATE,
-            "seconds": round(time.perf_counter() - start, 1), "rows": rows}
+            "road_samples": min(road, len(samples)), "points": POINTS, "seconds": round(time.perf_counter() - start, 1), "rows": rows}
 
 
 def add_baselines(tallies: dict, explainer, sample: Sample, image: np.ndarray, geometry, curves: bool, steps: int,

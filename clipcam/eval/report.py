@@ -57,6 +57,28 @@ def markdown(result: dict) -> str:
     lines += [fmt(r) for r in rows if r["method"] in BASELINES] + [fmt(r) for r in ranked]
     if len({r["method"] for r in ranked}) > 1:
         lines = ["Each method × target at its best setting:", "", method_target_table(rows), "", "Every setting:", ""] + lines
+    if any("p_miou" in r for r in ranked):
+        lines += ["", protocols_table(result)]
+    return "\n".join(lines)
+
+
+#: The protocols' columns (clipcam.eval.protocols and clipcam.eval.road): key, heading.
+PROTOCOL_COLUMNS = (("pixel_acc", "pixel acc ↑"), ("binary_miou", "binary mIoU ↑"), ("map_ap", "mAP ↑"),
+                    ("p_miou", "p-mIoU (set) ↑"), ("p_miou_image", "p-mIoU (image) ↑"), ("mc_miou", "multi-class mIoU ↑"),
+                    ("road_morf", "ROAD MoRF ↓"), ("road_lerf", "ROAD LeRF ↑"), ("road_combined", "ROAD combined ↑"))
+
+
+def protocols_table(result: dict) -> str:
+    """Markdown: every setting's segmentation protocols (binary, p-mIoU, multi-class) and ROAD."""
+    rows = [r for r in result["rows"] if r["method"] not in BASELINES]
+    nan = float("nan")
+    lines = [f"Segmentation protocols (raw maps; {result.get('points', '?')} points inside and outside each mask for "
+             f"p-mIoU; ROAD on the first {result.get('road_samples', 0)} samples):", "",
+             "| method | target | layer | sublayer | " + " | ".join(h for _, h in PROTOCOL_COLUMNS) + " |",
+             "|---|---|---|---|" + "---|" * len(PROTOCOL_COLUMNS)]
+    for r in sorted(rows, key=lambda r: -r.get("p_miou", nan) if r.get("p_miou") == r.get("p_miou") else 1):
+        values = " | ".join(f"{r.get(k, nan):.3f}" for k, _ in PROTOCOL_COLUMNS)
+        lines.append(f"| {r['method']} | {r['target']} | {r['layer']} | {r['sublayer']} | {values} |")
     return "\n".join(lines)
 
 
