@@ -11,7 +11,7 @@ import pytest
 import torch
 from PIL import Image
 
-from clipcam.decompose import decompose_reason, residual_terms
+from clipcam.decompose import decompose_parts, decompose_reason, residual_terms
 from clipcam.explainer import load_explainer
 from clipcam.testing import tiny_model
 from clipcam.testing.reference import own_model
@@ -57,6 +57,7 @@ def test_the_split_is_complete_and_totals_are_the_logits(family: str, explainers
         assert not result.head_cls.any()  # no class token
     if family == "openclip-rn":
         assert not result.mlps.any()  # the attention pool has no MLP
+        assert decompose_parts(explainer.adapter).endswith("no MLP")
 
 
 @pytest.mark.parametrize("family", FAMILIES)
@@ -178,6 +179,7 @@ def test_a_family_it_cannot_split_is_refused_in_one_sentence(tmp_path) -> None:
     assert decompose_reason(adapter) == (
         "open_clip timm ViT models cannot be decomposed by layer and head: clipcam splits CLIP and open_clip ViTs, "
         "SigLIP, SigLIP 2 and open_clip ResNets.")
+    assert decompose_parts(adapter) is None
 
 
 def test_the_command_writes_the_tables_and_the_grid(folders, tmp_path) -> None:

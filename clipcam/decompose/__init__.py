@@ -5,14 +5,15 @@ source token (Gandelsman, Efros & Steinhardt, ICLR 2024; github.com/yossigandels
 TextSpan and other analyses over many images; ``decomposition(...)`` (behind
 ``Explainer.decompose``) gives one image's scores split per prompt (Decomposition), projecting
 onto the prompts as it goes so that no per-token term is held in embedding space. One forward,
-no backward. ``decompose_reason(adapter)`` says in one sentence why a model cannot be split.
+no backward. ``decompose_reason(adapter)`` says in one sentence why a model cannot be split,
+``decompose_parts(adapter)`` which parts it gives.
 """
 
 from __future__ import annotations
 
-from .capture import decompose_reason
+from .capture import PARTS, decompose_parts, decompose_reason
 from .result import Decomposition, decomposition
 from .terms import ResidualTerms, Scores, residual_terms, split_layers, split_scores
 
-__all__ = ["Decomposition", "ResidualTerms", "Scores", "decompose_reason", "decomposition", "residual_terms",
+__all__ = ["PARTS", "Decomposition", "ResidualTerms", "Scores", "decompose_parts", "decompose_reason", "decomposition", "residual_terms",
            "split_layers", "split_scores"]

@@ -105,6 +105,21 @@ class Pieces:
     valid: torch.Tensor | None = None
 
 
+#: Which parts each family's decomposition gives, for people (the app, --help).
+PARTS: dict[str, str] = {
+    "hf-clip": "every block's heads (per source token) and MLPs, and the embeddings",
+    "open_clip-vit": "every block's heads (per source token) and MLPs, and the embeddings",
+    "siglip": "the attention-pooling head's heads (per token), its MLP, and its output bias with the logit bias",
+    "siglip2-naflex": "the attention-pooling head's heads (per token), its MLP, and its output bias with the logit bias",
+    "open_clip-resnet": "the attention pool's heads (per position and its mean token) and its output bias; no MLP",
+}
+
+
+def decompose_parts(adapter: ModelAdapter) -> str | None:
+    """What the decomposition gives for this model, in words, or None when it is refused."""
+    return None if decompose_reason(adapter) else PARTS[adapter.family]
+
+
 def decompose_reason(adapter: ModelAdapter) -> str | None:
     """Why this model's embedding cannot be decomposed, in one sentence, or None when it can."""
     family = adapter.family
