@@ -99,7 +99,7 @@ FLOORS = (
     ("models",),
     ("hooks", "targets"),
     ("methods",),
-    ("passes", "words"),
+    ("passes", "words", "decompose"),
     ("results",),
     ("notes", "record"),
     ("explainer",),
