@@ -4,9 +4,10 @@ splits (clipcam.decompose.terms turns them into terms).
 - **Class-token ViTs** (Hugging Face CLIP, open_clip ViTs read from their class token): the class
   token after the last block is the embedding (x₀ of block 1) plus, for each block, its attention's
   class-token row (one term per head and source token) and its MLP on the class token. Each block's
-  input is caught by a hook on the block (its BlockView); ln_1, q, k and v are computed again from
-  it (the attention's probabilities are not kept by the model's own forward), and the MLP term is
-  the block's MLP on the class token alone. The final LayerNorm is frozen at the real pooled
+  input is caught by a hook on the block (its BlockView); q, k and v are read from Hugging Face
+  CLIP's projections, or computed again from the input for open_clip (whose fused projection has no
+  module to hook); the class token's attention row is computed again (the model keeps no
+  probabilities), and the MLP term is the block's MLP on the class token alone. The final LayerNorm is frozen at the real pooled
   token's mean and standard deviation, so that it and the projection are one affine map.
 - **SigLIP and SigLIP 2** (as compute_siglip.py of Gandelsman et al.): only the attention-pooling
   head is split, per head and per token of its input; its MLP residual (nonlinear in the heads) is
@@ -161,12 +162,18 @@ def _class_token(adapter: ModelAdapter, pixels: torch.Tensor) -> Pieces:
     inputs: list[torch.Tensor] = []
     last: list[torch.Tensor] = []
 
-    def on_block(view):
+    taps: dict[int, dict[str, torch.Tensor]] = {}
+
+    def on_block(view, index: int):
         def hook(module, args, output):
             x = args[0].float()  # (B, T, D)
             if not inputs:
                 inputs.append(x[:, 0])
-            q, k, v = (z.float() for z in view.qkv(view.ln_1(args[0])))
+            tapped = taps.pop(index, None)
+            if tapped:  # q, k and v as the model computed them (Hugging Face CLIP's projections)
+                q, k, v = (tapped[name].float() for name in "qkv")
+            else:  # open_clip's fused projection cannot be hooked: computed again from the block's input
+                q, k, v = (z.float() for z in view.qkv(view.ln_1(args[0])))
             b, t, d = k.shape
             dh = d // view.heads
             scores = torch.einsum("bhd,bthd->bht", q[:, 0].reshape(b, view.heads, dh), k.reshape(b, t, view.heads, dh))
@@ -181,8 +188,10 @@ def _class_token(adapter: ModelAdapter, pixels: torch.Tensor) -> Pieces:
         return hook
 
     with ExitStack() as stack:
-        for view in views:
-            stack.enter_context(_hooked(view.module, on_block(view)))
+        for index, view in enumerate(views):
+            stack.enter_context(_hooked(view.module, on_block(view, index)))
+            for name, module in _projections(adapter, view).items():
+                stack.enter_context(_hooked(module, _tap(taps.setdefault(index, {}), name)))
         features = adapter.image_features(pixels).float()  # (B, E)
     norm, proj = _final_norm(adapter)
     pooled = last[0]  # (B, D)
@@ -195,6 +204,22 @@ def _class_token(adapter: ModelAdapter, pixels: torch.Tensor) -> Pieces:
     constant = constant if proj is None else constant @ proj  # (B, E)
     readout = Readout(gain, proj, constant, 1.0 / (2 * len(layers) + 1))
     return Pieces(inputs[0], layers, torch.stack(mlps, 1), readout, features, adapter.prefix)
+
+
+def _projections(adapter: ModelAdapter, view) -> dict[str, torch.nn.Module]:
+    """The modules whose outputs are a block's q, k and v, where the family has them as modules
+    (Hugging Face CLIP): reading them saves computing 3·T·D² again per block."""
+    if adapter.family != "hf-clip":
+        return {}
+    attn = view.module.self_attn
+    return {"q": attn.q_proj, "k": attn.k_proj, "v": attn.v_proj}
+
+
+def _tap(store: dict[str, torch.Tensor], name: str) -> Callable:
+    """A forward hook that keeps its module's output in ``store[name]``."""
+    def hook(module, args, output) -> None:
+        store[name] = output
+    return hook
 
 
 def _hooked(module: torch.nn.Module, hook: Callable) -> Any:
