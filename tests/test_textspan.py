@@ -3,11 +3,14 @@ whose answer is known; mean-ablation; and ``python -m clipcam heads`` on shapes 
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 import torch
 
 from clipcam.decompose.textspan import HeadScores, mean_ablated, text_span, zero_shot_accuracy
+from clihelpers import run_cli
 
 
 # ----------------------------------------------------------------------------- the authors' code, ported
@@ -96,3 +99,85 @@ def test_mean_ablation_with_nothing_ablated_is_the_full_models_accuracy() -> Non
     manual = full - scores.heads[:, 1, 0] + scores.heads[:, 1, 0].mean(0)
     assert scores.accuracy(heads=one) == pytest.approx(100.0 * np.mean(manual.argmax(1) == scores.labels.argmax(1)))
     assert zero_shot_accuracy(np.array([[0.0, 1.0], [2.0, 1.0]]), np.array([[True, True], [False, True]])) == 50.0
+
+
+# ----------------------------------------------------------------------------- python -m clipcam heads
+@pytest.fixture(scope="module")
+def scenes(tmp_path_factory):
+    """Twelve shapes scenes, a manifest naming each scene's objects (every other scene instead an
+    object it does not hold, so that the model is right on about half), and a small text bank."""
+    from PIL import Image
+
+    from clipcam.eval.shapes import COLOURS, SHAPES, evaluation_set, object_prompt
+
+    folder = tmp_path_factory.mktemp("scenes")
+    lines = []
+    for i, scene in enumerate(evaluation_set(12)):
+        Image.fromarray(scene.image).save(folder / f"s{i}.png")
+        names = [object_prompt(o) for o in scene.objects]
+        absent = [f"a photo of a {c} {s}." for c in COLOURS for s in SHAPES if f"a photo of a {c} {s}." not in names]
+        lines.append(json.dumps({"image": f"s{i}.png", "prompts": names if i % 2 == 0 else [absent[i % len(absent)]]}))
+    (folder / "manifest.jsonl").write_text("\n".join(lines) + "\n")
+    bank = [f"a photo of a {c}." for c in COLOURS] + [f"a photo of a {s}." for s in SHAPES]
+    (folder / "texts.txt").write_text("# colours and shapes\n" + "\n".join(bank) + "\n\n")
+    return folder
+
+
+def test_heads_command_writes_the_table_and_its_full_accuracy_is_the_models(scenes, tmp_path) -> None:
+    import pyarrow.parquet as pq
+
+    from clipcam.explainer import load_explainer
+
+    out = tmp_path / "out"
+    done = run_cli("heads", "--model", "shapes", "--device", "cpu", "--images", scenes / "manifest.jsonl",
+                   "--texts", scenes / "texts.txt", "--out", out, "--per-head", 3, "--last", 2)
+    assert done.returncode == 0, done.stderr
+    table = pq.read_table(out / "heads.parquet").to_pylist()
+    assert [(r["layer"], r["head"]) for r in table] == [(layer, h) for layer in (3, 4) for h in (1, 2, 3, 4)]
+    assert all(len(r["texts"]) == 3 and len(set(r["texts"])) == 3 for r in table)
+    assert all(0.0 <= sum(r["explained"]) <= 1.0 + 1e-6 for r in table)
+    report = json.loads((out / "heads.json").read_text())
+    # The model's own zero-shot accuracy, from its logits: right when the best of all the scenes'
+    # prompts names one of the scene's own objects.
+    manifest = [json.loads(line) for line in (scenes / "manifest.jsonl").read_text().splitlines()]
+    classes = list(dict.fromkeys(p for row in manifest for p in row["prompts"]))
+    ex = load_explainer("shapes", device="cpu")
+    right = [classes[int(np.argmax(ex.scores(str(scenes / row["image"]), classes)[0]))] in row["prompts"]
+             for row in manifest]
+    assert report["accuracy"]["full"] == pytest.approx(100.0 * np.mean(right))
+    assert 20.0 < report["accuracy"]["full"] < 80.0  # the wrong labels count: not every image is right
+    assert report["images"] == 12 and report["classes"] == len(classes)
+    assert "| 3 | 1 |" in (out / "heads.md").read_text()
+
+
+def test_heads_command_bad_input_gets_one_sentence(scenes, tmp_path) -> None:
+    missing = run_cli("heads", "--model", "shapes", "--device", "cpu", "--images", scenes / "manifest.jsonl",
+                      "--texts", tmp_path / "none.txt", "--out", tmp_path / "o")
+    assert missing.returncode == 2
+    assert missing.stderr == (f"clipcam heads: Cannot read the text bank '{tmp_path / 'none.txt'}'; give a UTF-8 text "
+                              "file with one text a line.\n")
+    (tmp_path / "one.txt").write_text("red\n")
+    one = run_cli("heads", "--model", "shapes", "--device", "cpu", "--images", scenes / "manifest.jsonl",
+                  "--texts", tmp_path / "one.txt", "--out", tmp_path / "o")
+    assert one.stderr == f"clipcam heads: The text bank '{tmp_path / 'one.txt'}' holds 1 texts; give at least 2, one a line.\n"
+    last = run_cli("heads", "--model", "shapes", "--device", "cpu", "--images", scenes / "manifest.jsonl",
+                   "--texts", scenes / "texts.txt", "--out", tmp_path / "o", "--last", 0)
+    assert last.stderr == "clipcam heads: --last must be at least 1; got 0.\n"
+
+
+@pytest.mark.slow
+def test_heads_command_on_ray_gives_the_same_table(scenes, tmp_path) -> None:
+    ray = pytest.importorskip("ray")
+    args = ["heads", "--model", "shapes", "--device", "cpu", "--images", scenes / "manifest.jsonl",
+            "--texts", scenes / "texts.txt", "--per-head", 3, "--chunk", 4]
+    here = run_cli(*args, "--out", tmp_path / "here")
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
+    try:
+        there = run_cli(*args, "--out", tmp_path / "ray", "--ray", "--workers", 2)
+    finally:
+        ray.shutdown()
+    assert here.returncode == 0 and there.returncode == 0, there.stderr
+    a, b = (json.loads((tmp_path / d / "heads.json").read_text()) for d in ("here", "ray"))
+    assert [r["texts"] for r in a["rows"]] == [r["texts"] for r in b["rows"]]
+    np.testing.assert_allclose([r["explained"] for r in a["rows"]], [r["explained"] for r in b["rows"]], atol=1e-4)
+    assert a["accuracy"] == b["accuracy"]
