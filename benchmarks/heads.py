@@ -10,7 +10,7 @@ files and a manifest whose prompts are each scene's objects ("a photo of a red c
 zero-shot accuracy counts a scene as right when its best of the 12 object prompts names one of its
 objects. ``probe`` checks TextSpan's labels without the text tower: for each head, a ridge
 regression from its terms (normalised as TextSpan's) to what the scene holds, fitted on half the
-scenes and scored (R²) on the other half: which colours are present (4 targets), which shapes (3),
+scenes and scored (R², the best of three ridge strengths) on the other half: which colours are present (4 targets), which shapes (3),
 and where the objects are (their mean x and y). The text tower of the shapes CLIP only knows the
 words its captions used, so position can be seen in a head only this way.
 """
@@ -49,7 +49,12 @@ def write_scenes(out: Path, n: int = 300) -> Path:
     return out / "manifest.jsonl"
 
 
-def ridge_r2(x: np.ndarray, y: np.ndarray, alpha: float = 1e-2) -> float:
+def ridge_r2(x: np.ndarray, y: np.ndarray) -> float:
+    """The best of three ridge strengths' R² (on the second half, fitted on the first; an upper bound)."""
+    return max(ridge_r2_at(x, y, alpha) for alpha in (1e-2, 1e-1, 1.0))
+
+
+def ridge_r2_at(x: np.ndarray, y: np.ndarray, alpha: float) -> float:
     """R² on the second half of a ridge regression fitted on the first half (x (N, E), y (N, T))."""
     half = len(x) // 2
     mx, my = x[:half].mean(0), y[:half].mean(0)

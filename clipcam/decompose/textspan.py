@@ -187,7 +187,7 @@ def build_report(model: str, scores: HeadScores, last_terms: np.ndarray, classif
                                 acc(heads=one), acc(heads=~one)))
     early = np.zeros((layers, n_heads), bool)
     early[:first] = True
-    accuracy = {"full": acc(), "mlps_ablated": acc(mlps=True), "early_ablated": acc(heads=early)}
+    accuracy = {"full": acc(), "mlps_ablated": acc(mlps=True), "early_ablated": acc(heads=early) if first else None}
     if with_accuracy:
         ablated = mean_ablated(scores.parts(), np.concatenate([[False], early.ravel(), np.zeros(layers, bool)]))
         accuracy["early_ablated_text_replaced"] = zero_shot_accuracy(ablated + replaced, scores.labels)
@@ -207,7 +207,10 @@ def report_markdown(report: HeadsReport) -> str:
              "| zero-shot accuracy | |", "|---|---|",
              f"| full model | {shown['full']} |", f"| MLPs mean-ablated | {shown['mlps_ablated']} |",
              f"| earlier layers' heads mean-ablated | {shown['early_ablated']} |",
-             f"| … and each last-layer head replaced by its texts' span | {shown['early_ablated_text_replaced']} |", ""]
+             f"| … and the last layers' heads each replaced by its texts' span | "
+             f"{shown['early_ablated_text_replaced']} |", ""]
+    if acc["early_ablated"] is None and acc["full"] is not None:
+        lines += ["Every layer is labelled, so no earlier layer is ablated.", ""]
     if acc["full"] is None:
         lines += ["Every image names every class, so no accuracy is defined (give each image its own prompts).", ""]
     lines += ["| layer | head | share of the score | span explains | accuracy without it | accuracy with it alone | texts (share of variance) |",
