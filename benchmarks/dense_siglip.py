@@ -1,5 +1,5 @@
 """Is clipcam's SigLIP adaptation of the dense methods faithful? Measured on the shapes SigLIP
-(assets/shapes-siglip), before the family is given the capabilities (issue 23).
+(clipcam/assets/shapes-siglip), before the family is given the capabilities (issue 23).
 
 SigLIP reads its embedding with an attention-pooling head, not from a token, and no author defines
 MaskCLIP, SCLIP, ClearCLIP or NACLIP for it. The adaptation reads each token through the head's
@@ -26,7 +26,7 @@ from clipcam import load_explainer  # noqa: E402
 from clipcam.eval import evaluate as ev  # noqa: E402
 
 DENSE = ("maskclip", "sclip", "clearclip", "naclip")
-MODELS = {"shapes-siglip": "assets/shapes-siglip", "shapes-clip": "assets/shapes-clip", "shapes-rn": "assets/shapes-rn"}
+MODELS = {"shapes-siglip": "shapes-siglip", "shapes-clip": "shapes", "shapes-rn": "shapes-rn"}
 
 
 def measure(name: str, n: int, hard: bool) -> list[dict]:

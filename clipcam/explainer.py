@@ -23,6 +23,7 @@ import torch
 from PIL import Image
 
 from .constants import DEFAULT_TARGET
+from .decompose import Decomposition, decompose_reason, decomposition
 from .geometry import CropGeometry
 from .hooks import capture_outputs, on_grid
 from .images import load_image
@@ -242,6 +243,17 @@ class Explainer:
         if words is None:
             return None
         return word_relevance(self.adapter, pixels, prompts, target, words, words_layer)
+
+    def decompose(self, image: object, prompts: Sequence[str] | str) -> Decomposition:
+        """Each prompt's logit split exactly into the embedding, every layer's heads (per patch too)
+        and MLPs, from one forward without gradients (clipcam.decompose)."""
+        reason = decompose_reason(self.adapter)
+        if reason:
+            raise ValueError(reason)
+        prompts = clean_prompts(prompts)
+        rgb, pixels, geometry, _ = self.prepare_image(image)
+        text, _ = self.text_embeddings(prompts)
+        return decomposition(self.adapter, pixels, text, prompts, rgb, geometry)
 
     def scores(self, image: object, prompts: Sequence[str] | str) -> tuple[np.ndarray, np.ndarray]:
         """The model's (logits, probabilities) for the prompts, without gradients."""

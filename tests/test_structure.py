@@ -12,7 +12,8 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1] / "clipcam"
 MAX_LINES = 450
 #: The only modules that may import gradio: the layout, its event handlers and the component subclasses.
-GRADIO_MODULES = {"clipcam.app.layout", "clipcam.app.handlers", "clipcam.app.components", "clipcam.app.label_view"}
+GRADIO_MODULES = {"clipcam.app.layout", "clipcam.app.handlers", "clipcam.app.components", "clipcam.app.label_view",
+                  "clipcam.app.heads_layout"}
 
 
 def module_name(path: Path) -> str:
@@ -99,7 +100,7 @@ FLOORS = (
     ("models",),
     ("hooks", "targets"),
     ("methods",),
-    ("passes", "words"),
+    ("passes", "words", "decompose"),
     ("results",),
     ("notes", "record", "dense"),
     ("explainer", "slide"),

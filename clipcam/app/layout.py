@@ -24,6 +24,7 @@ from .choices import (
 from .components import Choice, ImageInput
 from .examples import EXAMPLE_KINDS, EXAMPLES, example_order
 from .handlers import Handlers, blank_on_error, on_page, user_errors
+from .heads_layout import heads_tab
 from .inputs import MAX_FORWARDS
 from .label_view import add_label_view
 from .page import CSS, HOW_TO_READ, INTRO, ON_LOAD_JS, legend_html
@@ -117,7 +118,7 @@ def build_demo(models: Sequence[str] | None = None, device: str = "auto", half: 
                     share_link = gr.Textbox(label="Link (restores the example and the settings)", interactive=False,
                                             buttons=["copy"], elem_id="share-link")
             with gr.Column(scale=3, min_width=300):
-                with gr.Tabs():
+                with gr.Tabs() as tabs:
                     with gr.Tab("Explain"):
                         run = gr.Button("Run", variant="primary", elem_id="run")
                         notice = gr.Markdown(elem_id="notice")
@@ -164,6 +165,7 @@ def build_demo(models: Sequence[str] | None = None, device: str = "auto", half: 
                                                            elem_id="right-gallery")
                                 right_words = gr.HTML(elem_id="words-right")
                                 right_scores = gr.HTML(elem_id="right-scores")
+                    heads_tab(app, demo, tabs, image, prompts, model, example_key, colormap, alpha)
 
         # ------------------------------------------------------------ wiring
         group_boxes = [group for group, _ in groups]

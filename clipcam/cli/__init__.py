@@ -5,6 +5,7 @@ argument names no command. A new command is one new module here.
     python -m clipcam IMAGE --prompt TEXT [--prompt TEXT ...] --out DIR   # explain one image
     python -m clipcam batch INPUT --out DIR [--prompt TEXT ...] [--ray [ADDRESS]]   # a data set → Parquet
     python -m clipcam eval (--shapes easy|hard | --coco ANNOTATIONS --images DIR) --out DIR   # metrics
+    python -m clipcam decompose IMAGE --prompt TEXT [--prompt TEXT ...] --out DIR   # the logit by layer and head
 
 Bad input gets one sentence on stderr and exit status 2, never a traceback.
 """
