@@ -150,7 +150,7 @@ def test_the_command_line_takes_precision_and_half_as_its_alias(tmp_path, monkey
 def test_the_page_says_the_precision_and_why():
     from clipcam.app.settings import precision_line  # the app's settings: only this test needs them
 
-    assert precision_line("bf16", "cpu") == "Computing in bfloat16: bfloat16 was asked for. (CLIPCAM_PRECISION sets it.)"
+    assert precision_line("bf16", "cpu") == "Precision: bfloat16 — bfloat16 was asked for. Set by CLIPCAM_PRECISION (default auto)."
 
 
 # ----------------------------------------------------------------------------- the quality gate

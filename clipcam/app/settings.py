@@ -29,7 +29,7 @@ def app_precision(precision: str | None = None) -> str:
 def precision_line(precision: str, device: str) -> str:
     """The page's one line on the number format the models compute in and why (clipcam.precision)."""
     chosen = choose(precision, resolve_device(device))
-    return f"Computing in {chosen.label}: {chosen.reason} ({PRECISION_ENV} sets it.)"
+    return f"Precision: {chosen.label} — {chosen.reason} Set by {PRECISION_ENV} (default auto)."
 
 
 @dataclass(frozen=True)
