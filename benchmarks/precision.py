@@ -78,22 +78,25 @@ def agreement(reference, other) -> dict:
             "max_prob_diff_pp": round(float(np.abs(reference.probs - other.probs).max() * 100), 4)}
 
 
-def time_arch(model: str, path: Path, precisions: list[str], device: str, repeats: int, calls: list[str]) -> dict:
-    """Every call under every precision, one model loaded per precision, in this process."""
+def time_arch(model: str, path: Path, precisions: list[str], device: str, repeats: int, calls: list[str],
+              warmup: int = 1, rows: dict | None = None, save=lambda: None) -> dict:
+    """Every call under every precision, one model loaded per precision, in this process; ``rows`` is
+    filled and ``save()`` called after each call's row (an emulated bfloat16 run can take long)."""
     explainers = {p: load_explainer(model, device=device, precision=p) for p in precisions}
-    rows = {}
+    rows = {} if rows is None else rows
     for name in calls:
         row: dict = {}
         results = {}
         for p, ex in explainers.items():
             call = CALLS[name]
             times = timed(lambda ex=ex, p=p, call=call, into=results: into.__setitem__(p, call(ex, str(path))), repeats,
-                          warmup=1)
+                          warmup=warmup)
             row[p] = {"median_s": round(statistics.median(times), 4), "times_s": [round(t, 4) for t in times]}
         for p in precisions[1:]:
             row[p]["speedup"] = round(row[precisions[0]]["median_s"] / row[p]["median_s"], 3)
             row[p]["vs_" + precisions[0]] = agreement(results[precisions[0]], results[p])
         rows[name] = row
+        save()
         print(model, name, json.dumps(row), flush=True)
     clear_cache()
     return rows
@@ -127,6 +130,7 @@ def main() -> None:
     parser.add_argument("--archs", default="base16,large", help="comma-separated: base16, large")
     parser.add_argument("--device", default="cpu", help="cpu (fp32, bf16) or cuda (fp32, bf16, fp16)")
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--warmup", type=int, default=1, help="untimed calls per precision before the timed ones")
     parser.add_argument("--calls", default=",".join(CALLS), help=f"comma-separated: {', '.join(CALLS)}")
     parser.add_argument("--no-http", action="store_true", help="skip /explain over HTTP")
     parser.add_argument("--out", type=Path, default=None)
@@ -136,23 +140,30 @@ def main() -> None:
     (work / "client").mkdir()
     tempfile.tempdir = str(work / "client")  # gradio_client's uploads: deleted with the work folder
     out = args.out or RESULTS / f"precision-{args.device.split(':')[0]}.json"
+    native, how = native_cpu_bf16()
+    archs: dict = {}
+    result = {"command": "python " + " ".join(sys.argv), "device": args.device, "k": len(PROMPTS), "image": [640, 480],
+              "precisions": precisions, "repeats": args.repeats, "warmup": args.warmup, "torch": torch.__version__,
+              "threads": torch.get_num_threads(), "cpu": platform.processor() or platform.machine(),
+              "cpu_native_bf16": native, "cpu_check": how, "auto_picks": choose("auto", args.device).name,
+              "archs": archs}
+    out.parent.mkdir(parents=True, exist_ok=True)
+
+    def save() -> None:
+        out.write_text(json.dumps(result, indent=1) + "\n")
+
     try:
         path = make_images(work, [((640, 480), "jpg")])[0]
-        archs = {}
         for arch in args.archs.split(","):
             model = base16(work / arch) if arch == "base16" else random_model(arch, work / arch)
-            archs[arch] = time_arch(model, path, precisions, args.device, args.repeats, args.calls.split(","))
+            archs[arch] = {}
+            time_arch(model, path, precisions, args.device, args.repeats, args.calls.split(","), args.warmup,
+                      archs[arch], save)
             if arch == "base16" and not args.no_http:
                 archs[arch]["explain_http"] = time_http(model, path, precisions, args.device, args.repeats, work)
+                save()
     finally:
         shutil.rmtree(work, ignore_errors=True)
-    native, how = native_cpu_bf16()
-    result = {"command": "python " + " ".join(sys.argv), "device": args.device, "k": len(PROMPTS), "image": [640, 480],
-              "precisions": precisions, "torch": torch.__version__, "threads": torch.get_num_threads(),
-              "cpu": platform.processor() or platform.machine(), "cpu_native_bf16": native, "cpu_check": how,
-              "auto_picks": choose("auto", args.device).name, "archs": archs}
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=1) + "\n")
     print(json.dumps({k: v for k, v in result.items() if k != "archs"}, indent=1))
 
 
