@@ -77,12 +77,14 @@ def cam_maps(cls: type, activations: torch.Tensor, gradients: torch.Tensor, grid
     return np.maximum(cam, 0).astype(np.float32)
 
 
-#: Variants whose channel weights are ratios that cancel (XGrad-CAM divides by each channel's sum of
-#: activations, Grad-CAM++ by 2g² + Σa·g³): bfloat16's rounding moves those maps far (per-prompt Pearson
-#: r against float32 down to −0.8 on the shapes models, tests/test_precision.py), so they run in float32.
+#: Variants that bfloat16's rounding moves far (per-prompt Pearson r against float32 down to −0.8 on the
+#: shapes models, tests/test_precision.py), so they run in float32: XGrad-CAM and Grad-CAM++ weigh
+#: channels by ratios whose denominators cancel (Σa; 2g² + Σa·g³), EigenGrad-CAM's first principal
+#: component swaps with the second where their singular values are close.
 FLOAT32_CAMS: dict[str, str] = {
     "xgradcam": "its channel weights divide by each channel's sum of activations, which cancels",
     "gradcam++": "its channel weights divide by sums of activations times cubed gradients, which cancel",
+    "eigengradcam": "its map is a first principal component, which bfloat16's rounding can swap with the second",
 }
 
 #: The table's rows as method records, in its order (clipcam.methods lists them first).
