@@ -348,9 +348,10 @@ class ModelAdapter:
             f"Prompt {i + 1} is {n} tokens long; the model reads at most {max_len}, so only its start was used."
             for i, n in enumerate(self.token_lengths(key)) if n > max_len
         )
+        # float32 whatever the precision: computed once per prompt list, and a method that runs in float32
+        # on a bfloat16 model (Method.float32) then gives float32's maps exactly
         with torch.no_grad():  # not inference_mode: these tensors enter the autograd graph later
-            with self.forward_context():
-                emb = self.encode_text(key).float()  # (K, P), float32 whatever the precision
+            emb = self.encode_text(key).float()  # (K, P)
             emb = emb / emb.pow(2).sum(dim=-1, keepdim=True).sqrt()
         self.text_cache.put(key, (emb, notes))
         return emb, notes
