@@ -33,6 +33,7 @@ from .models.base import ModelAdapter
 from .notes import method_notes
 from .passes import PASSES, PassInput, Progress
 from .passes.common import batch_logits, prompt_chunks
+from .precision import FP32, Precision
 from .prompts import clean_prompts
 from .results import Explanation
 from .targets import check_target, target_scores
@@ -215,12 +216,14 @@ class Explainer:
         # each layer's geometry once: a CNN's grid changes with the stage, SigLIP 2 NaFlex's with the image
         geometries = {layer: self.adapter.geometry(rgb.size, layer) for layer in chosen}
         grids = {layer: g.grid for layer, g in geometries.items()}
+        precision, precision_note = self._precision_for(record)
         logits, maps = PASSES[record.pass_kind.name](PassInput(self.adapter, pixels, text, chosen, grids, sublayer, target,
-                                                          record, progress))
+                                                          record, progress, precision))
         relevance = self._words(pixels, prompts, target, words, words_layer)
         stacked, kept = _stack_grids(maps)
         reasons = tuple(self._dead(record, layer, sublayer) for layer in chosen)
         notes.extend(method_notes(record, prompts, target))
+        notes.extend(precision_note)
         if len(chosen) == 1 and reasons[0] is None and not stacked.any():
             notes.append("The heatmaps are all zero here: no patch pushes any prompt's score up at this layer.")
         return Explanation(
@@ -230,6 +233,14 @@ class Explainer:
             dead_reasons=reasons, notes=tuple(notes) + text_notes, seconds=time.perf_counter() - start,
             prob_kind=self.adapter.prob_kind, family=self.family, word_relevance=relevance,
         )
+
+    def _precision_for(self, record: Method) -> tuple[Precision | None, list[str]]:
+        """float32 for a method that bfloat16 would change (``Method.float32``) on a model whose weights are
+        float32, with the note saying so; otherwise the model's own precision (None) and no note."""
+        own = self.adapter.precision
+        if not record.float32 or own.compute == torch.float32 or own.weights != torch.float32:
+            return None, []
+        return FP32, [f"{record.label} ran in float32, not {own.label}: {record.float32}."]
 
     def _check_words(self, words: str | None, words_layer: object) -> int | None:
         """The word method's text start layer (checked before any work), None when words are off."""
@@ -275,7 +286,9 @@ class Explainer:
         return self._words(pixels, prompts, target, method, layer)
 
 
-def load_explainer(model: str = "base", device: str = "auto", half: bool = False) -> Explainer:
+def load_explainer(model: str = "base", device: str = "auto", half: bool = False,
+                   precision: str | None = None) -> Explainer:
     """An Explainer for a short name ("base", "siglip", "rn50", …), a hub id, an open_clip name
-    (hf-hub:org/repo, local-dir:/path) or a local directory."""
-    return Explainer(load_model(model, device=device, half=half))
+    (hf-hub:org/repo, local-dir:/path) or a local directory. ``precision``: "fp32" (the default),
+    "bf16", "fp16" or "auto" (clipcam.precision); ``half=True`` is an alias of "fp16"."""
+    return Explainer(load_model(model, device=device, half=half, precision=precision))

@@ -12,6 +12,7 @@ os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
 os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+os.environ.setdefault("CLIPCAM_PRECISION", "fp32")  # the CLI and the app default to auto; tests compare float32 numbers everywhere (test_precision.py tests the others)
 
 import numpy as np
 import pytest

@@ -96,7 +96,7 @@ def _external_imports(name: str) -> set[str]:
 #: The house's floors, lowest first: a module imports only from its own floor or those below it, so
 #: that following a name from the app down never climbs back up.
 FLOORS = (
-    ("constants", "cache", "memory", "geometry", "images", "prompts", "render", "render_labels"),
+    ("constants", "cache", "memory", "geometry", "images", "precision", "prompts", "render", "render_labels"),
     ("models",),
     ("hooks", "targets"),
     ("methods",),

@@ -30,7 +30,7 @@ from .label_view import add_label_view
 from .page import CSS, HOW_TO_READ, INTRO, ON_LOAD_JS, legend_html
 from .server import CACHE_SECONDS, TIME_LIMIT
 from .service import Service
-from .settings import GROUPS
+from .settings import GROUPS, app_precision, precision_line
 
 
 def example_buttons(kind: str) -> list[tuple[gr.Button, str]]:
@@ -46,16 +46,17 @@ def example_buttons(kind: str) -> list[tuple[gr.Button, str]]:
 def build_demo(models: Sequence[str] | None = None, device: str = "auto", half: bool = False,
                loader: Callable[..., Explainer] = load_explainer, max_pixels: int = MAX_PIXELS,
                max_forwards: int = MAX_FORWARDS, time_limit: float = TIME_LIMIT, sessions: int = 32,
-               cache_seconds: int = CACHE_SECONDS) -> gr.Blocks:
+               cache_seconds: int = CACHE_SECONDS, precision: str | None = None) -> gr.Blocks:
     """The layout, wired to the handlers of one Service. ``models`` is the allowlist offered in the browser and
     accepted through the API (default: CLIPCAM_MODELS, else the short names); ``loader`` makes an
     Explainer from a name; images larger than ``max_pixels`` are refused before they are decoded; a
     Score-CAM request that needs more than ``max_forwards`` masked forward passes is refused; a
     request stops after ``time_limit`` seconds or when its page goes away. Results are kept for the
     ``sessions`` most recent sessions; gradio's cached files are deleted ``cache_seconds`` after
-    they were made."""
+    they were made. ``precision``: the models' number format (default: CLIPCAM_PRECISION, else auto)."""
+    precision = "fp16" if half else app_precision(precision)
     app = Handlers(Service(models, device, half, loader, max_pixels, max_forwards, time_limit, sessions,
-                           cache_seconds, cache_folder=get_upload_folder()))
+                           cache_seconds, cache_folder=get_upload_folder(), precision=precision))
     models = app.models
     model_choices = [(model_label(m), m) for m in models]
     first = models[0]
@@ -88,6 +89,7 @@ def build_demo(models: Sequence[str] | None = None, device: str = "auto", half: 
                         groups.append((group, buttons))
                 model = Choice(model_choices, value=first, label="Model", elem_id="model")
                 model_notice = gr.Markdown(elem_id="model-notice")
+                gr.Markdown(precision_line(precision, device), elem_id="precision")
                 # The server checks a slider against the maximum it was built with, whatever the page shows:
                 # build it for the deepest model, let the page narrow it, and let the explainer check the rest.
                 deepest = max(app.service.layers_of(m) for m in models)

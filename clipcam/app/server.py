@@ -114,11 +114,11 @@ class Deadline:
 
 # ----------------------------------------------------------------- GPU on Hugging Face Spaces
 def gpu_task(seconds: float, name: str, device: str, half: bool, kind: str, image: Image.Image,
-             prompts: Sequence[str], options: dict) -> Explanation:
+             prompts: Sequence[str], options: dict, precision: str | None = None) -> Explanation:
     """The GPU work of one request, as a module-level function of picklable arguments: ZeroGPU runs
     it in a forked worker, which finds the model in the library's cache. ``seconds`` is only read
     by ZeroGPU's scheduler (see gpu_duration)."""
-    explainer = load_explainer(name, device=device, half=half)
+    explainer = load_explainer(name, device=device, half=half, precision=precision)
     return getattr(explainer, kind)(image, list(prompts), **options)
 
 

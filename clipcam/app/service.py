@@ -130,9 +130,10 @@ class Service:
                  loader: Callable[..., Explainer] = load_explainer, max_pixels: int = MAX_PIXELS,
                  max_forwards: int = MAX_FORWARDS, time_limit: float = TIME_LIMIT, sessions: int = 32,
                  cache_seconds: int = CACHE_SECONDS, reason_for: Callable[[str], str | None] | None = None,
-                 cache_folder: Path | str | None = None) -> None:
+                 cache_folder: Path | str | None = None, precision: str = "fp32") -> None:
         self.models = list(models or allowed_models())
         self.device, self.half, self.loader = device, half, loader
+        self.precision = precision  # clipcam.precision: "auto", "fp32", "bf16" or "fp16" (half=True is "fp16")
         self.max_pixels, self.max_forwards, self.time_limit = max_pixels, max_forwards, time_limit
         self.cache_seconds = cache_seconds
         self.store = Sessions(sessions)
@@ -146,7 +147,7 @@ class Service:
         self.janitor.tidy()  # every request may delete gradio's old cached files (at most every cache_seconds / 2)
         check_choice(name, self.models, "model")
         try:
-            return self.loader(name, device=self.device, half=self.half)
+            return self.loader(name, device=self.device, half=self.half, precision=None if self.half else self.precision)
         except Exception as err:  # noqa: BLE001 - offline, not cached, not a model: say which, in one sentence
             local = name.startswith(("/", ".", "~"))  # a path: the library says what is wrong with the folder
             reason = None if local and isinstance(err, ValueError) else self.reason_for(name)
@@ -173,7 +174,8 @@ class Service:
         callbacks stay behind and ZeroGPU's duration bounds the time)."""
         deadline.check()
         if self.gpu is not None:
-            result = self.gpu(gpu_seconds(forwards), name, self.device, self.half, kind, image, prompts, options)
+            result = self.gpu(gpu_seconds(forwards), name, self.device, self.half, kind, image, prompts, options,
+                              None if self.half else self.precision)
         else:
             result = getattr(ex, kind)(image, prompts, progress=deadline.progress(progress), **options)
         deadline.check()

@@ -8,6 +8,8 @@ from dataclasses import dataclass, replace
 from typing import Callable, Sequence
 
 from ..methods import METHODS
+from ..models import resolve_device
+from ..precision import PRECISION_ENV, choose, precision_setting
 from .choices import (
     compare_partner, controls, family_class, layer_label, method_choices, method_layer, method_note_for,
     model_defaults, model_layers, model_problem, startup_model,
@@ -17,6 +19,17 @@ from .inputs import read_share, relative_layer, share_query
 
 #: The example groups on the page: two slots, each showing one kind (the current model's first).
 GROUPS = [(slot, kind) for slot in (0, 1) for kind in EXAMPLE_KINDS]
+
+
+def app_precision(precision: str | None = None) -> str:
+    """The precision the app's models compute in: as given, else CLIPCAM_PRECISION, else "auto"."""
+    return precision_setting() if precision is None else precision
+
+
+def precision_line(precision: str, device: str) -> str:
+    """The page's one line on the number format the models compute in and why (clipcam.precision)."""
+    chosen = choose(precision, resolve_device(device))
+    return f"Precision: {chosen.label} — {chosen.reason} Set by {PRECISION_ENV} (default auto)."
 
 
 @dataclass(frozen=True)

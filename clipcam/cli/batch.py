@@ -14,7 +14,7 @@ from ..eval.engine import run_in_process, run_ray
 from ..explainer import METHODS
 from ..methods import DEFAULT_METHOD
 from ..models import sublayer_names
-from .common import SentenceParser, add_model_options, quiet_transformers, sublayer_help
+from .common import SentenceParser, add_model_options, precision_of, quiet_transformers, sublayer_help
 
 
 def build_batch_parser() -> argparse.ArgumentParser:
@@ -63,10 +63,10 @@ def run_batch(argv: Sequence[str]) -> int:
 
     if args.sublayer is not None and args.sublayer not in sublayer_names():
         parser.error(f"argument --sublayer: {args.sublayer!r} is none of the families' sublayers. {sublayer_help()}")
-    settings = Settings(model=args.model, method=args.method, layer=args.layer, sublayer=args.sublayer,
-                        target=args.target, sweep=args.sweep, device=args.device, half=args.half)
     start = time.perf_counter()
     try:
+        settings = Settings(model=args.model, method=args.method, layer=args.layer, sublayer=args.sublayer,
+                            target=args.target, sweep=args.sweep, device=args.device, precision=precision_of(args))
         items = read_inputs(args.input, args.prompt)
         if args.ray is None:
             done = run_in_process(items, settings, args.out, args.overlays, args.chunk, not args.no_progress)

@@ -8,6 +8,7 @@ import argparse
 from transformers.utils import logging as hf_logging
 
 from ..models import MODEL_ALIASES, families
+from ..precision import PRECISION_ENV, PRECISIONS, precision_setting
 
 
 class SentenceParser(argparse.ArgumentParser):
@@ -30,7 +31,26 @@ def add_model_options(parser: argparse.ArgumentParser, model_default: str) -> No
     parser.add_argument("-m", "--model", default=model_default,
                         help=f"model alias ({aliases}), a Hugging Face CLIP id or a local directory (default: {model_default})")
     parser.add_argument("--device", default="auto", help="auto (CUDA when present; default), cpu or cuda")
-    parser.add_argument("--half", action="store_true", help="half precision (GPU only)")
+    add_precision_options(parser)
+
+
+def add_precision_options(parser: argparse.ArgumentParser) -> None:
+    """--precision, and --half, its older spelling of --precision fp16."""
+    which = parser.add_mutually_exclusive_group()
+    which.add_argument("--precision", default=None, choices=PRECISIONS,
+                       help=f"number format: auto (default; or {PRECISION_ENV}) picks bf16 on a CPU that computes "
+                       "it natively (AVX512-BF16 or AMX) and on a CUDA GPU that has it (else fp16 there), fp32 "
+                       "elsewhere; fp32; bf16 (runs anywhere, emulated and slower on other CPUs); fp16 (CUDA only)")
+    which.add_argument("--half", action="store_true",
+                       help="the same as --precision fp16 (kept from before --precision; CUDA only)")
+
+
+def precision_of(args: argparse.Namespace) -> str:
+    """The precision the options ask for: --half is fp16; without --precision, CLIPCAM_PRECISION, else
+    auto (a ValueError sentence when CLIPCAM_PRECISION names none)."""
+    if args.half:
+        return "fp16"
+    return args.precision or precision_setting()
 
 
 def sublayer_help() -> str:

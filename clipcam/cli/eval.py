@@ -12,7 +12,7 @@ from ..eval import evaluate as ev
 from ..eval.evaluate import ATTENTION
 from ..explainer import METHODS, load_explainer
 from ..models import sublayer_names
-from .common import SentenceParser, add_model_options, quiet_transformers
+from .common import SentenceParser, add_model_options, precision_of, quiet_transformers
 
 
 def build_eval_parser() -> argparse.ArgumentParser:
@@ -86,7 +86,7 @@ def run_eval(argv: Sequence[str]) -> int:
             samples = ev.coco_samples(args.coco, args.images, args.template, args.boxes, args.samples)
         if not samples:
             raise ValueError("No image has annotations to score.")
-        explainer = load_explainer(args.model, device=args.device, half=args.half)
+        explainer = load_explainer(args.model, device=args.device, precision=precision_of(args))
         if args.sublayers == "all":  # every sublayer of this model's own family
             sublayers = explainer.sublayers
         if args.methods == "all":  # every method this model's family supports (a ResNet has no attention)

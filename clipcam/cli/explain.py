@@ -28,7 +28,7 @@ from ..render import (
     word_strip,
 )
 from ..words import WORD_METHODS, WORD_REGISTRY
-from .common import sublayer_help
+from .common import add_precision_options, precision_of, sublayer_help
 from .labels import add_label_options, check_label_options, wants_labels, write_label_map
 
 
@@ -86,7 +86,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--alpha", type=float, default=DEFAULT_ALPHA,
                         help=f"heatmap opacity in the overlays, 0..1 (default: {DEFAULT_ALPHA})")
     parser.add_argument("--device", default="auto", help="auto (CUDA when present), cpu or cuda")
-    parser.add_argument("--half", action="store_true", help="half precision (GPU only)")
+    add_precision_options(parser)
     return parser
 
 
@@ -112,7 +112,7 @@ def run(args: argparse.Namespace, notes: list[str] | None = None) -> dict:
         raise ValueError(f"--alpha must be between 0 and 1; got {args.alpha}.")
     check_label_options(args)
     start = time.perf_counter()
-    explainer = load_explainer(args.model, device=args.device, half=args.half)
+    explainer = load_explainer(args.model, device=args.device, precision=precision_of(args))
     progress = report_progress if get_method(args.method).cost == "per channel" and sys.stderr.isatty() else None
     if args.sweep:
         result = explainer.sweep(args.image, args.prompt, sublayer=args.sublayer, target=args.target,
@@ -145,6 +145,7 @@ def run(args: argparse.Namespace, notes: list[str] | None = None) -> dict:
                            seconds=round(time.perf_counter() - start, 3), explain_seconds=round(result.seconds, 3))
     if labels is not None:
         scores["label_map"] = labels[1]
+    scores["precision"] = {"name": explainer.adapter.precision.name, "reason": explainer.adapter.precision.reason}
     if words is not None:
         scores["word_relevance"] = words.as_dict()
     legend = legend_lines(False, result.prob_kind) + [settings_text({**scores, "layers": None, "layer": shown.layer},

@@ -44,7 +44,8 @@ class Settings:
     target: str = DEFAULT_TARGET
     sweep: bool = False
     device: str = "cpu"
-    half: bool = False
+    half: bool = False  # the older spelling of precision "fp16"
+    precision: str | None = None  # "auto", "fp32", "bf16" or "fp16" (clipcam.precision); None: fp16 if half, else fp32
 
     def to_dict(self) -> dict:
         return asdict(self)

@@ -50,7 +50,8 @@ def run_in_process(items: Sequence[Item], settings: Settings, out: Path, overlay
     todo = pending(items, out, settings)
     if not todo:
         return 0
-    explainer = explainer or load_explainer(settings.model, device=settings.device, half=settings.half)
+    explainer = explainer or load_explainer(settings.model, device=settings.device, half=settings.half,
+                                               precision=settings.precision)
     rows: list[dict] = []
     bar = tqdm(total=len(todo), unit="img", disable=not progress, desc="explaining", smoothing=0.1)
     try:
@@ -72,7 +73,8 @@ class ExplainActor:
     def __init__(self, settings: dict, overlays: str | None = None) -> None:
         self.settings = Settings(**settings)
         self.overlays = Path(overlays) if overlays else None
-        self.explainer = load_explainer(self.settings.model, device=self.settings.device, half=self.settings.half)
+        self.explainer = load_explainer(self.settings.model, device=self.settings.device,
+                                        half=self.settings.half, precision=self.settings.precision)
 
     def __call__(self, batch):
         rows: list[dict] = []

@@ -77,11 +77,22 @@ def cam_maps(cls: type, activations: torch.Tensor, gradients: torch.Tensor, grid
     return np.maximum(cam, 0).astype(np.float32)
 
 
+#: Variants that bfloat16's rounding moves far (per-prompt Pearson r against float32 down to −0.8 on the
+#: shapes models, tests/test_precision.py), so they run in float32: XGrad-CAM and Grad-CAM++ weigh
+#: channels by ratios whose denominators cancel (Σa; 2g² + Σa·g³), EigenGrad-CAM's first principal
+#: component swaps with the second where their singular values are close.
+FLOAT32_CAMS: dict[str, str] = {
+    "xgradcam": "its channel weights divide by each channel's sum of activations, which cancels",
+    "gradcam++": "its channel weights divide by sums of activations times cubed gradients, which cancel",
+    "eigengradcam": "its map is a first principal component, which bfloat16's rounding can swap with the second",
+}
+
 #: The table's rows as method records, in its order (clipcam.methods lists them first).
 CAM_RECORDS: tuple[Method, ...] = tuple(
     Method(name=name, label=label, paper=paper, about=about, pass_kind=SUBLAYER, compute=partial(cam_maps, cls),
            uses_prompts=uses_prompts,
-           same_map_because="" if uses_prompts else "it is the activations' first principal component")
+           same_map_because="" if uses_prompts else "it is the activations' first principal component",
+           float32=FLOAT32_CAMS.get(name, ""))
     for name, label, cls, paper, about, uses_prompts in CAM_TABLE
 )
 

@@ -22,6 +22,7 @@ from pathlib import Path
 import torch
 
 from ..cache import LockedLRU
+from ..precision import Precision, check_precision, choose
 from .base import ModelAdapter
 from .files import check_index, check_safetensors_only, quoted
 from .hf_clip import missing_package_sentence
@@ -31,7 +32,7 @@ from .registry import (MODEL_ALIASES, MODEL_INFO, OPEN_CLIP_PREFIXES, ModelInfo,
 __all__ = [
     "MODEL_ALIASES", "MODEL_CACHE_SIZE", "MODEL_INFO", "OPEN_CLIP_PREFIXES", "ModelAdapter", "ModelInfo",
     "cached_models", "check_index", "check_safetensors_only", "clear_cache", "families", "is_open_clip",
-    "load_model", "resolve_device", "resolve_dtype", "resolve_source", "start_settings", "sublayer_names",
+    "load_model", "resolve_device", "resolve_dtype", "resolve_precision", "resolve_source", "start_settings", "sublayer_names",
     "unavailable_reason", "wide_sublayers",
 ]
 
@@ -56,9 +57,15 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
 
 def resolve_dtype(half: bool, device: torch.device) -> torch.dtype:
     """float16 on a GPU when asked for; float32 otherwise (half precision on a CPU is slow and lossy)."""
-    if half and device.type != "cuda":
-        raise ValueError("Half precision needs a CUDA GPU; on the CPU clipcam runs in float32.")
-    return torch.float16 if half else torch.float32
+    return resolve_precision(device, half).weights
+
+
+def resolve_precision(device: torch.device, half: bool = False, precision: str | None = None) -> Precision:
+    """The precision a model computes in on ``device`` (clipcam.precision.choose), with its reason.
+    ``half=True`` is the older spelling of precision "fp16"; neither given means "fp32"."""
+    if half and precision not in (None, "fp16"):
+        raise ValueError(f"half=True means precision 'fp16', which contradicts precision {precision!r}: give one of them.")
+    return choose("fp16" if half else check_precision("fp32" if precision is None else precision), device)
 
 
 def _load_uncached(name: str, device: torch.device, dtype: torch.dtype) -> ModelAdapter:
@@ -91,16 +98,19 @@ _load_locks: dict[tuple[str, str, str], threading.Lock] = {}
 _load_locks_guard = threading.Lock()
 
 
-def load_model(name: str, device: str | torch.device = "auto", half: bool = False) -> ModelAdapter:
+def load_model(name: str, device: str | torch.device = "auto", half: bool = False,
+               precision: str | None = None) -> ModelAdapter:
     """Load (or fetch from the cache) a CLIP model by alias, hub id or local directory.
 
-    Two requests for the same model share one load; a slow load of one model does not block
-    requests for models already in the cache. Raises ValueError with a sentence a person can
-    act on when the model cannot be loaded.
+    ``precision``: "auto", "fp32" (the default), "bf16" or "fp16" (clipcam.precision; the adapter's
+    ``precision`` says which was used and why); ``half=True`` is an alias of "fp16". Two requests
+    for the same model share one load; a slow load of one model does not block requests for models
+    already in the cache. Raises ValueError with a sentence a person can act on when the model
+    cannot be loaded.
     """
     dev = resolve_device(device)
-    dtype = resolve_dtype(half, dev)
-    key = (resolve_source(name), str(dev), str(dtype))
+    chosen = resolve_precision(dev, half, precision)
+    key = (resolve_source(name), str(dev), chosen.name)
     cached = _cache.get(key)
     if cached is not None:
         return cached
@@ -111,7 +121,8 @@ def load_model(name: str, device: str | torch.device = "auto", half: bool = Fals
         if cached is not None:
             return cached
         try:
-            loaded = _load_uncached(name, dev, dtype)
+            loaded = _load_uncached(name, dev, chosen.weights)
+            loaded.precision = chosen
             _cache.put(key, loaded)
         finally:
             with _load_locks_guard:

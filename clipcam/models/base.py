@@ -17,7 +17,7 @@ registry (``clipcam.models.registry``) needs: the library and models it matches,
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Callable, ClassVar, Sequence
+from typing import Any, Callable, ClassVar, ContextManager, Sequence
 
 import numpy as np
 import torch
@@ -26,6 +26,7 @@ from PIL import Image
 from ..cache import LockedLRU
 from ..constants import check_choice
 from ..geometry import CropGeometry
+from ..precision import FP32, Precision
 from .layers import check_layer
 from .pool import PoolView
 
@@ -199,6 +200,8 @@ class ModelAdapter:
     library: ClassVar[str] = ""
     #: Short names of known models of this family, in the order the app lists them.
     short_names: ClassVar[tuple[ShortName, ...]] = ()
+    #: How the model computes (clipcam.precision); load_model sets it, float32 unless asked otherwise.
+    precision: Precision = FP32
 
     @classmethod
     def matches(cls, source: str, config: Any) -> bool:
@@ -215,6 +218,11 @@ class ModelAdapter:
         self.dtype = dtype
         #: prompt tuple → (unit-norm text embeddings (K, P), notes)
         self.text_cache: LockedLRU = LockedLRU(TEXT_CACHE_SIZE)
+
+    def forward_context(self) -> ContextManager:
+        """The context the model's own forward runs in (autocast for bfloat16). Passes enter it around
+        the model's forward only, so that what a method computes from the activations stays float32."""
+        return self.precision.forward(self.device)
 
     # ------------------------------------------------------------------ layers
     @property
@@ -373,8 +381,10 @@ class ModelAdapter:
             f"Prompt {i + 1} is {n} tokens long; the model reads at most {max_len}, so only its start was used."
             for i, n in enumerate(self.token_lengths(key)) if n > max_len
         )
+        # float32 whatever the precision: computed once per prompt list, and a method that runs in float32
+        # on a bfloat16 model (Method.float32) then gives float32's maps exactly
         with torch.no_grad():  # not inference_mode: these tensors enter the autograd graph later
-            emb = self.encode_text(key)  # (K, P)
+            emb = self.encode_text(key).float()  # (K, P)
             emb = emb / emb.pow(2).sum(dim=-1, keepdim=True).sqrt()
         self.text_cache.put(key, (emb, notes))
         return emb, notes
@@ -397,6 +407,7 @@ class ModelAdapter:
     def logits(self, features: torch.Tensor, text: torch.Tensor) -> torch.Tensor:
         """Image embeddings (B, P) and unit-norm text embeddings (K, P) → the model's logits (B, K):
         scale × cosine (+ bias for SigLIP), exactly as the model's own forward computes them."""
+        features, text = features.float(), text.float()  # scores in float32 whatever the precision
         image = features / features.pow(2).sum(dim=-1, keepdim=True).sqrt()
         out = (text @ image.T * self.logit_scale).T  # (B, K)
         bias = self.logit_bias

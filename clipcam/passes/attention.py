@@ -102,7 +102,8 @@ def blockwise_pass(inp: PassInput) -> tuple[np.ndarray, list[np.ndarray]]:
         there = None
         with capture_outputs([site.out], values=site.reads) as caught, torch.enable_grad(), \
                 saved_bytes(list(block.parameters())) as graph:
-            block_out = rerun(block, call, hidden)
+            with inp.forward_context():  # the model's own forward only: what is read from it stays float32
+                block_out = rerun(block, call, hidden)
             if own_scores:  # this layer's own score, differentiated at its own attention only
                 score, there = fold.layer_score(adapter, on_grid(block_out, grid, adapter.prefix), inp.text, inp.target)
         qkv = tuple(on_grid(t.float(), grid, adapter.prefix) for t in site.split(caught[1:]))

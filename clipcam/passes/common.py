@@ -4,13 +4,14 @@ prompts sized by their gradients' bytes, and whether a pass goes one block at a 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable, Sequence
+from typing import Callable, ContextManager, Sequence
 
 import numpy as np
 import torch
 
 from ..methods import Method
 from ..models.base import ModelAdapter
+from ..precision import Precision
 
 #: progress(done, total): called as a slow method's forward passes complete (Score-CAM), or as a
 #: block-by-block pass goes back through the layers (clipcam.passes.blockwise); the app checks its
@@ -41,7 +42,8 @@ class PassInput:
     text embeddings; layers: the chosen 1-based layers, each once; grids: each chosen layer's
     (rows, cols); sublayer: the checked sublayer (read by the kinds it applies to); target: one of
     clipcam.constants.TARGETS; method: the record, whose ``compute`` has its kind's form
-    (clipcam.methods.kinds)."""
+    (clipcam.methods.kinds); precision: what the model's forward runs in (None: the adapter's own;
+    the explainer gives float32 for a method that bfloat16 would change, ``Method.float32``)."""
 
     adapter: ModelAdapter
     pixels: torch.Tensor
@@ -52,6 +54,12 @@ class PassInput:
     target: str
     method: Method
     progress: Progress | None = None
+    precision: Precision | None = None
+
+    def forward_context(self) -> ContextManager:
+        """The context every forward of the model in this pass runs in (clipcam.precision): enter it
+        around the model's own forward only, and read float32 out of it."""
+        return (self.precision or self.adapter.precision).forward(self.adapter.device)
 
     @property
     def first(self) -> int:
@@ -59,14 +67,19 @@ class PassInput:
         return min(self.layers)
 
 
-def batch_logits(adapter: ModelAdapter, pixels: torch.Tensor, text: torch.Tensor) -> torch.Tensor:
-    """The model's logits (B, K), exactly as its own forward computes them."""
-    return adapter.logits(adapter.image_features(pixels), text)
+def batch_logits(adapter: ModelAdapter, pixels: torch.Tensor, text: torch.Tensor,
+                 precision: Precision | None = None) -> torch.Tensor:
+    """The model's logits (B, K), exactly as its own forward computes them. The image tower runs in
+    ``precision`` (default the model's: autocast for bfloat16); the scores from its embedding are
+    float32, so that probabilities keep their digits."""
+    with (precision or adapter.precision).forward(adapter.device):
+        features = adapter.image_features(pixels)  # (B, P)
+    return adapter.logits(features.float(), text)
 
 
 def logits_of(inp: PassInput) -> torch.Tensor:
     """The logits (K,) of the pass's one image."""
-    return batch_logits(inp.adapter, inp.pixels, inp.text)[0]
+    return batch_logits(inp.adapter, inp.pixels, inp.text, inp.precision)[0]
 
 
 def prompt_eye(logits: torch.Tensor) -> torch.Tensor:

@@ -23,7 +23,8 @@ def masking_pass(inp: PassInput) -> PassOutput:
     size = adapter.input_size(inp.pixels)
 
     def scores_of(masks: torch.Tensor) -> torch.Tensor:  # masks (B, 1, H, W) → target scores (B, K)
-        return target_scores(batch_logits(adapter, adapter.mask_inputs(inp.pixels, masks), inp.text), inp.target)
+        logits = batch_logits(adapter, adapter.mask_inputs(inp.pixels, masks), inp.text, inp.precision)  # (B, K)
+        return target_scores(logits, inp.target)
 
     maps, done = [], 0
     for layer, act in zip(layers, tokens):

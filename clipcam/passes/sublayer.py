@@ -71,7 +71,8 @@ def blockwise_pass(inp: PassInput) -> PassOutput:
         block = blocks[layer - 1]
         with capture_outputs([adapter.module(layer, inp.sublayer)] if chosen else []) as acts, torch.enable_grad(), \
                 saved_bytes(list(block.parameters())) as graph:
-            block_out = rerun(block, call, hidden)
+            with inp.forward_context():  # the model's own forward only: what is read from it stays float32
+                block_out = rerun(block, call, hidden)
         wrt = [*acts, *([hidden] if layer > first else [])]
         parts, below = [], []
         chunks = block_chunks(eye, graph[0] + nbytes(wrt))

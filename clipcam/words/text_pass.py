@@ -51,8 +51,8 @@ def word_relevance(adapter: ModelAdapter, pixels: torch.Tensor, prompts: Sequenc
     prompts = tuple(prompts)
     inputs = adapter.text_inputs(prompts)
     if image is None:
-        with torch.no_grad():
-            image = adapter.image_features(pixels)  # (1, P)
+        with torch.no_grad(), adapter.forward_context():
+            image = adapter.image_features(pixels).float()  # (1, P)
     if record.reads == "path":
         tokens = record.compute(*path_gradients(adapter, image, prompts, target, counterfactual))
         return _relevance(record, layer, target, counterfactual, prompts, inputs, tokens)
@@ -62,7 +62,8 @@ def word_relevance(adapter: ModelAdapter, pixels: torch.Tensor, prompts: Sequenc
     else:
         sites, modules, reads = [], [adapter.text_token_embedding()], []
     with capture_outputs(modules, values=reads) as caught, torch.enable_grad():
-        emb = adapter.encode_text(prompts)  # (K, P), in the graph from the first hooked output on
+        with adapter.forward_context():  # the encoder in the model's precision, the scores in float32
+            emb = adapter.encode_text(prompts).float()  # (K, P), in the graph from the first hooked output on
         unit = emb / emb.pow(2).sum(dim=-1, keepdim=True).sqrt()
         scores = target_scores(adapter.logits(image, unit)[0], target)  # (K,)
         if counterfactual:
@@ -139,7 +140,8 @@ def path_gradients(adapter: ModelAdapter, image: torch.Tensor, prompts: tuple[st
         handle = module.register_forward_hook(hook)
         try:
             with torch.enable_grad():
-                out = adapter.encode_text(list(prompts) * n)  # (n·K, P)
+                with adapter.forward_context():  # the encoder in the model's precision; the path and its sum in float32
+                    out = adapter.encode_text(list(prompts) * n).float()  # (n·K, P)
                 own = adapter.logits(image, out / out.pow(2).sum(dim=-1, keepdim=True).sqrt())[0].float().view(n, k)
                 eye = torch.eye(k, dtype=own.dtype, device=own.device)
                 logits = full.to(own.device) * (1 - eye) + own[:, :, None] * eye  # (n, K, K): row k uses own[n, k]
