@@ -174,7 +174,7 @@ class Explainer:
         """
         if layer is None:  # the method's own start where its authors fix one (GEM, CLIP Surgery), else the model's
             own = get_method(method).default_layer
-            layer = own(self.adapter) if own is not None else self.default_layer
+            layer = own(self.adapter.num_layers, self.adapter.capabilities) if own is not None else self.default_layer
         layer = self.adapter.check_layer(layer)
         return self._explain(image, prompts, (layer,), sublayer, target, method, progress, words, words_layer)
 

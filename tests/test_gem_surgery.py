@@ -331,14 +331,7 @@ def test_the_families_without_these_methods_refuse_in_one_sentence(explainers, t
 
 
 def test_the_authors_depth_is_the_default_start():
-    class Tower:
-        capabilities = frozenset({"parallel_path", "surgery_path"})
-        num_layers = 12
-
-    class ResNet:
-        capabilities = frozenset({"surgery_path"})
-        num_layers = 4
-
-    assert get_method("gem").default_layer(Tower()) == 7  # resblocks[-6:] of 12
-    assert get_method("clipsurgery").default_layer(Tower()) == 7
-    assert get_method("clipsurgery").default_layer(ResNet()) == 4
+    tower, resnet = frozenset({"parallel_path", "surgery_path"}), frozenset({"surgery_path"})
+    assert get_method("gem").default_layer(12, tower) == 7  # resblocks[-6:] of 12
+    assert get_method("clipsurgery").default_layer(12, tower) == 7
+    assert get_method("clipsurgery").default_layer(4, resnet) == 4

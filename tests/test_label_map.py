@@ -83,7 +83,7 @@ def test_bad_options_get_one_sentence() -> None:
 def test_the_methods_own_defaults_come_from_its_record(dense_rollout) -> None:
     rule = dense.label_rule("rollout")
     assert (rule.logit_scale, rule.prob_thd) == (40.0, 0.3)
-    assert sl.dense_methods() == ("rollout",)
+    assert sl.dense_methods() == ("rollout", "maskclip", "sclip", "clearclip", "naclip", "gem", "clipsurgery")
 
 
 def test_label_map_argmax_agrees_with_the_image_maps(shapes, scene) -> None:

@@ -256,6 +256,8 @@ def test_switching_to_grad_cam_on_shapes_goes_to_its_best_layer():
     assert method_layer("shapes", "gradcam", 4) == 2  # benchmarks/quality.py: Grad-CAM is best at layer 2 of 4
     assert method_layer("shapes", "chefer", 4) == 1
     assert method_layer("base", "gradcam", 12) == 11
+    assert method_layer("base", "gem", 12) == 7 and method_layer("large", "clipsurgery", 24) == 19  # the last 6 blocks
+    assert method_layer("rn50", "clipsurgery", 4) == 4  # a ResNet's attention pool, after its last stage
 
 
 def test_share_links_round_trip_and_drop_bad_values():

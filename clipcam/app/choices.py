@@ -42,9 +42,11 @@ def method_layer(name: str, method: str, n_layers: int) -> int:
     """The layer a method starts on for a model when a person switches to it: the methods that
     start at a layer from the model's starting layer (model_defaults), the methods that read a
     layer where they measured best (the registry's ``cam_layer``; elsewhere the model's default)."""
-    start = start_settings(name)
-    if get_method(method).layer_role == "reads" and start is not None and start.cam_layer is not None:
+    start, record = start_settings(name), get_method(method)
+    if record.layer_role == "reads" and start is not None and start.cam_layer is not None:
         return min(start.cam_layer, n_layers)
+    if record.default_layer is not None:  # the authors' own start (GEM, CLIP Surgery: the last 6 blocks)
+        return record.default_layer(n_layers, family_class(name).capabilities)
     return model_defaults(name, n_layers)[0]
 
 

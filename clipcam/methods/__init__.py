@@ -33,7 +33,7 @@ class Method:
     uses_layer: bool = True  # False: the method always explains the last layer, whatever layer is chosen
     same_map_because: str = ""  # with uses_prompts False: why every prompt gets the same map (a clause)
     dense: DenseDefaults | None = None  # a training-free dense method's own post-processing (its authors')
-    default_layer: Callable | None = None  # adapter → the layer its authors start on (None: the model's default)
+    default_layer: Callable[[int, frozenset[str]], int] | None = None  # (layers, capabilities) → its authors' start
     float32: str = ""  # why the method's passes run in float32 even on a bfloat16 model (a clause); "": they need not
 
     @property

@@ -119,11 +119,12 @@ def feature_surgery(feats: torch.Tensor, text: torch.Tensor, redundant: torch.Te
     return weighted - weighted.mean(dim=-1, keepdim=True)
 
 
-def surgery_start(adapter: ModelAdapter) -> int:
-    """The authors' start: the first of the last 6 blocks; a ResNet's last stage (only its pool changes)."""
-    if "parallel_path" not in adapter.capabilities:
-        return adapter.num_layers
-    return max(1, adapter.num_layers - SURGERY_BLOCKS + 1)
+def surgery_start(layers: int, capabilities: frozenset[str]) -> int:
+    """The authors' start for a model of ``layers`` layers: the first of the last 6 blocks; a
+    ResNet's last stage (only its pool changes)."""
+    if "parallel_path" not in capabilities:
+        return layers
+    return max(1, layers - SURGERY_BLOCKS + 1)
 
 
 @contextmanager

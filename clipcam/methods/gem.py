@@ -62,9 +62,10 @@ def self_self_attention(view: BlockView, qkv: tuple[torch.Tensor, ...], x: torch
     return view.out_proj(merge_heads(out).to(view.out_proj.weight.dtype))
 
 
-def gem_start(adapter: ModelAdapter) -> int:
-    """The authors' default start: the first of the last 6 blocks (the first block on a shorter tower)."""
-    return max(1, adapter.num_layers - GEM_BLOCKS + 1)
+def gem_start(layers: int, capabilities: frozenset[str]) -> int:
+    """The authors' default start for a model of ``layers`` layers: the first of the last 6 blocks
+    (the first block on a shorter tower)."""
+    return max(1, layers - GEM_BLOCKS + 1)
 
 
 def gem_maps(record: PathRecord, adapter: ModelAdapter, text: torch.Tensor, grid: tuple[int, int]) -> list[np.ndarray]:
