@@ -149,7 +149,7 @@ def surgery_maps(record: PathRecord | PoolRecord, adapter: ModelAdapter, text: t
     unit_text = text.float()
     redundant = redundant_features(adapter) if text.shape[0] == 1 else None
     if isinstance(record, PoolRecord):
-        out = pool_tokens(record.pool, record.calls[0][0][0])[0]  # (1+H·W, P)
+        out = pool_tokens(record.pool, record.calls[0][0][0].float())[0]  # (1+H·W, P), float32 whatever the precision
         feats = out / out.norm(dim=-1, keepdim=True)
         return [on_patches(feature_surgery(feats, unit_text, redundant), grid, 1)]
     prefix, maps = adapter.prefix, []

@@ -105,7 +105,7 @@ def capture_input(module: torch.nn.Module, start: int) -> Iterator[Captured]:
     state = Captured(start, module)
 
     def hook(mod, args, output) -> None:
-        state.input = args[0].detach()
+        state.input = args[0].detach().float()  # float32 out of the forward, whatever its precision
 
     with forward_hooks([(module, hook)]):
         yield state
