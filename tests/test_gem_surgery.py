@@ -315,9 +315,10 @@ def test_surgery_removes_what_the_prompts_share_and_one_prompt_loses_the_empty_s
 
 def test_the_families_without_these_methods_refuse_in_one_sentence(explainers, tmp_path):
     rn = explainers["openclip-rn"]
-    with pytest.raises(ValueError) as err:
-        rn.explain(noise_image(40, 40), PROMPTS, method="clipsurgery", layer=2)
-    assert str(err.value) == "CLIP Surgery changes only a ResNet's attention pool, after its last stage; start at stage 4."
+    early = rn.explain(noise_image(40, 40), PROMPTS, method="clipsurgery", layer=2)  # the pool's map, on stage 2's grid
+    assert early.grid_maps.shape[-2:] == rn.adapter.grid_at(2)
+    sweep = rn.sweep(noise_image(40, 40), PROMPTS, method="clipsurgery")  # every stage, no refusal (eval sweeps)
+    assert len(sweep.layers) == rn.num_layers and np.isfinite(sweep.layer_maps).all()
     with pytest.raises(ValueError) as err:
         rn.explain(noise_image(40, 40), PROMPTS, method="gem")
     assert str(err.value).startswith("GEM needs patch tokens that read out as embeddings, which open_clip ResNet")

@@ -24,8 +24,9 @@ clipcam's raw map is that similarity on the patch grid, the class (or mean) toke
 min–max (``get_similarity_map``), no upsampling. The person's prompts are used as written (the
 authors ensemble every class name over the templates; clipcam encodes a prompt once, as for every
 method), and only the empty string's features are ensembled, as theirs. The layer is where the
-second path starts, by default the authors' last 6 blocks; on a ResNet only the pool changes, so it
-starts at the last stage. The scores stay the model's own (the hooks only record the forward).
+second path starts, by default the authors' last 6 blocks; on a ResNet only the pool changes, so
+every chosen stage shows the pool's one map (resampled onto an earlier stage's grid, as MaskCLIP's
+ResNet map), and a sweep over the stages works. The scores stay the model's own (the hooks only record the forward).
 
 Post-processing defaults (DenseDefaults): the authors define no softmax, threshold or window for
 these maps (they min–max them); clipcam uses CLIP's own logit scale, 100, no background threshold
@@ -46,6 +47,7 @@ from ..hooks import record_calls
 from ..models.base import BlockView, ModelAdapter
 from ..models.pool import PoolView
 from . import Method
+from .dense import on_start_grid
 from .kinds import FORWARD, DenseDefaults, ForwardMethod
 from .parallel import PathRecord, merge_heads, on_patches, parallel_paths, record_path, split_heads, unit_readout
 
@@ -83,6 +85,7 @@ class PoolRecord:
 
     pool: PoolView
     calls: list
+    start: int  # the chosen stage: the pool's one map is shown for it and every later stage
 
 
 def vv_attention(view: BlockView, qkv: tuple[torch.Tensor, ...], x: torch.Tensor) -> torch.Tensor:
@@ -135,12 +138,9 @@ def read_surgery(adapter: ModelAdapter, start: int, grid: tuple[int, int]) -> It
         with record_path(adapter, start, grid) as record:
             yield record
         return
-    if start != adapter.num_layers:
-        raise ValueError(f"CLIP Surgery changes only a ResNet's attention pool, after its last {adapter.layer_noun}; "
-                         f"start at {adapter.layer_noun} {adapter.num_layers}.")
-    pool = adapter.attention_pool()
+    pool = adapter.attention_pool()  # after the last stage, whichever stage is chosen: one map for all
     with record_calls([pool.module]) as calls:
-        yield PoolRecord(pool, calls)
+        yield PoolRecord(pool, calls, start)
 
 
 def surgery_maps(record: PathRecord | PoolRecord, adapter: ModelAdapter, text: torch.Tensor,
@@ -149,9 +149,11 @@ def surgery_maps(record: PathRecord | PoolRecord, adapter: ModelAdapter, text: t
     unit_text = text.float()
     redundant = redundant_features(adapter) if text.shape[0] == 1 else None
     if isinstance(record, PoolRecord):
-        out = pool_tokens(record.pool, record.calls[0][0][0].float())[0]  # (1+H·W, P), float32 whatever the precision
+        pooled = record.calls[0][0][0].float()  # (1, C, H, W), the last stage's output, float32 whatever the precision
+        out = pool_tokens(record.pool, pooled)[0]  # (1+H·W, P)
         feats = out / out.norm(dim=-1, keepdim=True)
-        return [on_patches(feature_surgery(feats, unit_text, redundant), grid, 1)]
+        one = on_start_grid(on_patches(feature_surgery(feats, unit_text, redundant), tuple(pooled.shape[-2:]), 1), grid)
+        return [one] * (adapter.num_layers - record.start + 1)  # the pool's map for the chosen stage and each later one
     prefix, maps = adapter.prefix, []
     final = record.output(grid, prefix)  # (B, T, D), the original path
     for tokens in parallel_paths(record, vv_attention, grid, prefix):
