@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import sys
 import time
 from pathlib import Path
 from typing import Sequence
@@ -14,7 +13,7 @@ from ..eval.engine import run_in_process, run_ray
 from ..explainer import METHODS
 from ..methods import DEFAULT_METHOD
 from ..models import sublayer_names
-from .common import SentenceParser, add_model_options, precision_of, quiet_transformers, sublayer_help
+from .common import SentenceParser, add_model_options, precision_of, quiet_transformers, refused, sublayer_help
 
 
 def build_batch_parser() -> argparse.ArgumentParser:
@@ -73,12 +72,8 @@ def run_batch(argv: Sequence[str]) -> int:
         else:
             done = run_ray(items, settings, args.out, args.ray, args.workers, args.overlays, args.chunk,
                            not args.no_progress)
-    except ValueError as err:
-        print(f"clipcam batch: {err}", file=sys.stderr)
-        return 2
-    except OSError as err:
-        print(f"clipcam batch: cannot write the outputs: {err.strerror or err} ({err.filename}).", file=sys.stderr)
-        return 2
+    except (ValueError, OSError) as err:
+        return refused("clipcam batch", err)
     skipped = len(items) - done
     print(f"explained {done} images ({skipped} already in {args.out}) in {time.perf_counter() - start:.1f} s")
     return 0

@@ -4,6 +4,7 @@ each family's sublayer names for --help, and quiet weight loading."""
 from __future__ import annotations
 
 import argparse
+import sys
 
 from transformers.utils import logging as hf_logging
 
@@ -43,6 +44,15 @@ def add_precision_options(parser: argparse.ArgumentParser) -> None:
                        "elsewhere; fp32; bf16 (runs anywhere, emulated and slower on other CPUs); fp16 (CUDA only)")
     which.add_argument("--half", action="store_true",
                        help="the same as --precision fp16 (kept from before --precision; CUDA only)")
+
+
+def refused(prog: str, err: ValueError | OSError) -> int:
+    """A command's bad input or unwritable output as one sentence on stderr; exit status 2."""
+    if isinstance(err, OSError):
+        print(f"{prog}: cannot write the outputs: {err.strerror or err} ({err.filename}).", file=sys.stderr)
+    else:
+        print(f"{prog}: {err}", file=sys.stderr)
+    return 2
 
 
 def precision_of(args: argparse.Namespace) -> str:

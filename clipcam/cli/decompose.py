@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import csv
-import sys
 from pathlib import Path
 from typing import Sequence
 
@@ -19,7 +18,7 @@ import numpy as np
 from ..decompose import Decomposition
 from ..decompose.render import heads_image
 from ..explainer import load_explainer
-from .common import SentenceParser, add_model_options, quiet_transformers
+from .common import SentenceParser, add_model_options, precision_of, quiet_transformers, refused
 from .explain import slug
 
 
@@ -69,18 +68,14 @@ def run(argv: Sequence[str]) -> int:
     args = build_parser().parse_args(argv)
     quiet_transformers()
     try:
-        explainer = load_explainer(args.model, device=args.device, half=args.half)
+        explainer = load_explainer(args.model, device=args.device, precision=precision_of(args))
         result = explainer.decompose(args.image, args.prompt)
         args.out.mkdir(parents=True, exist_ok=True)
         write_tables(result, args.out)
         for k, prompt in enumerate(result.prompts):
             heads_image(result, k).save(args.out / f"{slug(prompt, k)}-heads.png")
-    except ValueError as err:
-        print(f"clipcam: {err}", file=sys.stderr)
-        return 2
-    except OSError as err:
-        print(f"clipcam: cannot write the outputs: {err.strerror or err} ({err.filename}).", file=sys.stderr)
-        return 2
+    except (ValueError, OSError) as err:
+        return refused("clipcam", err)
     for k, prompt in enumerate(result.prompts):
         top = np.unravel_index(np.argmax(result.heads[k]), result.heads[k].shape)
         print(f"{result.total[k]:8.3f}  {prompt}  (top head: layer {result.layer_names[top[0]]}, head {top[1] + 1})")

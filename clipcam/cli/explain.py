@@ -28,7 +28,7 @@ from ..render import (
     word_strip,
 )
 from ..words import WORD_METHODS, WORD_REGISTRY
-from .common import add_precision_options, precision_of, sublayer_help
+from .common import add_precision_options, precision_of, refused, sublayer_help
 from .labels import add_label_options, check_label_options, wants_labels, write_label_map
 
 
@@ -164,12 +164,8 @@ def run_explain(argv: Sequence[str]) -> int:
     notes: list[str] = []
     try:
         scores = run(args, notes)
-    except ValueError as err:
-        print(f"clipcam: {err}", file=sys.stderr)
-        return 2
-    except OSError as err:
-        print(f"clipcam: cannot write the outputs: {err.strerror or err} ({err.filename}).", file=sys.stderr)
-        return 2
+    except (ValueError, OSError) as err:
+        return refused("clipcam", err)
     if scores["prob_kind"] == "sigmoid":
         print("SigLIP scores each prompt on its own (a sigmoid per prompt), so they need not add up to 100 %.")
     for prompt, prob in zip(scores["prompts"], scores["probs"]):

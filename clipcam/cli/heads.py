@@ -4,7 +4,6 @@ the heads of a model's last layers, in the process or on Ray (clipcam.eval.heads
 from __future__ import annotations
 
 import argparse
-import sys
 import time
 from pathlib import Path
 from typing import Sequence
@@ -13,7 +12,7 @@ from ..decompose.textspan import LAST_LAYERS, SPAN_RANK, TEXTS_PER_HEAD
 from ..eval.batch import read_inputs
 from ..eval.engine import CHUNK
 from ..eval.heads import HeadsSettings, read_texts, run_heads
-from .common import SentenceParser, add_model_options, quiet_transformers
+from .common import SentenceParser, add_model_options, precision_of, quiet_transformers, refused
 
 
 def build_heads_parser() -> argparse.ArgumentParser:
@@ -54,18 +53,14 @@ def run(argv: Sequence[str]) -> int:
     if min(args.chunk, args.per_head, args.rank, args.workers or 1) < 1:
         parser.error("--chunk, --per-head, --rank and --workers must be at least 1")
     settings = HeadsSettings(model=args.model, last=args.last, per_head=args.per_head, rank=args.rank,
-                             device=args.device, half=args.half)
+                             device=args.device, precision=precision_of(args))
     start = time.perf_counter()
     try:
         items = read_inputs(args.images, args.prompt)
         texts = read_texts(args.texts)
         report = run_heads(items, texts, settings, args.out, args.ray, args.workers, args.chunk)
-    except ValueError as err:
-        print(f"clipcam heads: {err}", file=sys.stderr)
-        return 2
-    except OSError as err:
-        print(f"clipcam heads: cannot write the outputs: {err.strerror or err} ({err.filename}).", file=sys.stderr)
-        return 2
+    except (ValueError, OSError) as err:
+        return refused("clipcam heads", err)
     full = report.accuracy["full"]
     shown = "" if full is None else f"; zero-shot accuracy {full:.1f} %"
     print(f"labelled {len(report.rows)} heads over {report.images} images in {time.perf_counter() - start:.1f} s"

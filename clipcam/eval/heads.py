@@ -37,7 +37,7 @@ class HeadsSettings:
     per_head: int = 5
     rank: int = 80
     device: str = "cpu"
-    half: bool = False
+    precision: str = "fp32"  # clipcam.precision: what load_explainer takes
 
 
 def read_texts(path: str | Path) -> list[str]:
@@ -118,7 +118,7 @@ class TermsActor:
     def __init__(self, settings: dict, classifier: np.ndarray) -> None:
         self.settings = HeadsSettings(**settings)
         self.classifier = classifier
-        self.explainer = load_explainer(self.settings.model, device=self.settings.device, half=self.settings.half)
+        self.explainer = load_explainer(self.settings.model, device=self.settings.device, precision=self.settings.precision)
 
     def __call__(self, batch: dict) -> dict:
         items = [Item(str(i), d if d is not None and len(d) else p, (), str(p))
@@ -159,7 +159,7 @@ def run_heads(items: Sequence[Item], texts: Sequence[str], settings: HeadsSettin
               explainer: Explainer | None = None) -> HeadsReport:
     """TextSpan over the items' last layers: writes heads.parquet, heads.md and heads.json to ``out``."""
     pa = require_pyarrow()
-    explainer = explainer or load_explainer(settings.model, device=settings.device, half=settings.half)
+    explainer = explainer or load_explainer(settings.model, device=settings.device, precision=settings.precision)
     reason = decompose_reason(explainer.adapter)
     if reason is not None:
         raise ValueError(reason)
